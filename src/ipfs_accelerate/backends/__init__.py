@@ -1,0 +1,40 @@
+"""Backends, one module each, found by name through :data:`REGISTRY`.
+
+Adding a backend is one new module plus one line here.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from .._exceptions import BackendUnavailable
+from .base import Backend, BackendProbe, ModelSpec, Runtime
+
+__all__ = ["REGISTRY", "Backend", "BackendProbe", "ModelSpec", "Runtime", "get_backend", "probe_all"]
+
+# name -> "module:Class"; modules are imported lazily so a missing library costs nothing.
+REGISTRY: dict[str, str] = {
+    "torch": "pytorch:TorchBackend",
+}
+
+_instances: dict[str, Backend] = {}
+
+
+def get_backend(name: str) -> Backend:
+    """The backend registered under ``name``.
+
+    Raises:
+        BackendUnavailable: no backend has that name.
+    """
+    if name not in REGISTRY:
+        raise BackendUnavailable(f"unknown backend {name!r}; known: {', '.join(sorted(REGISTRY))}")
+    if name not in _instances:
+        module_name, cls_name = REGISTRY[name].split(":")
+        module = importlib.import_module(f"{__name__}.{module_name}")
+        _instances[name] = getattr(module, cls_name)()
+    return _instances[name]
+
+
+def probe_all() -> dict[str, BackendProbe]:
+    """Probe every registered backend (never raises)."""
+    return {name: get_backend(name).probe() for name in REGISTRY}

@@ -1,0 +1,129 @@
+"""The backend seam: a backend turns (model files, kind, precision, device) into a runtime.
+
+A backend never names a family: it receives a :class:`ModelSpec` that says what kind of
+model the files hold (an optimum/transformers task name such as ``"text-generation"``)
+and which transformers class loads them in PyTorch. A family never names a backend: it
+calls the :class:`Runtime`'s ``model`` the way it would call a transformers model.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from ..store.weights import ResolvedWeights
+
+__all__ = ["Backend", "BackendProbe", "ModelSpec", "Runtime"]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ModelSpec:
+    """What a skill asks a backend to load.
+
+    Attributes:
+        weights: the resolved model directory (HF layout) with its provenance.
+        kind: the model kind as optimum/transformers name tasks: ``"feature-extraction"``,
+            ``"fill-mask"``, ``"text-generation"``, ``"text2text-generation"``,
+            ``"automatic-speech-recognition"``, ``"zero-shot-image-classification"`` …
+        torch_class: the transformers class that loads the files in PyTorch
+            (``"AutoModelForCausalLM"``, ``"ClapModel"`` …).
+        generates: the skill calls ``model.generate`` (needs a KV cache).
+        fp16_safe: the architecture keeps its accuracy in fp16 (T5 does not).
+        example_inputs: builds a small batch of model inputs (for exports, warm-up and
+            accuracy gates); keys are the forward's keyword arguments.
+        output_names: the output attributes the skill reads, for backends that convert
+            a model directly and must name its outputs.
+        entry: a method of the transformers model to call instead of ``forward``
+            (``"get_text_features"`` …); its tensor result is returned under
+            ``output_names[0]``.
+    """
+
+    weights: ResolvedWeights
+    kind: str
+    torch_class: str
+    generates: bool = False
+    fp16_safe: bool = True
+    example_inputs: Callable[[], Mapping[str, Any]] | None = None
+    output_names: tuple[str, ...] = ()
+    entry: str | None = None
+
+    @property
+    def model_dir(self) -> Path:
+        """The directory that holds config.json and the weights."""
+        return self.weights.path
+
+
+@dataclasses.dataclass(kw_only=True)
+class Runtime:
+    """A loaded model, ready to run, and the facts read back from what executes it.
+
+    Attributes:
+        backend: the backend's name.
+        device: the device that really executes the model, as read back from the runtime.
+        precision: the precision that really runs.
+        model: called like a transformers model: ``model(**inputs)`` returns an object
+            with the output attributes, and ``model.generate(...)`` works for generators.
+        details: backend facts (execution providers, OpenVINO execution devices …).
+        load_s: seconds the load took.
+        prepare: turns a dict of torch tensors into what ``model`` takes (moves them to the
+            device, casts floating inputs to the model's dtype).
+    """
+
+    backend: str
+    device: str
+    precision: str
+    model: Any
+    details: dict[str, Any] = dataclasses.field(default_factory=dict)
+    load_s: float = 0.0
+    prepare: Callable[[Mapping[str, Any]], dict[str, Any]] = dict
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class BackendProbe:
+    """Whether a backend works on this machine, and on what.
+
+    Attributes:
+        name: the backend's name.
+        available: it imports and can run a model here.
+        version: the library's version, when installed.
+        devices: the devices it can use here (``"cpu"``, ``"cuda:0"``, ``"GPU"`` …).
+        reason: why it is unavailable, or an empty string.
+        extra: the pip extra that installs it.
+        details: anything else worth reporting (execution providers, device names …).
+    """
+
+    name: str
+    available: bool
+    version: str | None = None
+    devices: tuple[str, ...] = ()
+    reason: str = ""
+    extra: str = ""
+    details: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+class Backend(abc.ABC):
+    """One way of running models. Subclasses live one per file and register by name."""
+
+    name: ClassVar[str]
+    extra: ClassVar[str]
+
+    @abc.abstractmethod
+    def probe(self) -> BackendProbe:
+        """Report whether the backend works here; must not raise."""
+
+    @abc.abstractmethod
+    def unsupported(self, *, device: str, precision: str) -> str | None:
+        """Why this device/precision pair cannot run here, or None when it can."""
+
+    @abc.abstractmethod
+    def load(self, spec: ModelSpec, *, device: str, precision: str, cache_dir: Path) -> Runtime:
+        """Load the model for running.
+
+        Raises:
+            BackendUnavailable: the backend cannot run this model here.
+            OutOfMemory: the device ran out of memory while loading.
+        """

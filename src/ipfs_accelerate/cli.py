@@ -1,0 +1,181 @@
+"""The ``ipfs-accelerate`` command: doctor, families, run, demo (and more as they land).
+
+Environment variables are read here, at the edge, and nowhere in the library:
+``IPFS_ACCELERATE_CACHE`` sets the cache directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from ._exceptions import AccelerateError
+from .engine.options import BACKENDS, PRECISIONS, WEIGHTS
+
+__all__ = ["main"]
+
+
+def _cache_dir() -> Path | None:
+    value = os.environ.get("IPFS_ACCELERATE_CACHE")
+    return Path(value) if value else None
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from . import doctor
+
+    report = doctor()
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+        return 0
+    print(f"python {report.python} on {report.platform}")
+    print(f"cpu    {report.cpu} ({report.cpu_count} logical), flags: {' '.join(report.cpu_flags) or 'none'}")
+    print(f"memory {report.memory_gib} GiB")
+    print("backends:")
+    for name, probe in report.backends.items():
+        state = "ok" if probe.available else "unavailable"
+        line = f"  {name:<12} {state:<12} {probe.version or '-':<14} devices: {', '.join(probe.devices) or '-'}"
+        if probe.reason:
+            line += f"  ({probe.reason})"
+        print(line)
+        for key, value in probe.details.items():
+            print(f"      {key}: {value}")
+    print("libraries: " + ", ".join(f"{k} {v}" for k, v in report.libraries.items()))
+    return 0
+
+
+def _cmd_families(args: argparse.Namespace) -> int:
+    from . import families
+
+    infos = families()
+    if args.json:
+        print(json.dumps([f.to_dict() for f in infos], indent=2))
+        return 0
+    for info in infos:
+        print(f"{info.name}: {info.description}")
+        print(f"  default checkpoint: {info.default_checkpoint}"
+              + (f" (real weights installed: {', '.join(info.packaged)})" if info.packaged else ""))
+        for task, params in info.tasks.items():
+            mark = " (default)" if task == info.default_task else ""
+            shown = ", ".join(f"{k}={v!r}" for k, v in params.items())
+            print(f"  task {task}{mark}: {shown}")
+    return 0
+
+
+def _parse_param(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"--param takes NAME=VALUE; got {text!r}")
+    key, raw = text.split("=", 1)
+    try:
+        value: Any = json.loads(raw)
+    except ValueError:
+        value = raw
+    return key, value
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from . import load
+
+    endpoint = load(
+        args.model, task=args.task, backend=args.backend, precision=args.precision, device=args.device,
+        weights=args.weights, family=args.family, strict=args.strict, cache_dir=_cache_dir(),
+    )
+    params = dict(args.param or [])
+    inputs: Any = args.input if len(args.input) > 1 else args.input[0]
+    if args.stream:
+        for piece in endpoint.stream(inputs, **params):
+            print(piece, end="", flush=True)
+        print()
+        return 0
+    result = endpoint(inputs, **params)
+    if args.json:
+        print(result.to_json(indent=2))
+        return 0
+    for index, output in enumerate(result.outputs):
+        print(f"[{index}] {_short(output)}")
+    p = result.provenance
+    print(f"-- {p.family}/{p.task} on {p.backend} {p.device} {p.precision}, weights {p.weights} ({p.source}), "
+          f"batch {p.batch_size}, {result.timings['total_s'] * 1000:.1f} ms")
+    for fb in p.fallbacks:
+        print(f"-- fallback: {fb.tried} failed ({fb.reason}); tried {fb.next}")
+    for note in p.notes:
+        print(f"-- note: {note}")
+    return 0
+
+
+def _short(output: Any) -> str:
+    if hasattr(output, "shape") and hasattr(output, "tolist"):
+        head = ", ".join(f"{x:.4f}" for x in output.ravel()[:6].tolist())
+        return f"vector[{output.shape[-1]}] [{head}, …]"
+    return json.dumps(output, default=str)[:500] if not isinstance(output, str) else output
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(cache_dir=_cache_dir(), families=args.family or None)
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ipfs-accelerate", description="Run HuggingFace model families on the hardware at hand."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log fallbacks and loading steps")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("doctor", help="report the hardware and the backends that work here")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_doctor)
+
+    p = sub.add_parser("families", help="list families, tasks, parameters and checkpoints")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_families)
+
+    p = sub.add_parser("run", help="run one model on inputs and print outputs and provenance")
+    p.add_argument("model", help="hub id, local directory, or a checkpoint a package ships")
+    p.add_argument("--task")
+    p.add_argument("--input", action="append", required=True, help="an input (repeat for a batch)")
+    p.add_argument("--backend", default="auto", choices=BACKENDS)
+    p.add_argument("--precision", default="auto", choices=PRECISIONS)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--weights", default="auto", choices=WEIGHTS)
+    p.add_argument("--family")
+    p.add_argument("--strict", action="store_true", help="fail instead of falling back")
+    p.add_argument("--param", action="append", type=_parse_param, metavar="NAME=VALUE",
+                   help="a task parameter, e.g. max_new_tokens=16 (values parsed as JSON)")
+    p.add_argument("--stream", action="store_true", help="print generated text as it comes")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("demo", help="run every family once and print a table")
+    p.add_argument("--family", action="append", help="only these families (repeatable)")
+    p.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit code (errors: one line on stderr, code 2)."""
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except AccelerateError as exc:
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

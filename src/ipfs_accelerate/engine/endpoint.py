@@ -1,0 +1,200 @@
+"""A loaded model bound to one task: call it, stream from it, and read what ran."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from .._exceptions import InvalidInput, OutOfMemory
+from ..backends.base import Runtime
+from ..skills.base import Prepared, TaskHandler
+from .result import Fallback, Provenance, Result
+
+__all__ = ["Endpoint", "LoadReport"]
+
+# Additive task figures and the rate each one gives over a stage's seconds.
+_RATES = {
+    "new_tokens": ("tokens_per_s", "inference_s"),
+    "items": ("items_per_s", "total_s"),
+    "audio_seconds": ("realtime_factor", "total_s"),
+}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LoadReport:
+    """How the load went: seconds per step, and the cold first call (warm-up)."""
+
+    resolve_s: float
+    backend_load_s: float
+    warmup_s: float
+    total_s: float
+
+
+def _is_oom(exc: BaseException) -> bool:
+    if isinstance(exc, MemoryError):
+        return True
+    try:
+        import torch
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(exc, torch.cuda.OutOfMemoryError)
+
+
+class Endpoint:
+    """A model ready to run one task. Create it with :func:`ipfs_accelerate.load`.
+
+    Attributes:
+        task: the task this endpoint runs.
+        family: the family that runs it.
+        runtime: the loaded backend runtime.
+        load_report: seconds spent loading and warming up.
+    """
+
+    def __init__(
+        self,
+        *,
+        family: str,
+        handler: TaskHandler,
+        runtime: Runtime,
+        fallbacks: Sequence[Fallback],
+        max_batch_size: int,
+        load_report: LoadReport | None = None,
+    ) -> None:
+        self.family = family
+        self.task = handler.name
+        self.handler = handler
+        self.runtime = runtime
+        self.fallbacks = tuple(fallbacks)
+        self.max_batch_size = max_batch_size
+        self.load_report = load_report
+
+    def __repr__(self) -> str:
+        w = self.handler.weights
+        return (
+            f"Endpoint({w.model_id!r}, task={self.task!r}, backend={self.runtime.backend!r}, "
+            f"device={self.runtime.device!r}, precision={self.runtime.precision!r}, weights={w.weights!r})"
+        )
+
+    def provenance(self, *, batch_size: int, notes: Sequence[str] = ()) -> Provenance:
+        """The provenance of a call made with ``batch_size`` items per forward pass."""
+        w = self.handler.weights
+        details = dict(self.runtime.details)
+        return Provenance(
+            model_id=w.model_id,
+            family=self.family,
+            task=self.task,
+            backend=self.runtime.backend,
+            device=self.runtime.device,
+            precision=self.runtime.precision,
+            batch_size=batch_size,
+            weights=w.weights,
+            source=w.source,
+            fallbacks=self.fallbacks,
+            notes=tuple(dict.fromkeys(notes)),
+            runtime=details,
+        )
+
+    def parse_params(self, params: dict[str, Any]) -> Any:
+        """Validate task parameters (raises InvalidInput)."""
+        return self.handler.parse_params(params)
+
+    def __call__(self, inputs: Any, **params: Any) -> Result:
+        """Run the task on one input or a list of inputs.
+
+        Args:
+            inputs: one input or a list of them (strings, audio, images … per task).
+            **params: the task's parameters (see ``ipfs_accelerate.families()``).
+
+        Returns:
+            A :class:`Result` with one output per input, in order.
+
+        Raises:
+            InvalidInput: an input or parameter is invalid; nothing was run.
+            OutOfMemory: the device ran out of memory even for a batch of one.
+        """
+        parsed = self.handler.parse_params(params)
+        items = self.handler.as_items(inputs)
+        if not items:
+            raise InvalidInput("empty batch: pass at least one input")
+        return self.run_items(items, parsed)
+
+    def run_items(self, items: Sequence[Any], params: Any) -> Result:
+        """Run already-validated items with parsed params, splitting into batches."""
+        totals: dict[str, float] = {"preprocess_s": 0.0, "inference_s": 0.0, "postprocess_s": 0.0}
+        figures: dict[str, float] = {}
+        outputs: list[Any] = []
+        notes: list[str] = []
+        # Preprocess validates every item before any model work, so bad input costs nothing.
+        batch = self.max_batch_size
+        largest = 0
+        start = 0
+        started = time.perf_counter()
+        while start < len(items):
+            chunk = items[start : start + batch]
+            try:
+                out, prepared, chunk_times, chunk_figures = self._run_chunk(chunk, params)
+            except Exception as exc:
+                if not _is_oom(exc):
+                    raise
+                if batch == 1:
+                    raise OutOfMemory(f"out of memory even at batch size 1: {exc}") from exc
+                batch = max(1, batch // 2)
+                notes.append(f"out of memory at batch {len(chunk)}; retried at batch {batch}")
+                continue
+            outputs.extend(out)
+            notes.extend(prepared.notes)
+            largest = max(largest, len(chunk))
+            for key, value in chunk_times.items():
+                totals[key] += value
+            for key, value in chunk_figures.items():
+                if key == "time_to_first_token_s":
+                    figures.setdefault(key, value)
+                else:
+                    figures[key] = figures.get(key, 0.0) + value
+            start += len(chunk)
+        totals["total_s"] = time.perf_counter() - started
+        figures["items"] = float(len(items))
+        for key, (rate, over) in _RATES.items():
+            if key in figures and totals.get(over, 0.0) > 0:
+                figures[rate] = figures[key] / totals[over]
+        return Result(
+            outputs=outputs,
+            provenance=self.provenance(batch_size=largest, notes=notes),
+            timings={**totals, **figures},
+        )
+
+    def _run_chunk(
+        self, chunk: Sequence[Any], params: Any
+    ) -> tuple[list[Any], Prepared, dict[str, float], dict[str, float]]:
+        t0 = time.perf_counter()
+        prepared = self.handler.preprocess(chunk, params)
+        t1 = time.perf_counter()
+        raw = self.handler.forward(self.runtime, prepared, params)
+        t2 = time.perf_counter()
+        out = self.handler.postprocess(raw, prepared, params)
+        t3 = time.perf_counter()
+        figures = dict(prepared.figures)
+        figures.update(self.handler.figures(raw, prepared, params, t2 - t1))
+        times = {"preprocess_s": t1 - t0, "inference_s": t2 - t1, "postprocess_s": t3 - t2}
+        return out, prepared, times, figures
+
+    def stream(self, inputs: Any, **params: Any) -> Iterator[str]:
+        """Yield the generated text piece by piece (generation tasks, one prompt).
+
+        Raises:
+            InvalidInput: the task does not stream, or more than one prompt was given.
+        """
+        parsed = self.handler.parse_params(params)
+        items = self.handler.as_items(inputs)
+        if len(items) != 1:
+            raise InvalidInput(f"stream takes exactly one input; got {len(items)}")
+        prepared = self.handler.preprocess(items, parsed)
+        return self.handler.stream(self.runtime, prepared, parsed)
+
+    def warmup(self) -> float:
+        """Run the task's example inputs once (the cold first call); returns its seconds."""
+        started = time.perf_counter()
+        self.run_items(self.handler.example_inputs(), self.handler.warmup_params())
+        return time.perf_counter() - started

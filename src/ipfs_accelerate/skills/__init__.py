@@ -1,0 +1,101 @@
+"""Model families ("skills"), one module each, found by name through :data:`REGISTRY`.
+
+Adding a family is one new module plus one line here. Nothing outside this package
+names a family.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+
+from .._exceptions import UnsupportedTask
+from .base import Checkpoint, Prepared, Skill, TaskHandler
+
+__all__ = [
+    "REGISTRY",
+    "Checkpoint",
+    "Prepared",
+    "Skill",
+    "TaskHandler",
+    "all_skills",
+    "find_skill",
+    "get_skill",
+]
+
+# family name -> "module:Class"
+# Order matters where two families share a model_type: the more specific one comes first.
+REGISTRY: dict[str, str] = {
+    "sentence-embeddings": "sentence_embeddings:SentenceEmbeddingsSkill",
+    "bert": "bert:BertSkill",
+    "gpt2": "gpt2:GPT2Skill",
+    "opt": "opt:OPTSkill",
+    "t5": "t5:T5Skill",
+}
+
+_instances: dict[str, Skill] = {}
+
+
+def get_skill(name: str) -> Skill:
+    """The family registered under ``name``.
+
+    Raises:
+        UnsupportedTask: no family has that name.
+    """
+    if name not in REGISTRY:
+        raise UnsupportedTask(f"unknown family {name!r}; known: {', '.join(sorted(REGISTRY))}")
+    if name not in _instances:
+        module_name, cls_name = REGISTRY[name].split(":")
+        module = importlib.import_module(f"{__name__}.{module_name}")
+        _instances[name] = getattr(module, cls_name)()
+    return _instances[name]
+
+
+def all_skills() -> list[Skill]:
+    """Every registered family, in registry order."""
+    return [get_skill(name) for name in REGISTRY]
+
+
+def find_skill(model_id: str) -> Skill:
+    """The family that knows ``model_id``: by checkpoint name, else by config model_type.
+
+    Raises:
+        UnsupportedTask: no family knows the model.
+    """
+    for skill in all_skills():
+        if model_id in skill.checkpoints:
+            return skill
+    config_dir = _config_dir(model_id)
+    model_type = _model_type(config_dir) if config_dir is not None else None
+    if config_dir is not None:
+        for skill in all_skills():
+            if skill.claims(config_dir, model_type):
+                return skill
+    raise UnsupportedTask(
+        f"no family knows {model_id!r}"
+        + (f" (config model_type {model_type!r})" if model_type else "")
+        + f"; pass family= one of {', '.join(REGISTRY)}"
+    )
+
+
+def _config_dir(model_id: str) -> Path | None:
+    """The folder holding the model's config.json: a local directory or the HF cache."""
+    local = Path(model_id).expanduser()
+    if local.is_dir():
+        return local
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(model_id, "config.json")
+    except Exception:  # noqa: BLE001 - an invalid hub id simply is not cached
+        return None
+    return Path(cached).parent if isinstance(cached, str) else None
+
+
+def _model_type(config_dir: Path) -> str | None:
+    try:
+        value = json.loads((config_dir / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError):
+        return None
+    return str(value) if value else None

