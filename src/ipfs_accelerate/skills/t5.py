@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from ._generation import Seq2SeqGenerate
-from ._vocab import unigram_tokenizer
+from ._vocab import t5_tokenizer
 from .base import Checkpoint, Skill
 
 __all__ = ["T5Skill"]
@@ -22,7 +22,7 @@ def _t5_efficient_tiny() -> Any:
 
 
 def _tokenizer(out_dir: Path) -> None:
-    unigram_tokenizer(out_dir)
+    t5_tokenizer(out_dir)
 
 
 class T5Skill(Skill):
@@ -33,7 +33,7 @@ class T5Skill(Skill):
     checkpoints = {
         "google/t5-efficient-tiny": Checkpoint(
             model_id="google/t5-efficient-tiny", config=_t5_efficient_tiny, build_processor=_tokenizer,
-            processor_source="SentencePiece unigram trained offline",
+            processor_source="bert-base-uncased WordPiece with T5 special ids",
         ),
     }
     default_checkpoint = "google/t5-efficient-tiny"

@@ -1,0 +1,114 @@
+"""load(): options, family and task resolution, weights sources, fallbacks, errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import ipfs_accelerate as ia
+from ipfs_accelerate.store.weights import SYNTHETIC_MARKER
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"backend": "tensorrt"}, "backend must be one of"),
+        ({"precision": "fp8"}, "precision must be one of"),
+        ({"device": "gpu"}, "device must be one of"),
+        ({"weights": "random"}, "weights must be one of"),
+        ({"max_batch_size": 0}, "max_batch_size"),
+        ({"config_overrides": {"n_layer": 1}}, "needs weights='synthetic'"),
+    ],
+)
+def test_bad_options_are_invalid_input(kwargs, message):
+    with pytest.raises(ia.InvalidInput, match=message):
+        ia.load("gpt2", **kwargs)
+
+
+def test_unknown_task_names_the_tasks():
+    with pytest.raises(ia.UnsupportedTask, match="has no task 'translate'.*generate"):
+        ia.load("gpt2", task="translate", weights="synthetic")
+
+
+def test_unknown_model_is_unsupported():
+    with pytest.raises(ia.UnsupportedTask, match="no family knows 'someone/unknown-model'"):
+        ia.load("someone/unknown-model")
+
+
+def test_known_checkpoint_without_weights_names_the_options(cache_dir):
+    with pytest.raises(ia.ModelNotAvailable) as err:
+        ia.load("facebook/opt-125m", cache_dir=cache_dir)
+    text = str(err.value)
+    assert "not available" in text and "weights='synthetic'" in text and "local directory" in text
+
+
+def test_unknown_config_field_in_overrides(cache_dir):
+    with pytest.raises(ia.InvalidInput, match="has no field 'no_such_field'"):
+        ia.load("gpt2", weights="synthetic", config_overrides={"no_such_field": 1}, cache_dir=cache_dir)
+
+
+def test_synthetic_folder_stays_synthetic_when_loaded_by_path(load_tiny, cache_dir):
+    ep = load_tiny("gpt2")
+    folder = ep.handler.weights.path
+    marker = json.loads((folder / SYNTHETIC_MARKER).read_text())
+    assert marker["weights"] == "synthetic" and marker["model_id"] == "gpt2"
+    again = ia.load(str(folder), backend="torch", cache_dir=cache_dir)
+    assert again.handler.weights.weights == "synthetic"
+    assert again("hi", max_new_tokens=2).provenance.weights == "synthetic"
+
+
+def test_synthetic_build_is_cached_and_safetensors_only(load_tiny):
+    folder = load_tiny("gpt2").handler.weights.path
+    assert (folder / "model.safetensors").is_file()
+    assert not list(folder.glob("*.bin")) and not list(folder.glob("*.pt"))
+
+
+def test_precision_fallback_is_recorded(load_tiny):
+    # torch refuses fp16 on the CPU; without strict the engine falls back and says so.
+    ep = load_tiny("prajjwal1/bert-tiny", "embed", precision="fp16", device="cpu")
+    res = ep("hello")
+    assert res.provenance.precision != "fp16"
+    first = res.provenance.fallbacks[0]
+    assert first.tried == "torch/cpu/fp16" and "fp16" in first.reason
+    assert first.stage == "precision"
+
+
+def test_strict_raises_instead_of_falling_back(load_tiny):
+    with pytest.raises(ia.BackendUnavailable, match=r"strict=True.*fp16"):
+        load_tiny("prajjwal1/bert-tiny", "embed", precision="fp16", device="cpu", strict=True)
+
+
+def test_result_serialises_to_json(load_tiny):
+    res = load_tiny("prajjwal1/bert-tiny", "embed")(["a", "b"])
+    doc = json.loads(res.to_json())
+    assert len(doc["outputs"]) == 2 and len(doc["outputs"][0]) == 32
+    assert doc["provenance"]["weights"] == "synthetic"
+    assert doc["provenance"]["fallbacks"] == []
+    assert doc["timings"]["total_s"] > 0
+
+
+def test_families_lists_tasks_and_defaults():
+    infos = {f.name: f for f in ia.families()}
+    assert {"bert", "sentence-embeddings", "gpt2", "opt", "t5"} <= set(infos)
+    assert infos["gpt2"].tasks["generate"]["max_new_tokens"] == 32
+    assert infos["bert"].default_checkpoint == "prajjwal1/bert-tiny"
+    assert set(infos["bert"].tasks) == {"embed", "fill-mask"}
+
+
+def test_doctor_reports_torch_and_cpu():
+    report = ia.doctor()
+    torch_probe = report.backends["torch"]
+    assert torch_probe.available and "cpu" in torch_probe.devices
+    assert report.cpu_count >= 1 and report.memory_gib > 0
+    assert json.loads(json.dumps(report.to_dict()))["backends"]["torch"]["available"] is True
+
+
+def test_endpoint_rejects_empty_and_bad_items(load_tiny):
+    ep = load_tiny("prajjwal1/bert-tiny", "embed")
+    with pytest.raises(ia.InvalidInput, match="empty batch"):
+        ep([])
+    with pytest.raises(ia.InvalidInput, match="#1 must be a string"):
+        ep(["fine", b"bytes"])
+    with pytest.raises(ia.InvalidInput, match="unknown parameter"):
+        ep("x", pool="mean")

@@ -1,0 +1,133 @@
+"""Generation shared by GPT-2, OPT (LLaMA slot) and T5, on tiny synthetic models."""
+
+from __future__ import annotations
+
+import pytest
+
+import ipfs_accelerate as ia
+
+CAUSAL = ["gpt2", "facebook/opt-125m"]
+ALL = [*CAUSAL, "google/t5-efficient-tiny"]
+PROMPTS = ["Hello, my name is", "The capital of France is a city that"]
+
+
+@pytest.mark.parametrize("model_id", ALL)
+def test_greedy_is_deterministic_and_respects_max_new_tokens(load_tiny, model_id):
+    ep = load_tiny(model_id)
+    a = ep(PROMPTS, max_new_tokens=6)
+    b = ep(PROMPTS, max_new_tokens=6)
+    assert a.outputs == b.outputs
+    assert all(isinstance(t, str) for t in a.outputs)
+    assert 0 < a.timings["new_tokens"] <= 6 * len(PROMPTS)
+    assert a.timings["tokens_per_s"] > 0 and a.timings["time_to_first_token_s"] > 0
+    one = ep(PROMPTS, max_new_tokens=1)
+    assert 0 < one.timings["new_tokens"] <= len(PROMPTS)
+    assert all(a_text.startswith(one_text.strip()[:3]) or not one_text.strip()
+               for a_text, one_text in zip((t.strip() for t in a.outputs), one.outputs, strict=True))
+
+
+@pytest.mark.parametrize("model_id", ALL)
+def test_seeded_sampling_is_reproducible(load_tiny, model_id):
+    ep = load_tiny(model_id)
+    kw = {"max_new_tokens": 8, "temperature": 1.5, "top_k": 50, "top_p": 0.95}
+    first = ep(PROMPTS, seed=7, **kw).outputs
+    assert ep(PROMPTS, seed=7, **kw).outputs == first
+    others = [ep(PROMPTS, seed=s, **kw).outputs for s in (8, 9, 10)]
+    assert any(o != first for o in others)
+
+
+@pytest.mark.parametrize("model_id", CAUSAL)
+def test_batch_equals_prompts_one_by_one(load_tiny, model_id):
+    ep = load_tiny(model_id)
+    batch = ep(PROMPTS, max_new_tokens=6).outputs
+    single = [ep(p, max_new_tokens=6).outputs[0] for p in PROMPTS]
+    assert batch == single
+
+
+@pytest.mark.parametrize("model_id", ALL)
+def test_stop_strings_end_the_output(load_tiny, model_id):
+    ep = load_tiny(model_id)
+    full = ep(PROMPTS[0], max_new_tokens=12).outputs[0]
+    if len(full.strip()) < 4:
+        pytest.skip("this random model stops too early to cut anything")
+    stop = full.strip()[2:4]
+    cut = ep(PROMPTS[0], max_new_tokens=12, stop=[stop]).outputs[0]
+    assert stop not in cut
+    assert full.startswith(cut)
+
+
+@pytest.mark.parametrize("model_id", ALL)
+def test_streaming_yields_the_same_text(load_tiny, model_id):
+    ep = load_tiny(model_id)
+    pieces = list(ep.stream(PROMPTS[0], max_new_tokens=8))
+    assert len(pieces) >= 1
+    assert "".join(pieces).strip() == ep(PROMPTS[0], max_new_tokens=8).outputs[0].strip()
+
+
+def test_streaming_takes_one_prompt(load_tiny):
+    with pytest.raises(ia.InvalidInput, match="exactly one input"):
+        load_tiny("gpt2").stream(PROMPTS)
+
+
+def test_max_new_tokens_capped_by_context_window(load_tiny):
+    ep = load_tiny("gpt2", config_overrides={"n_positions": 16})
+    res = ep("one two three four five six seven eight", max_new_tokens=50)
+    assert any("max_new_tokens capped from 50" in n for n in res.provenance.notes)
+    assert res.timings["new_tokens"] <= 16
+
+
+def test_long_prompt_truncated_or_refused(load_tiny):
+    ep = load_tiny("gpt2", config_overrides={"n_positions": 16})
+    long_prompt = "word " * 40
+    res = ep(long_prompt, max_new_tokens=2)
+    assert any("truncated" in n for n in res.provenance.notes)
+    with pytest.raises(ia.InvalidInput, match="longer than the model's window"):
+        ep(long_prompt, max_new_tokens=2, truncate=False)
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"top_p": 1.5}, "top_p"),
+        ({"top_p": 0}, "top_p"),
+        ({"max_new_tokens": -1}, "max_new_tokens"),
+        ({"max_new_tokens": 0}, "max_new_tokens"),
+        ({"temperature": -0.1}, "temperature"),
+        ({"top_k": -3}, "top_k"),
+        ({"repetition_penalty": 0}, "repetition_penalty"),
+        ({"stop": [""]}, "stop"),
+        ({"seed": "x"}, "seed"),
+        ({"beams": 3}, "unknown parameter"),
+    ],
+)
+def test_bad_parameters_are_invalid_input(load_tiny, params, message):
+    ep = load_tiny("gpt2")
+    with pytest.raises(ia.InvalidInput, match=message):
+        ep("hello", **params)
+
+
+@pytest.mark.parametrize(
+    ("inputs", "message"),
+    [([], "empty batch"), ([""], "is empty"), (["  "], "is empty"), (["ok", 3], "must be a string"), (None, "string")],
+)
+def test_bad_prompts_are_invalid_input(load_tiny, inputs, message):
+    with pytest.raises(ia.InvalidInput, match=message):
+        load_tiny("gpt2")(inputs)
+
+
+def test_llama_architecture_loads_through_the_opt_family(cache_dir, tmp_path):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from ipfs_accelerate.skills._vocab import gpt2_tokenizer
+
+    config = LlamaConfig(vocab_size=50257, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=128,
+                         bos_token_id=50256, eos_token_id=50256)
+    LlamaForCausalLM(config).save_pretrained(tmp_path)
+    gpt2_tokenizer(tmp_path)
+    ep = ia.load(str(tmp_path), backend="torch", cache_dir=cache_dir)
+    res = ep(PROMPTS, max_new_tokens=4)
+    assert res.provenance.family == "opt"
+    assert res.provenance.weights == "pretrained"  # an unmarked local folder: we cannot know otherwise
+    assert res.provenance.source == f"dir:{tmp_path.resolve()}"
+    assert len(res.outputs) == 2
