@@ -21,6 +21,7 @@ __all__ = [
     "bert_uncased_tokenizer",
     "gpt2_tokenizer",
     "package_dir",
+    "roberta_tokenizer",
     "t5_tokenizer",
     "unigram_tokenizer",
 ]
@@ -117,6 +118,26 @@ def gpt2_tokenizer(
     tok.model_input_names = ["input_ids", "attention_mask"]
     tok.save_pretrained(out_dir)
     return source
+
+
+def roberta_tokenizer(out_dir: Path, *, model_max_length: int = 512) -> str:
+    """Write a RobertaTokenizerFast: GPT-2's byte-level BPE with RoBERTa's special tokens.
+
+    RoBERTa's own vocabulary orders GPT-2's tokens differently (fairseq's dictionary), so
+    ids differ from the real checkpoint's; the pieces are the same.
+    """
+    from transformers import RobertaTokenizerFast
+
+    with tempfile.TemporaryDirectory() as tmp:
+        source = gpt2_tokenizer(Path(tmp))
+        vocab = json.loads((Path(tmp) / "vocab.json").read_text())
+        for special in ("<s>", "<pad>", "</s>", "<unk>", "<mask>"):
+            vocab.setdefault(special, len(vocab))
+        (Path(tmp) / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
+        tok = RobertaTokenizerFast(vocab_file=str(Path(tmp) / "vocab.json"), merges_file=str(Path(tmp) / "merges.txt"),
+                                   model_max_length=model_max_length)
+    tok.save_pretrained(out_dir)
+    return source + ", with RoBERTa's special tokens"
 
 
 def t5_tokenizer(out_dir: Path, *, model_max_length: int = 512) -> str:

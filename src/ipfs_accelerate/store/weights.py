@@ -168,10 +168,8 @@ def _synthetic(skill: Skill, model_id: str, cache_dir: Path, overrides: dict[str
 
     checkpoint = skill.checkpoint(model_id)
     config = checkpoint.config()
-    for key, value in overrides.items():
-        if not hasattr(config, key) and key not in config.to_dict():
-            raise InvalidInput(f"config_overrides: {type(config).__name__} has no field {key!r}")
-        setattr(config, key, value)
+    if overrides:
+        config = _apply_overrides(config, overrides)
     recipe = json.dumps(
         {"model_id": model_id, "family": skill.name, "config": config.to_dict(), "v": 1},
         sort_keys=True, default=str,
@@ -181,6 +179,28 @@ def _synthetic(skill: Skill, model_id: str, cache_dir: Path, overrides: dict[str
     if not (target / SYNTHETIC_MARKER).is_file():
         _build_synthetic(skill, checkpoint, config, model_id, overrides, target)
     return ResolvedWeights(path=target, model_id=model_id, weights="synthetic", source=f"synthetic:{model_id}")
+
+
+def _apply_overrides(config: Any, overrides: Mapping[str, Any]) -> Any:
+    """The config with fields changed; a dict for a sub-config (``text_config`` …) merges into it.
+
+    The config is rebuilt from its dictionary, so that fields a constructor derives
+    (a composite config copies ``projection_dim`` into its parts) stay consistent on reload.
+    """
+    from .._exceptions import InvalidInput
+
+    def merge(base: dict[str, Any], changes: Mapping[str, Any], where: str) -> None:
+        for key, value in changes.items():
+            if key not in base:
+                raise InvalidInput(f"config_overrides: {where} has no field {key!r}")
+            if isinstance(base[key], dict) and isinstance(value, Mapping):
+                merge(base[key], value, f"{where}.{key}")
+            else:
+                base[key] = value
+
+    data = config.to_dict()
+    merge(data, overrides, type(config).__name__)
+    return type(config).from_dict(data)
 
 
 def _build_synthetic(
