@@ -32,6 +32,8 @@ REGISTRY: dict[str, str] = {
     "gpt2": "gpt2:GPT2Skill",
     "opt": "opt:OPTSkill",
     "t5": "t5:T5Skill",
+    "wav2vec2": "wav2vec2:Wav2Vec2Skill",
+    "clap": "clap:ClapSkill",
 }
 
 _instances: dict[str, Skill] = {}
