@@ -18,10 +18,10 @@ def _noise(seconds: float, seed: int = 0) -> np.ndarray:
 def test_transcribe_returns_text_and_audio_figures(load_tiny):
     ep = load_tiny(W2V)
     res = ep([(_noise(1.0), RATE), (_noise(0.5, 1), RATE)])
-    assert len(res.outputs) == 2 and all(isinstance(t, str) for t in res.outputs)
+    assert len(res.outputs) == 2 and all(isinstance(t.text, str) and t.segments == () for t in res.outputs)
     # only characters of the CTC vocabulary (letters, apostrophe, space) can come out
     allowed = set("ABCDEFGHIJKLMNOPQRSTUVWXYZ' ")
-    assert all(set(t) <= allowed for t in res.outputs)
+    assert all(set(t.text) <= allowed for t in res.outputs)
     assert res.timings["audio_seconds"] == pytest.approx(1.5)
     assert res.timings["realtime_factor"] > 0
     assert res.provenance.family == "wav2vec2" and res.provenance.weights == "synthetic"
@@ -30,12 +30,12 @@ def test_transcribe_returns_text_and_audio_figures(load_tiny):
 def test_long_audio_is_chunked_and_matches_unchunked(load_tiny):
     ep = load_tiny(W2V)
     audio = _noise(9.0, 2)
-    whole = ep((audio, RATE), chunk_s=30).outputs[0]
+    whole = ep((audio, RATE), chunk_s=30).outputs[0].text
     chunked = ep((audio, RATE), chunk_s=3, stride_s=0.5)
     assert any("3 s windows" in n for n in chunked.provenance.notes)
     # Dropping the strided edges keeps the windows' logits aligned: the greedy CTC text of
     # the chunked run matches the whole-file run except near the seams.
-    a, b = whole.replace(" ", ""), chunked.outputs[0].replace(" ", "")
+    a, b = whole.replace(" ", ""), chunked.outputs[0].text.replace(" ", "")
     assert abs(len(a) - len(b)) <= 0.1 * max(len(a), 1)
     assert a[:20] == b[:20]
 

@@ -12,7 +12,25 @@ import numpy as np
 from .._exceptions import InvalidInput
 from ..media.audio import load_audio
 
-__all__ = ["AudioParams", "audio_as_items", "decode_audio_items", "is_single_audio"]
+__all__ = ["AudioParams", "Transcription", "audio_as_items", "decode_audio_items", "is_single_audio"]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Transcription:
+    """What every speech-recognition task returns per input.
+
+    Attributes:
+        text: the whole transcript.
+        segments: ``{"start", "end", "text"}`` dicts (seconds) when the model gives times.
+        language: the language asked for, if any.
+    """
+
+    text: str
+    segments: tuple[dict[str, Any], ...] = ()
+    language: str | None = None
+
+    def __str__(self) -> str:
+        return self.text
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -19,7 +19,7 @@ import numpy as np
 from .._exceptions import InvalidInput
 from ..backends.base import Runtime
 from ..media.audio import audio_seconds
-from ._audio import AudioParams, audio_as_items, decode_audio_items
+from ._audio import AudioParams, Transcription, audio_as_items, decode_audio_items
 from .base import Checkpoint, Prepared, Skill, TaskHandler
 
 __all__ = ["Wav2Vec2Skill"]
@@ -165,7 +165,8 @@ class CTCTranscribe(TaskHandler):
             hi = frames - round(window.drop_right * ratio)
             per_item.setdefault(window.item, []).append(logits[row, lo:hi].argmax(-1))
         return [
-            self.processor.tokenizer.decode(np.concatenate(per_item[i]).tolist(), skip_special_tokens=True)
+            Transcription(text=self.processor.tokenizer.decode(np.concatenate(per_item[i]).tolist(),
+                                                                skip_special_tokens=True))
             for i in range(prepared.count)
         ]
 

