@@ -27,7 +27,7 @@ def test_bad_options_are_invalid_input(kwargs, message):
 
 
 def test_unknown_task_names_the_tasks():
-    with pytest.raises(ia.UnsupportedTask, match="has no task 'translate'.*generate"):
+    with pytest.raises(ia.UnsupportedTask, match=r"has no task 'translate'.*generate"):
         ia.load("gpt2", task="translate", weights="synthetic")
 
 

@@ -85,5 +85,4 @@ def plan_candidates(options: LoadOptions, spec: ModelSpec) -> list[Candidate]:
         out.append(Candidate(backend="torch", device="cpu", precision="fp32"))
     if options.strict:
         return out[:1]
-    seen: set[Candidate] = set()
-    return [c for c in out if not (c in seen or seen.add(c))]
+    return list(dict.fromkeys(out))  # drop repeats, keep order

@@ -238,9 +238,8 @@ def stream_generate(
     extra: dict[str, Any] | None = None,
 ) -> Iterator[str]:
     """Yield text pieces as ``generate`` produces them (one prompt)."""
-    from transformers import StoppingCriteriaList, TextIteratorStreamer
-
     import torch
+    from transformers import StoppingCriteriaList, TextIteratorStreamer
 
     streamer = TextIteratorStreamer(tokenizer, skip_prompt=skip_prompt, skip_special_tokens=True, timeout=600)
     kwargs = _generate_kwargs(params, tokenizer, config, max_new_tokens)

@@ -164,7 +164,6 @@ def _not_available_message(model_id: str, checkpoint: Checkpoint | None, tried: 
 
 
 def _synthetic(skill: Skill, model_id: str, cache_dir: Path, overrides: dict[str, Any]) -> ResolvedWeights:
-    from .._exceptions import InvalidInput
 
     checkpoint = skill.checkpoint(model_id)
     config = checkpoint.config()
