@@ -105,13 +105,12 @@ def _multilingual_processor(out_dir: Path) -> None:
     import json
     import tempfile
 
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import GenerationConfig, WhisperConfig, WhisperFeatureExtractor, WhisperTokenizerFast
     from transformers.models.whisper.tokenization_whisper import LANGUAGES
 
     from ._vocab import gpt2_tokenizer
     from ._whisper_ct2 import _generation_config
-
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
     config = WhisperConfig.from_pretrained(out_dir)
     with tempfile.TemporaryDirectory() as tmp:
