@@ -32,6 +32,12 @@ REGISTRY: dict[str, str] = {
     "gpt2": "gpt2:GPT2Skill",
     "opt": "opt:OPTSkill",
     "t5": "t5:T5Skill",
+    "clip": "clip:CLIPSkill",
+    "xclip": "xclip:XCLIPSkill",
+    "videomae": "videomae:VideoMAESkill",
+    "llava": "llava:LlavaSkill",
+    "llava-next": "llava_next:LlavaNextSkill",
+    "whisper": "whisper:WhisperSkill",
     "wav2vec2": "wav2vec2:Wav2Vec2Skill",
     "clap": "clap:ClapSkill",
 }
