@@ -13,10 +13,8 @@
 from __future__ import annotations
 
 import abc
-import contextlib
 import dataclasses
 import json
-import os
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -48,7 +46,6 @@ __all__ = [
     "load_processor",
     "sample_image",
     "sample_video",
-    "save_quietly",
     "saved_config",
     "substitute_lm_tokenizer",
     "video_as_items",
@@ -89,9 +86,7 @@ def load_processor(path: Path) -> Any:
     for lg in loggers:
         lg.setLevel(logging.ERROR)
     try:
-        # A substitute vocabulary with unused ids makes tokenizers print a native warning.
-        with _quiet_native_stdout():
-            return AutoProcessor.from_pretrained(path, local_files_only=True)
+        return AutoProcessor.from_pretrained(path, local_files_only=True)
     finally:
         for lg, level in zip(loggers, levels, strict=True):
             lg.setLevel(level)
@@ -325,23 +320,6 @@ class ZeroShotClassify(TaskHandler):
 _GPT2_REGULAR = 50256
 
 
-@contextlib.contextmanager
-def _quiet_native_stdout() -> Iterator[None]:
-    """Silence prints of native code (not Python's) on file descriptor 1."""
-    try:
-        saved = os.dup(1)
-    except OSError:  # no real stdout (some embedded runners): nothing to silence
-        yield
-        return
-    try:
-        with open(os.devnull, "wb") as null:
-            os.dup2(null.fileno(), 1)
-            yield
-    finally:
-        os.dup2(saved, 1)
-        os.close(saved)
-
-
 def substitute_lm_tokenizer(
     *,
     vocab_size: int,
@@ -358,7 +336,9 @@ def substitute_lm_tokenizer(
     model's vocabulary size; GPT-2's ids are merge ranks, so the first ``n`` ids with the
     first ``n - 256`` merges are a complete tokenizer. Special tokens take the ids given
     (the image token must sit at the config's ``image_token_index``), or, for None, the
-    next ids after the BPE. Ids the tokenizer leaves unused decode to nothing.
+    next ids after the BPE. Every other id below ``vocab_size`` holds a placeholder
+    ``<|unusedN|>`` that no text encodes to: a random model that picks one shows it instead
+    of decoding to nothing, and the vocabulary has no gaps.
 
     Args:
         vocab_size: the language model's vocabulary size; every id must be below it.
@@ -395,29 +375,22 @@ def substitute_lm_tokenizer(
     if max(ids.values()) >= vocab_size or len(set(ids.values())) != len(ids):
         raise ValueError(f"special token ids {ids} do not fit a vocabulary of {vocab_size}")
     kept.update(ids)
+    used = set(kept.values())
+    kept.update({f"<|unused{i}|>": i for i in range(vocab_size) if i not in used})
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "vocab.json").write_text(json.dumps(kept, ensure_ascii=False))
         (Path(tmp) / "merges.txt").write_text("#version: 0.2\n" + "\n".join(kept_merges) + "\n")
-        # tokenizers prints a warning from native code when ids have gaps (the image
-        # token can sit far above the BPE): the gap is intended, the print is noise.
-        with _quiet_native_stdout():
-            tok = GPT2TokenizerFast(
-                vocab_file=str(Path(tmp) / "vocab.json"), merges_file=str(Path(tmp) / "merges.txt"),
-                bos_token=eos, eos_token=eos, unk_token=eos, pad_token=eos,
-                additional_special_tokens=[t for t in specials if t != eos] + list(extra_special),
-                model_max_length=model_max_length,
-            )
+        tok = GPT2TokenizerFast(
+            vocab_file=str(Path(tmp) / "vocab.json"), merges_file=str(Path(tmp) / "merges.txt"),
+            bos_token=eos, eos_token=eos, unk_token=eos, pad_token=eos,
+            additional_special_tokens=[t for t in specials if t != eos] + list(extra_special),
+            model_max_length=model_max_length,
+        )
     # ONNX Runtime's generate breaks on token_type_ids; the models take neither.
     tok.model_input_names = ["input_ids", "attention_mask"]
     tok.chat_template = chat_template
     words = f"{source}, cut to {base} ids, with the checkpoint's special tokens at {ids}"
     return tok, words
-
-
-def save_quietly(obj: Any, out_dir: Path) -> None:
-    """``obj.save_pretrained(out_dir)`` without the native gap warning of the tokenizer."""
-    with _quiet_native_stdout():
-        obj.save_pretrained(out_dir)
 
 
 # --------------------------------------------------------------------------- image + text -> text

@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ._vision import ImageTextGenerate, save_quietly, saved_config, substitute_lm_tokenizer
+from ._vision import ImageTextGenerate, saved_config, substitute_lm_tokenizer
 from .base import Checkpoint, Skill
 
 __all__ = ["LlavaSkill", "llava_image_processor"]
@@ -121,7 +121,7 @@ def _interleave_processor(out_dir: Path) -> None:
     )
     processor = LlavaProcessor(image_processor=llava_image_processor(config), tokenizer=tokenizer,
                                chat_template=_CHATML, **processor_kwargs(config))
-    save_quietly(processor, out_dir)
+    processor.save_pretrained(out_dir)
 
 
 class LlavaGenerate(ImageTextGenerate):

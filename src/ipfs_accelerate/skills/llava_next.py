@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ._vision import ImageTextGenerate, save_quietly, saved_config, substitute_lm_tokenizer
+from ._vision import ImageTextGenerate, saved_config, substitute_lm_tokenizer
 from .base import Checkpoint, Skill
 from .llava import llava_image_processor, processor_kwargs
 
@@ -106,7 +106,7 @@ def _save_processor(out_dir: Path, config: Any, tokenizer: Any, chat_template: s
 
     processor = LlavaNextProcessor(image_processor=llava_image_processor(config, anyres=True), tokenizer=tokenizer,
                                    chat_template=chat_template, **processor_kwargs(config))
-    save_quietly(processor, out_dir)
+    processor.save_pretrained(out_dir)
 
 
 def _granite_processor(out_dir: Path) -> None:
