@@ -48,7 +48,7 @@ def test_classify_scores_are_probabilities_over_labels(load_tiny):
 @pytest.mark.parametrize(
     ("params", "message"),
     [
-        ({}, "needs labels"),
+        ({}, "has no labels"),
         ({"labels": "dog"}, "list of strings"),
         ({"labels": ["dog", ""]}, "non-empty"),
         ({"labels": ["dog", "dog"]}, "distinct"),
@@ -58,6 +58,14 @@ def test_classify_scores_are_probabilities_over_labels(load_tiny):
 def test_classify_bad_labels(load_tiny, params, message):
     with pytest.raises(ia.InvalidInput, match=message):
         load_tiny(CLAP, "classify")(_tone(0.5, 440), **params)
+
+
+def test_classify_with_labels_per_clip(load_tiny):
+    ep = load_tiny(CLAP, "classify")
+    res = ep([{"audio": _tone(0.5, 440), "labels": ["a", "b"]}, _tone(0.5, 220)], labels=["x", "y", "z"])
+    assert [s["label"] for s in res.outputs[0]] in (["a", "b"], ["b", "a"])
+    assert sorted(s["label"] for s in res.outputs[1]) == ["x", "y", "z"]
+    assert sum(s["score"] for s in res.outputs[1]) == pytest.approx(1.0, abs=1e-5)
 
 
 def test_classify_bad_audio(load_tiny):

@@ -12,13 +12,11 @@
 
 from __future__ import annotations
 
-import abc
-import dataclasses
 import json
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
@@ -32,7 +30,8 @@ from ._generation import (
     generate,
     stream_generate,
 )
-from ._text import tokenize
+from ._zero_shot import ZeroShotClassify as _ZeroShotBase
+from ._zero_shot import ZeroShotParams, check_media_items
 from .base import Prepared, TaskHandler
 
 __all__ = [
@@ -157,31 +156,6 @@ def load_clips(sources: Sequence[Any], *, num_frames: int, notes: list[str]) -> 
     return clips
 
 
-def check_media_items(items: Sequence[Any], *, key: str) -> tuple[list[Any], list[tuple[str, ...] | None]]:
-    """Split items into media and per-item labels.
-
-    An item is the media itself, or ``{key: media, "labels": [...]}`` to classify it
-    against its own labels.
-    """
-    if not items:
-        raise InvalidInput(f"empty batch: pass at least one {key}")
-    media: list[Any] = []
-    labels: list[tuple[str, ...] | None] = []
-    for index, item in enumerate(items):
-        if isinstance(item, Mapping):
-            unknown = sorted(set(item) - {key, "labels"})
-            if unknown or key not in item:
-                raise InvalidInput(
-                    f"{key} #{index}: a dict item takes the keys {key!r} and 'labels'; got {sorted(item)}"
-                )
-            media.append(item[key])
-            labels.append(check_labels(item.get("labels"), where=f"{key} #{index}") if "labels" in item else None)
-        else:
-            media.append(item)
-            labels.append(None)
-    return media, labels
-
-
 def sample_image(width: int, height: int, phase: int = 0) -> Any:
     """A deterministic RGB test picture (colour ramps), for example and warm-up inputs."""
     from PIL import Image
@@ -200,118 +174,11 @@ def sample_video(num_frames: int, width: int = 64, height: int = 48) -> list[Any
 # --------------------------------------------------------------------------- zero-shot
 
 
-def check_labels(labels: Any, *, where: str = "labels") -> tuple[str, ...]:
-    """A non-empty list of distinct, non-empty strings."""
-    if isinstance(labels, str) or not isinstance(labels, (list, tuple)):
-        raise InvalidInput(f"{where}: labels must be a list of strings; got {type(labels).__name__}")
-    if not labels:
-        raise InvalidInput(f"{where}: labels is empty; pass at least one label")
-    for index, label in enumerate(labels):
-        if not isinstance(label, str) or not label.strip():
-            raise InvalidInput(f"{where}: label #{index} must be a non-empty string; got {label!r}")
-    duplicates = sorted({label for label in labels if labels.count(label) > 1})
-    if duplicates:
-        raise InvalidInput(f"{where}: labels must be distinct; repeated: {', '.join(map(repr, duplicates))}")
-    return tuple(labels)
+class ZeroShotClassify(_ZeroShotBase):
+    """Zero-shot ``classify`` for image and video media (the processor loaded quietly)."""
 
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class ZeroShotParams:
-    """Parameters of zero-shot ``classify``.
-
-    Attributes:
-        labels: the candidate labels (distinct, non-empty strings). Needed unless every
-            item carries its own ``labels``; an item's own labels win.
-        template: the prompt each label is put into, with ``{}`` where the label goes;
-            None for the family's default (CLIP: ``"a photo of a {}."``).
-    """
-
-    labels: tuple[str, ...] | None = None
-    template: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.labels is not None:
-            object.__setattr__(self, "labels", check_labels(self.labels))
-        if self.template is not None and (not isinstance(self.template, str) or "{}" not in self.template):
-            raise InvalidInput(f"template must be a string with {{}} where the label goes; got {self.template!r}")
-
-
-class ZeroShotClassify(TaskHandler):
-    """``classify``: probabilities of each item over its candidate labels.
-
-    The labels of a whole batch are encoded once, as their union; each item's scores are a
-    softmax over its own labels' columns of the model's similarity logits. Subclasses set
-    ``media_key``, ``logits_name`` (also as ``output_names``) and ``default_template`` and
-    turn media into pixels.
-    """
-
-    name = "classify"
-    Params: ClassVar[type] = ZeroShotParams
-    media_key: ClassVar[str]
-    logits_name: ClassVar[str]
-    default_template: ClassVar[str]
-
-    def __init__(self, weights: Any, config: Any) -> None:
-        super().__init__(weights, config)
-        self.processor = load_processor(weights.path)
-        self.tokenizer = self.processor.tokenizer
-        self.max_length = min(self.tokenizer.model_max_length or 77,
-                              config.text_config.max_position_embeddings)
-
-    def item_length(self, item: Any) -> int:
-        return 0  # media are resized to one size: nothing to gain from sorting
-
-    @abc.abstractmethod
-    def pixel_inputs(self, media: Sequence[Any], notes: list[str]) -> tuple[dict[str, Any], dict[str, float]]:
-        """Turn the batch's media into model inputs and figures (frames …); notes get caveats."""
-
-    def preprocess(self, inputs: Sequence[Any], params: ZeroShotParams) -> Prepared:
-        media, own_labels = check_media_items(inputs, key=self.media_key)
-        per_item: list[tuple[str, ...]] = []
-        for index, labels in enumerate(own_labels):
-            if labels is None:
-                if params.labels is None:
-                    raise InvalidInput(
-                        f"{self.media_key} #{index} has no labels: pass labels=[...] or give the item as "
-                        f"{{'{self.media_key}': ..., 'labels': [...]}}"
-                    )
-                labels = params.labels
-            per_item.append(labels)
-        notes: list[str] = []
-        pixels, figures = self.pixel_inputs(media, notes)
-        union = list(dict.fromkeys(label for labels in per_item for label in labels))
-        template = params.template or self.default_template
-        prompts = [template.replace("{}", label) for label in union]
-        text_notes: list[str] = []
-        # Right padding: CLIP-style text towers pool at the first end-of-text id, which is
-        # also the pad id; a left pad would be taken for it.
-        self.tokenizer.padding_side = "right"
-        encoded = tokenize(self.tokenizer, prompts, max_length=self.max_length, truncate=True, notes=text_notes)
-        # tokenize() names inputs; here the texts are label prompts.
-        notes += [n.replace("input #", "label prompt #") for n in text_notes]
-        column = {label: i for i, label in enumerate(union)}
-        model_inputs = {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"], **pixels}
-        return Prepared(
-            inputs=model_inputs, count=len(media), notes=notes, figures=figures,
-            extra={"labels": per_item, "columns": [[column[label] for label in labels] for labels in per_item]},
-        )
-
-    def forward(self, runtime: Runtime, prepared: Prepared, params: ZeroShotParams) -> Any:
-        import torch
-
-        with torch.inference_mode():
-            return getattr(runtime.model(**runtime.prepare(prepared.inputs)), self.logits_name)
-
-    def postprocess(self, raw: Any, prepared: Prepared, params: ZeroShotParams) -> list[Any]:
-        import torch
-
-        logits = raw.float().cpu()
-        outputs = []
-        for row, (labels, columns) in enumerate(zip(prepared.extra["labels"], prepared.extra["columns"], strict=True)):
-            probs = torch.softmax(logits[row, columns], dim=-1).tolist()
-            ranked = sorted(zip(labels, probs, strict=True), key=lambda pair: -pair[1])
-            outputs.append([{"label": label, "score": float(score)} for label, score in ranked])
-        return outputs
+    def load_processor(self, path: Path) -> Any:
+        return load_processor(path)
 
 
 # --------------------------------------------------------------------------- tokenizers

@@ -15,13 +15,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .._exceptions import InvalidInput
 from ..backends.base import Runtime
 from ..media.audio import audio_seconds
 from ._audio import AudioParams, audio_as_items, decode_audio_items
-from ._labels import LabelParams, label_scores
 from ._text import check_texts, tokenize
 from ._vocab import roberta_tokenizer
+from ._zero_shot import ZeroShotClassify, ZeroShotParams
 from .base import Checkpoint, Prepared, Skill, TaskHandler
 
 __all__ = ["ClapSkill"]
@@ -44,30 +43,33 @@ def _processor(out_dir: Path) -> None:
     ClapProcessor(feature_extractor=extractor, tokenizer=tokenizer).save_pretrained(out_dir)
 
 
+def clap_audio_features(
+    extractor: Any, items: Sequence[Any], sample_rate: int | None, notes: list[str]
+) -> tuple[Any, float]:
+    """Decode clips at the extractor's rate; clips over its window keep their middle (reported)."""
+    rate = int(extractor.sampling_rate)
+    window = int(extractor.nb_max_samples)
+    audios = decode_audio_items(items, sampling_rate=rate, sample_rate=sample_rate)
+    seconds = sum(audio_seconds(a, rate) for a in audios)
+    clipped = []
+    for index, audio in enumerate(audios):
+        if len(audio) > window:
+            start = (len(audio) - window) // 2
+            notes.append(f"audio #{index} is {len(audio) / rate:.1f} s; the model hears "
+                         f"{start / rate:.1f}–{(start + window) / rate:.1f} s (its middle {window / rate:g} s)")
+            audio = audio[start : start + window]
+        clipped.append(audio)
+    feats = extractor(clipped, sampling_rate=rate, truncation="rand_trunc", padding="repeatpad", return_tensors="pt")
+    return feats["input_features"], seconds
+
+
 class _ClapBase(TaskHandler):
     def __init__(self, weights: Any, config: Any) -> None:
         super().__init__(weights, config)
         from transformers import AutoProcessor
 
         self.processor = AutoProcessor.from_pretrained(weights.path, local_files_only=True)
-        self.extractor = self.processor.feature_extractor
-        self.rate = int(self.extractor.sampling_rate)
-        self.window = int(self.extractor.nb_max_samples)
-
-    def audio_features(self, items: Sequence[Any], sample_rate: int | None, notes: list[str]) -> tuple[Any, float]:
-        audios = decode_audio_items(items, sampling_rate=self.rate, sample_rate=sample_rate)
-        seconds = sum(audio_seconds(a, self.rate) for a in audios)
-        clipped = []
-        for index, audio in enumerate(audios):
-            if len(audio) > self.window:
-                start = (len(audio) - self.window) // 2
-                notes.append(f"audio #{index} is {len(audio) / self.rate:.1f} s; the model hears "
-                             f"{start / self.rate:.1f}–{(start + self.window) / self.rate:.1f} s (its middle 10 s)")
-                audio = audio[start : start + self.window]
-            clipped.append(audio)
-        feats = self.extractor(clipped, sampling_rate=self.rate, truncation="rand_trunc", padding="repeatpad",
-                               return_tensors="pt")
-        return feats["input_features"], seconds
+        self.rate = int(self.processor.feature_extractor.sampling_rate)
 
     def text_inputs(self, texts: Sequence[str], notes: list[str]) -> dict[str, Any]:
         tok = self.processor.tokenizer
@@ -98,7 +100,7 @@ class ClapEmbedAudio(_ClapBase):
 
     def preprocess(self, inputs: Sequence[Any], params: AudioParams) -> Prepared:
         notes: list[str] = []
-        features, seconds = self.audio_features(inputs, params.sample_rate, notes)
+        features, seconds = clap_audio_features(self.processor.feature_extractor, inputs, params.sample_rate, notes)
         return Prepared(inputs={"input_features": features}, count=len(inputs), notes=notes,
                         figures={"audio_seconds": seconds})
 
@@ -146,60 +148,42 @@ class ClapEmbedText(_ClapBase):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class ClapClassifyParams(AudioParams, LabelParams):
+class ClapClassifyParams(ZeroShotParams, AudioParams):
     """Parameters of ``classify``: ``labels``, ``template`` and ``sample_rate``."""
 
-    template: str = "This is a sound of {}."
-
     def __post_init__(self) -> None:
+        ZeroShotParams.__post_init__(self)
         AudioParams.__post_init__(self)
-        LabelParams.__post_init__(self)
 
 
-class ClapClassify(_ClapBase):
-    """``classify``: zero-shot audio classification; scores over the labels sum to 1."""
+class ClapClassify(ZeroShotClassify):
+    """``classify``: zero-shot audio classification; scores over each clip's labels sum to 1.
 
-    name = "classify"
+    An item is a clip or ``{"audio": clip, "labels": [...]}``.
+    """
+
     kind = "zero-shot-audio-classification"
     torch_class = "ClapModel"
+    media_key = "audio"
+    logits_name = "logits_per_audio"
     output_names: ClassVar[tuple[str, ...]] = ("logits_per_audio",)
+    default_template = "This is a sound of {}."
     Params: ClassVar[type] = ClapClassifyParams
 
     def as_items(self, inputs: Any) -> list[Any]:
+        if isinstance(inputs, dict) and "audio" in inputs:
+            return [inputs]
         return audio_as_items(inputs)
 
     def example_inputs(self) -> list[Any]:
-        return [_tone(self.rate, 1.0, 440.0)]
+        rate = int(self.processor.feature_extractor.sampling_rate)
+        return [{"audio": _tone(rate, 1.0, 440.0), "labels": ["a tone", "speech", "rain"]}]
 
-    def parse_params(self, params: Any) -> Any:
-        # Warm-up and exports need labels; callers must give their own.
-        return super().parse_params(params)
-
-    def warmup_params(self) -> Any:
-        return self.parse_params({"labels": ["a tone", "speech"]})
-
-    def model_spec(self) -> Any:
-        spec = super().model_spec()
-        warm = self.warmup_params()
-        return dataclasses.replace(spec, example_inputs=lambda: self.preprocess(self.example_inputs(), warm).inputs)
-
-    def preprocess(self, inputs: Sequence[Any], params: ClapClassifyParams) -> Prepared:
-        if not params.labels:
-            raise InvalidInput("classify needs labels=[...]: the classes to score the audio against")
-        notes: list[str] = []
-        features, seconds = self.audio_features(inputs, params.sample_rate, notes)
-        prompts = [params.template.format(label) for label in params.labels]
-        return Prepared(inputs={**self.text_inputs(prompts, notes), "input_features": features},
-                        count=len(inputs), notes=notes, figures={"audio_seconds": seconds})
-
-    def forward(self, runtime: Runtime, prepared: Prepared, params: Any) -> Any:
-        import torch
-
-        with torch.inference_mode():
-            return runtime.model(**runtime.prepare(prepared.inputs)).logits_per_audio
-
-    def postprocess(self, raw: Any, prepared: Prepared, params: ClapClassifyParams) -> list[Any]:
-        return label_scores(raw, params.labels)
+    def media_inputs(
+        self, media: Sequence[Any], notes: list[str], params: Any
+    ) -> tuple[dict[str, Any], dict[str, float]]:
+        features, seconds = clap_audio_features(self.processor.feature_extractor, media, params.sample_rate, notes)
+        return {"input_features": features}, {"audio_seconds": seconds}
 
 
 class ClapSkill(Skill):

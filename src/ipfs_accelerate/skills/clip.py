@@ -193,7 +193,7 @@ class ClassifyImage(ZeroShotClassify):
         return [{"image": sample_image(64, 48), "labels": labels},
                 {"image": sample_image(40, 56, phase=1), "labels": labels}]
 
-    def pixel_inputs(self, media: Sequence[Any], notes: list[str]) -> tuple[dict[str, Any], dict[str, float]]:
+    def media_inputs(self, media: Sequence[Any], notes: list[str], params: Any) -> tuple[dict[str, Any], dict[str, float]]:
         images = [load_item_images([item], what=f"image #{i}")[0] for i, item in enumerate(media)]
         pixels = self.processor.image_processor(images=images, return_tensors="pt")["pixel_values"]
         return {"pixel_values": pixels}, {}

@@ -85,7 +85,7 @@ class ClassifyVideo(ZeroShotClassify):
         labels = ["playing sports", "eating spaghetti", "a colour test pattern"]
         return [{"video": sample_video(self.num_frames), "labels": labels}]
 
-    def pixel_inputs(self, media: Sequence[Any], notes: list[str]) -> tuple[dict[str, Any], dict[str, float]]:
+    def media_inputs(self, media: Sequence[Any], notes: list[str], params: Any) -> tuple[dict[str, Any], dict[str, float]]:
         clips = load_clips(media, num_frames=self.num_frames, notes=notes)
         pixels = self.processor.image_processor([list(c.frames) for c in clips], return_tensors="pt")
         return {"pixel_values": pixels["pixel_values"]}, {"frames": float(sum(len(c) for c in clips))}
