@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-from tests.fixtures.clip_simple_tokenizer import SimpleTokenizer
 
 from ipfs_accelerate._exceptions import ModelNotAvailable
 from ipfs_accelerate.skills._clip_vocab import (
@@ -16,6 +15,7 @@ from ipfs_accelerate.skills._clip_vocab import (
     build_clip_tokenizer,
     clip_vocab_and_merges,
 )
+from tests.fixtures.clip_simple_tokenizer import SimpleTokenizer
 
 transformers = pytest.importorskip("transformers")
 
