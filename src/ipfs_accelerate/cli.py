@@ -155,6 +155,10 @@ def _build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="run every family once and print a table")
     p.add_argument("--family", action="append", help="only these families (repeatable)")
     p.set_defaults(func=_cmd_demo)
+
+    from .bench.cli import add_bench_parser
+
+    add_bench_parser(sub)
     return parser
 
 

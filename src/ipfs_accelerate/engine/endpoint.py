@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 from .._exceptions import InvalidInput, OutOfMemory
 from ..backends.base import Runtime
 from ..skills.base import Prepared, TaskHandler
 from .result import Fallback, Provenance, Result
+
+if TYPE_CHECKING:
+    from .batcher import DynamicBatcher
 
 __all__ = ["Endpoint", "LoadReport"]
 
@@ -19,6 +23,11 @@ _RATES = {
     "new_tokens": ("tokens_per_s", "inference_s"),
     "items": ("items_per_s", "total_s"),
     "audio_seconds": ("realtime_factor", "total_s"),
+}
+# Additive task figures and the cost per unit each one gives: milliseconds of a stage
+# per unit of the figure (the inverse of a rate; per frame reads better for video).
+_COSTS = {
+    "frames": ("ms_per_frame", "total_s"),
 }
 
 
@@ -61,8 +70,10 @@ class Endpoint:
         fallbacks: Sequence[Fallback],
         max_batch_size: int,
         load_report: LoadReport | None = None,
+        cpu_fallback: Callable[[], Runtime] | None = None,
     ) -> None:
         self.family = family
+        self.cpu_fallback = cpu_fallback
         self.task = handler.name
         self.handler = handler
         self.runtime = runtime
@@ -120,6 +131,35 @@ class Endpoint:
             raise InvalidInput("empty batch: pass at least one input")
         return self.run_items(items, parsed)
 
+    async def acall(self, inputs: Any, **params: Any) -> Result:
+        """``await ep.acall(...)``: the same as ``ep(...)``, run in a worker thread.
+
+        Each call runs on its own; for concurrent callers to share batches, use
+        :meth:`batched` and ``await batcher.acall(...)``.
+        """
+        import asyncio
+
+        return await asyncio.to_thread(self.__call__, inputs, **params)
+
+    def batched(
+        self,
+        *,
+        max_batch_size: int | str | None = None,
+        max_wait_s: float = 0.005,
+        max_queue: int = 1024,
+        max_latency_s: float | None = None,
+    ) -> DynamicBatcher:
+        """A dynamic batcher in front of this endpoint, for many concurrent callers.
+
+        ``ep(...)`` is unchanged; the batcher is opt-in and owned by the caller (close it,
+        or use it as a context manager). See :class:`~ipfs_accelerate.engine.batcher.DynamicBatcher`
+        for the arguments; ``max_batch_size="auto"`` probes the memory at hand.
+        """
+        from .batcher import DynamicBatcher
+
+        return DynamicBatcher(self, max_batch_size=max_batch_size, max_wait_s=max_wait_s,
+                              max_queue=max_queue, max_latency_s=max_latency_s)
+
     def run_items(self, items: Sequence[Any], params: Any) -> Result:
         """Run already-validated items with parsed params, splitting into batches."""
         totals: dict[str, float] = {"preprocess_s": 0.0, "inference_s": 0.0, "postprocess_s": 0.0}
@@ -139,7 +179,8 @@ class Endpoint:
                 if not _is_oom(exc):
                     raise
                 if batch == 1:
-                    raise OutOfMemory(f"out of memory even at batch size 1: {exc}") from exc
+                    self._move_to_cpu(exc, notes)
+                    continue
                 batch = max(1, batch // 2)
                 notes.append(f"out of memory at batch {len(chunk)}; retried at batch {batch}")
                 continue
@@ -159,11 +200,29 @@ class Endpoint:
         for key, (rate, over) in _RATES.items():
             if key in figures and totals.get(over, 0.0) > 0:
                 figures[rate] = figures[key] / totals[over]
+        for key, (cost, over) in _COSTS.items():
+            if figures.get(key, 0.0) > 0:
+                figures[cost] = 1000.0 * totals[over] / figures[key]
         return Result(
             outputs=outputs,
             provenance=self.provenance(batch_size=largest, notes=notes),
             timings={**totals, **figures},
         )
+
+    def _move_to_cpu(self, exc: BaseException, notes: list[str]) -> None:
+        """Out of memory at batch 1 on a GPU: reload on the CPU (recorded), else raise."""
+        old = self.runtime
+        if not old.device.startswith("cuda") or self.cpu_fallback is None:
+            raise OutOfMemory(f"out of memory even at batch size 1 on {old.device}: {exc}") from exc
+        self.runtime = self.cpu_fallback()
+        self.cpu_fallback = None
+        tried = f"{old.backend}/{old.device}/{old.precision}"
+        nxt = f"{self.runtime.backend}/{self.runtime.device}/{self.runtime.precision}"
+        self.fallbacks = (*self.fallbacks, Fallback(
+            stage="device", tried=tried, reason=f"out of memory at batch size 1: {str(exc).splitlines()[0][:200]}",
+            next=nxt))
+        notes.append(f"{old.device} ran out of memory at batch 1; this endpoint now runs on {nxt}")
+        logging.getLogger("ipfs_accelerate").warning("%s ran out of memory; moved to %s", tried, nxt)
 
     def _run_chunk(
         self, chunk: Sequence[Any], params: Any

@@ -112,6 +112,9 @@ def load(
                 endpoint = Endpoint(
                     family=skill.name, handler=handler, runtime=runtime, fallbacks=fallbacks,
                     max_batch_size=options.max_batch_size,
+                    cpu_fallback=None if options.strict or not candidate.device.startswith("cuda") else (
+                        lambda: get_backend("torch").load(spec, device="cpu", precision="fp32",
+                                                          cache_dir=options.cache_dir)),
                 )
                 warmup_s = endpoint.warmup() if warmup else 0.0
             except InvalidInput:

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from ..store.weights import ResolvedWeights
 
 __all__ = [
+    "Baseline",
+    "BaselineRun",
     "Checkpoint",
     "Prepared",
     "Skill",
@@ -72,6 +74,45 @@ class Prepared:
     notes: list[str] = dataclasses.field(default_factory=list)
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
     figures: dict[str, float] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class BaselineRun:
+    """What one call of a reference baseline returns.
+
+    Attributes:
+        outputs: one output per input item, in order, comparable with the task's own
+            outputs (vectors for embeddings, strings for text …) so that the benchmark can
+            report agreement (cosine, exact match).
+        figures: task figures of the call under the same names as ``Result.timings``
+            (``new_tokens``, ``audio_seconds``, ``frames`` …); ``items`` is added for you.
+    """
+
+    outputs: Sequence[Any]
+    figures: Mapping[str, float] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Baseline:
+    """A library-specific reference the benchmark measures beside ours, on the same inputs.
+
+    Attributes:
+        name: shown in the report, e.g. ``"sentence-transformers encode"``.
+        library: the PyPI distribution whose version the report records.
+        load: ``load(device)`` loads the reference on ``device`` (``"cpu"``, ``"cuda:0"``:
+            the device the benchmarked case runs on; its load time is measured) and returns
+            ``run(items, params) -> BaselineRun``, which runs one batch of caller items with
+            the task's parsed params. Raise ``ImportError``/``BackendUnavailable`` when the
+            library or its weights are missing: the report then shows the reason.
+        precision: the precision the reference runs in (``"fp32"``, ``"int8"`` …).
+        note: one line for the report (e.g. which weights it loads).
+    """
+
+    name: str
+    library: str
+    load: Callable[[str], Callable[[Sequence[Any], Any], BaselineRun]]
+    precision: str = "fp32"
+    note: str = ""
 
 
 class TaskHandler(abc.ABC):
@@ -154,6 +195,58 @@ class TaskHandler(abc.ABC):
     def stream(self, runtime: Runtime, prepared: Prepared, params: Any) -> Iterator[str]:
         """Yield pieces of text as they are produced (generation tasks only)."""
         raise InvalidInput(f"task {self.name!r} does not stream; only generation tasks do")
+
+    # Optional hooks for the batcher and the benchmark; the defaults fit most tasks.
+
+    def item_length(self, item: Any) -> int:
+        """A cheap size of one caller item; the batcher sorts a window by it to cut padding.
+
+        The default is ``len(item)`` (characters of a text, samples of an audio array …)
+        and 0 for items without a length.
+        """
+        try:
+            return len(item)
+        except TypeError:
+            return 0
+
+    def bench_inputs(self, n: int) -> list[Any]:
+        """``n`` caller inputs for the benchmark; the default repeats ``example_inputs()``.
+
+        Override it to give the benchmark realistic, varied inputs (mixed lengths, a real
+        audio clip …). Every call with the same ``n`` must return the same inputs.
+        """
+        examples = self.example_inputs()
+        return [examples[i % len(examples)] for i in range(n)]
+
+    def bench_params(self) -> dict[str, Any]:
+        """Keyword parameters every benchmark call passes (a scenario's own params win).
+
+        The default is none (the task's defaults). Override it for tasks that need a
+        parameter to run at all (the labels of a zero-shot classifier …).
+        """
+        return {}
+
+    def pipeline_arguments(self, items: Sequence[Any], params: Any) -> tuple[list[Any], dict[str, Any]]:
+        """How the benchmark's plain baseline calls ``transformers.pipeline(kind)`` on ``items``.
+
+        Returns ``(inputs, keyword arguments)`` for the pipeline call; the default passes the
+        items unchanged and no arguments. Override it where the pipeline needs the task's
+        parameters under its own names (``candidate_labels=`` for zero-shot classifiers …).
+        """
+        return list(items), {}
+
+    def reference_baselines(self) -> list[Baseline]:
+        """Library-specific references the benchmark compares with (none by default).
+
+        The plain transformers fp32 baseline is chosen by the benchmark from ``kind`` and
+        needs no hook. A family adds here what its users would otherwise run instead,
+        for example sentence-transformers ``encode`` for sentence embeddings or
+        faster-whisper for Whisper. Contract: building the list must be cheap and must
+        not import the library (do that in ``Baseline.load``); each ``run`` takes the
+        same caller items and parsed params as ``preprocess`` and returns a
+        :class:`BaselineRun` with one output per item.
+        """
+        return []
 
 
 class Skill(abc.ABC):

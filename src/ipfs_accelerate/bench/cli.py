@@ -1,0 +1,196 @@
+"""``ipfs-accelerate bench``: measure models, write the report.
+
+Register it in the main parser with ``add_bench_parser(subparsers)``; it also runs alone as
+``python -m ipfs_accelerate.bench.cli``. Examples::
+
+    ipfs-accelerate bench --suite seed --out reports/            # the main job (~15 min here)
+    ipfs-accelerate bench --model gpt2 --weights synthetic --backend torch \\
+        --precision fp32 --precision int8 --batch-size 1 --batch-size 8 --param max_new_tokens=32
+    ipfs-accelerate bench --scenario my.yaml --budget-s 300 --out /tmp/report
+
+Environment variables are read here, at the edge: ``IPFS_ACCELERATE_CACHE`` sets the cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .._exceptions import AccelerateError, InvalidInput
+from ..engine.options import BACKENDS, PRECISIONS, WEIGHTS
+
+__all__ = ["add_bench_parser", "cmd_bench", "main"]
+
+
+def _key_value(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE; got {text!r}")
+    key, raw = text.split("=", 1)
+    try:
+        value: Any = json.loads(raw)
+    except ValueError:
+        value = raw
+    return key, value
+
+
+def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the ``bench`` sub-command to an ``argparse`` sub-parsers object."""
+    p = subparsers.add_parser(
+        "bench", help="benchmark models against plain transformers and write a report",
+        description="Measure latency, throughput, memory, load time and the cold first call of models on each "
+                    "backend and precision, beside plain transformers and reference baselines, and write a "
+                    "Markdown report, a JSON file and PNG plots.",
+    )
+    what = p.add_argument_group("what to measure (one of)")
+    what.add_argument("--suite", choices=["seed"], help="a built-in suite; seed: every family on every backend")
+    what.add_argument("--scenario", type=Path, help="a YAML, TOML or JSON scenario file")
+    what.add_argument("--model", action="append", help="a model id or directory (repeatable)")
+    p.add_argument("--task")
+    p.add_argument("--backend", action="append", choices=BACKENDS, help="repeatable (default auto)")
+    p.add_argument("--precision", action="append", choices=PRECISIONS, help="repeatable (default fp32)")
+    p.add_argument("--batch-size", action="append", type=int, help="repeatable (default 1; suite: 1 and 8)")
+    p.add_argument("--weights", default="auto", choices=WEIGHTS)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--config-override", action="append", type=_key_value, metavar="NAME=VALUE",
+                   help="change the published config (synthetic weights only; values parsed as JSON)")
+    p.add_argument("--param", action="append", type=_key_value, metavar="NAME=VALUE",
+                   help="a task parameter for every call, e.g. max_new_tokens=32")
+    p.add_argument("--min-runs", type=int, help="timed runs at least, per figure (default 3; suite 5)")
+    p.add_argument("--min-seconds", type=float, help="timed seconds at least, per figure (default 1; suite 3)")
+    p.add_argument("--budget-s", type=float,
+                   help="the whole run's time budget: shrinks min-seconds to fit and skips the lowest-priority "
+                        "cases when spent, and the report lists every cut (suite default 840)")
+    p.add_argument("--no-baselines", action="store_true", help="skip the baselines")
+    p.add_argument("--concurrency", type=int, help="callers in the concurrency test; 0 skips it (suite 64)")
+    p.add_argument("--out", type=Path, default=Path("reports"), help="where the report goes (default reports/)")
+    p.add_argument("--threads", default="auto",
+                   help="torch intra-op threads: a number, 'default' (torch's choice), or 'auto' (default): "
+                        "torch's choice unless a timed small step runs faster on one thread, as happens when "
+                        "other processes keep the CPUs busy")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                   help="log fallbacks and library warnings")
+    p.set_defaults(func=cmd_bench)
+    return p
+
+
+def _scenario(args: argparse.Namespace) -> Any:
+    from .scenario import from_flags, load_scenario, seed_suite
+
+    chosen = [x for x in (args.suite, args.scenario, args.model) if x]
+    if len(chosen) != 1:
+        raise InvalidInput("pass exactly one of --suite, --scenario or --model")
+    if args.suite:
+        kwargs: dict[str, Any] = {"device": args.device}
+        if args.batch_size:
+            kwargs["batch_sizes"] = tuple(args.batch_size)
+        if args.budget_s is not None:
+            kwargs["budget_s"] = args.budget_s
+        if args.min_runs is not None:
+            kwargs["min_runs"] = args.min_runs
+        if args.min_seconds is not None:
+            kwargs["min_seconds"] = args.min_seconds
+        if args.concurrency is not None:
+            kwargs["concurrency"] = args.concurrency
+        scenario = seed_suite(**kwargs)
+    elif args.scenario:
+        import dataclasses
+
+        scenario = load_scenario(args.scenario)
+        changes: dict[str, Any] = {}
+        if args.budget_s is not None:
+            changes["budget_s"] = args.budget_s
+        if args.concurrency is not None:
+            changes["concurrency"] = args.concurrency
+        if changes:
+            scenario = dataclasses.replace(scenario, **changes)
+    else:
+        scenario = from_flags(
+            models=args.model, task=args.task, backends=tuple(args.backend or ["auto"]),
+            precisions=tuple(args.precision or ["fp32"]), batch_sizes=tuple(args.batch_size or [1]),
+            weights=args.weights, device=args.device, config_overrides=dict(args.config_override or []) or None,
+            params=dict(args.param or []), min_runs=args.min_runs or 3,
+            min_seconds=args.min_seconds if args.min_seconds is not None else 1.0, budget_s=args.budget_s,
+            concurrency=args.concurrency or 0,
+        )
+    if args.no_baselines:
+        import dataclasses
+
+        scenario = dataclasses.replace(scenario, baselines=False)
+    return scenario
+
+
+def _set_threads(value: str) -> str:
+    """Apply ``--threads``; returns a note for the report (empty when torch's choice stands)."""
+    import torch
+
+    if value == "default":
+        return ""
+    if value == "auto":
+        from .machine import choose_torch_threads
+
+        threads, reason = choose_torch_threads()
+        return reason
+    try:
+        threads = int(value)
+    except ValueError:
+        raise InvalidInput(f"--threads takes a number, 'auto' or 'default'; got {value!r}") from None
+    if threads < 1:
+        raise InvalidInput(f"--threads must be ≥ 1; got {threads}")
+    torch.set_num_threads(threads)
+    return f"torch threads set to {threads} (--threads)"
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Run the benchmark the arguments describe and write its report; 0 on success."""
+    from .progress import Progress
+    from .report import write_report
+    from .runner import run_scenario
+
+    scenario = _scenario(args)
+    if not getattr(args, "verbose", False):
+        # Model loaders warn a lot (deprecations, generation defaults); the report holds what matters.
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+    notes = [_set_threads(str(args.threads))]
+    cache = os.environ.get("IPFS_ACCELERATE_CACHE")
+    with Progress(enabled=not args.quiet) as progress:
+        run = run_scenario(scenario, cache_dir=Path(cache) if cache else None, progress=progress,
+                           notes=[n for n in notes if n])
+    files = write_report(run, args.out)
+    print(f"report: {files.markdown}")
+    print(f"json:   {files.json}")
+    print(f"plots:  {', '.join(str(p) for p in files.plots)}")
+    failed = [c for c in run.cases if c.status == "failed"]
+    met = sum(t.met is True for t in files.targets)
+    judged = sum(t.met is not None for t in files.targets)
+    print(f"{len(run.cases)} cases ({len(failed)} failed) in {run.duration_s:.0f} s; targets met: {met}/{judged}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``bench`` alone (``python -m ipfs_accelerate.bench.cli``)."""
+    parser = argparse.ArgumentParser(prog="ipfs-accelerate")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_bench_parser(sub)
+    args = parser.parse_args(["bench", *(sys.argv[1:] if argv is None else argv)])
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        return int(args.func(args))
+    except AccelerateError as exc:
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

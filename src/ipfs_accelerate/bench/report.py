@@ -1,0 +1,580 @@
+"""The benchmark report: Markdown in the seed reports' shape, a JSON file, PNG plots.
+
+:func:`write_report` writes, into one directory:
+
+* ``benchmark.md``: a model status summary (backend, precision, pretrained or synthetic
+  weights, status), tables for text generation, multimodal, audio, and embeddings and text
+  encoders (our figure, the baselines', the ratio), the baselines, the concurrency test,
+  the performance targets (met or not, with figures), the share of the machine's measured
+  peaks, notes on everything that fell back or failed (with the reason), and what the time
+  budget cut;
+* ``benchmark.json``: every raw figure with its provenance, in the shape of :data:`SCHEMA`
+  (checked by :func:`validate` before writing);
+* ``benchmark_throughput.png`` and ``benchmark_latency.png`` (matplotlib, Agg).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .._exceptions import InvalidInput
+from .runner import BenchRun, CaseResult, Comparison, Measurement, run_to_dict
+from .targets import Target, evaluate_targets
+
+__all__ = ["SCHEMA", "SECTIONS", "ReportFiles", "render_markdown", "report_dict", "validate", "write_report"]
+
+MARKDOWN_NAME = "benchmark.md"
+JSON_NAME = "benchmark.json"
+THROUGHPUT_PNG = "benchmark_throughput.png"
+LATENCY_PNG = "benchmark_latency.png"
+
+# Every Markdown report has these second-level sections, in this order.
+SECTIONS = (
+    "Machine",
+    "Model status summary",
+    "Text generation",
+    "Multimodal",
+    "Audio",
+    "Embeddings and text encoders",
+    "Baselines",
+    "Concurrency",
+    "Performance targets",
+    "Share of the machine's measured peaks",
+    "Notes: fallbacks, failures, synthetic weights",
+    "What was cut",
+    "Plots",
+)
+
+
+# -- the JSON schema ---------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Nullable:
+    """The value may be null."""
+
+    spec: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class ListOf:
+    """A list whose items all match ``spec``."""
+
+    spec: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class MapOf:
+    """An object with any keys whose values all match ``spec``."""
+
+    spec: Any
+
+
+NUM = (int, float)
+LATENCY = {"count": int, "mean": NUM, "stdev": NUM, "min": NUM, "max": NUM, "p50": NUM, "p90": NUM, "p99": NUM,
+           "samples": ListOf(NUM)}
+MEASUREMENT = {
+    "batch_size": int, "runs": int, "seconds": NUM, "latency": LATENCY,
+    "throughput": {"unit": str, "value": Nullable(NUM), "higher_is_better": bool, "rate_unit": str},
+    "rates": MapOf(Nullable(NUM)), "figures": MapOf(Nullable(NUM)), "peak_rss_mb": NUM,
+    "cuda_max_allocated_mb": Nullable(NUM), "cold_first_call_s": Nullable(NUM), "warmup_runs": int,
+    "min_runs": int, "min_seconds": NUM, "cut": ListOf(str), "efficiency": MapOf(Nullable(NUM)),
+}
+CASE = {
+    "model_id": str, "task": Nullable(str), "backend": str, "precision": str, "device": str,
+    "batch_sizes": ListOf(int), "weights": str, "family": Nullable(str), "config_overrides": MapOf(object),
+    "params": MapOf(object), "min_runs": int, "min_seconds": NUM, "max_seconds": Nullable(NUM),
+    "warmup_runs": int, "strict": bool, "priority": int, "case_id": str,
+}
+SCHEMA: dict[str, Any] = {
+    "schema_version": int,
+    "started_at": str,
+    "duration_s": NUM,
+    "import_s": NUM,
+    "scenario": {"name": str, "description": str, "budget_s": Nullable(NUM), "baselines": bool,
+                 "concurrency": int, "concurrency_rounds": int, "suite": Nullable(str), "cases": ListOf(CASE)},
+    "machine": {
+        "cpu": str, "cpu_count": int, "cpu_flags": ListOf(str), "torch_threads": int, "memory_gib": NUM,
+        "python": str, "platform": str, "fp32_gflops": NUM, "memory_bandwidth_gbs": NUM,
+        "cuda": Nullable(MapOf(object)), "libraries": MapOf(str), "backends": MapOf(MapOf(object)),
+        "load_average": ListOf(NUM), "environment": MapOf(str),
+    },
+    "cases": ListOf({
+        "case_id": str, "case": CASE, "status": str, "reason": str, "family": Nullable(str),
+        "task": Nullable(str), "kind": Nullable(str), "backend": Nullable(str), "precision": Nullable(str),
+        "device": Nullable(str), "weights": Nullable(str), "source": Nullable(str),
+        "fallbacks": ListOf({"stage": str, "tried": str, "reason": str, "next": str}),
+        "notes": ListOf(str), "load": Nullable(MapOf(NUM)), "model_params": Nullable(int), "input_type": str,
+        "measurements": ListOf(MEASUREMENT),
+    }),
+    "baselines": ListOf({
+        "baseline_id": str, "model_id": str, "task": Nullable(str), "role": str, "name": str, "library": str,
+        "version": Nullable(str), "precision": str, "device": str, "note": str, "status": str, "reason": str,
+        "load_s": Nullable(NUM), "measurements": ListOf(MEASUREMENT),
+    }),
+    "comparisons": ListOf({
+        "case_id": str, "batch_size": int, "baseline_id": str, "baseline_name": str, "role": str, "unit": str,
+        "ours": Nullable(NUM), "theirs": Nullable(NUM), "ratio": Nullable(NUM), "agreement": Nullable(MapOf(object)),
+    }),
+    "concurrency": Nullable({
+        "status": str, "reason": str, "model_id": Nullable(str), "task": Nullable(str), "backend": Nullable(str),
+        "precision": Nullable(str), "weights": Nullable(str), "callers": int, "rounds": int,
+        "round_seconds": Nullable(LATENCY), "items_per_s": Nullable(NUM), "request_latency": Nullable(LATENCY),
+        "mean_queue_s": Nullable(NUM), "mean_batch_items": Nullable(NUM),
+        "ours_one_by_one_items_per_s": Nullable(NUM), "plain_one_by_one_items_per_s": Nullable(NUM),
+        "ratio_vs_plain": Nullable(NUM),
+    }),
+    "targets": ListOf({"name": str, "subject": str, "required": Nullable(NUM), "value": Nullable(NUM),
+                       "met": Nullable(bool), "figure": str}),
+    "cuts": ListOf(str),
+    "notes": ListOf(str),
+    "files": {"markdown": str, "json": str, "plots": ListOf(str)},
+}
+
+
+def _check(value: Any, spec: Any, path: str, errors: list[str]) -> None:
+    if isinstance(spec, Nullable):
+        if value is not None:
+            _check(value, spec.spec, path, errors)
+        return
+    if isinstance(spec, ListOf):
+        if not isinstance(value, list):
+            errors.append(f"{path}: expected a list, got {type(value).__name__}")
+            return
+        for i, item in enumerate(value):
+            _check(item, spec.spec, f"{path}[{i}]", errors)
+        return
+    if isinstance(spec, MapOf):
+        if not isinstance(value, dict):
+            errors.append(f"{path}: expected an object, got {type(value).__name__}")
+            return
+        for key, item in value.items():
+            _check(item, spec.spec, f"{path}.{key}", errors)
+        return
+    if isinstance(spec, dict):
+        if not isinstance(value, dict):
+            errors.append(f"{path}: expected an object, got {type(value).__name__}")
+            return
+        for key, sub in spec.items():
+            if key not in value:
+                errors.append(f"{path}.{key}: missing")
+            else:
+                _check(value[key], sub, f"{path}.{key}", errors)
+        return
+    if spec is object:
+        return
+    types = spec if isinstance(spec, tuple) else (spec,)
+    if isinstance(value, bool) and bool not in types:
+        errors.append(f"{path}: expected {'/'.join(t.__name__ for t in types)}, got bool")
+    elif not isinstance(value, types):
+        errors.append(f"{path}: expected {'/'.join(t.__name__ for t in types)}, got {type(value).__name__}")
+
+
+def validate(doc: Mapping[str, Any]) -> list[str]:
+    """Every way ``doc`` departs from :data:`SCHEMA` (an empty list when it conforms)."""
+    errors: list[str] = []
+    _check(doc, SCHEMA, "$", errors)
+    return errors
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN or infinity: they become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+def report_dict(run: BenchRun, targets: Sequence[Target], files: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON document of a run (see :data:`SCHEMA`)."""
+    doc = run_to_dict(run)
+    doc["targets"] = [dataclasses.asdict(t) for t in targets]
+    doc["files"] = dict(files)
+    return _finite(doc)
+
+
+# -- Markdown --------------------------------------------------------------------------
+
+
+def _section_of(kind: str | None) -> str:
+    k = (kind or "").lower()
+    if "audio" in k or "speech" in k:
+        return "Audio"
+    if any(word in k for word in ("image", "video", "visual", "vision")):
+        return "Multimodal"
+    if "generation" in k:
+        return "Text generation"
+    return "Embeddings and text encoders"
+
+
+def _n(x: float | None, digits: int = 3) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "–"
+    return f"{x:.{digits}g}"
+
+
+def _ms(x: float | None) -> str:
+    return "–" if x is None else f"{x * 1000:.1f}"
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None or not math.isfinite(x) else f"{100 * x:.1f} %"
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    if not rows:
+        return ["_Nothing in this run._", ""]
+    out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    out += ["| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ") for c in row) + " |" for row in rows]
+    return [*out, ""]
+
+
+def _weights(result: CaseResult) -> str:
+    if result.weights == "synthetic":
+        return "synthetic (random)"
+    return result.weights or result.case.weights
+
+
+def _model(result: CaseResult) -> str:
+    return f"{result.family or '?'}: `{result.case.model_id}`"
+
+
+def _comparisons_for(run: BenchRun, case_id: str, batch: int) -> list[Comparison]:
+    return [c for c in run.comparisons if c.case_id == case_id and c.batch_size == batch]
+
+
+def _vs(comps: Sequence[Comparison], role: str) -> tuple[str, str]:
+    chosen = [c for c in comps if c.role == role]
+    if not chosen:
+        return "–", "–"
+    figures = "; ".join(f"{_n(c.theirs)} {c.unit}" + (f" ({c.baseline_name})" if role == "reference" else "")
+                        for c in chosen)
+    ratios = "; ".join(f"{_n(c.ratio)}×" for c in chosen)
+    return figures, ratios
+
+
+def _agreement(comps: Sequence[Comparison]) -> str:
+    parts = []
+    for c in comps:
+        a = c.agreement
+        if not a:
+            continue
+        if a.get("metric") == "cosine":
+            parts.append(f"cos {a['min']:.4f} vs {c.baseline_name}")
+        elif a.get("metric") == "exact_match":
+            parts.append(f"{100 * a['value']:.0f} % same text vs {c.baseline_name}")
+    return "; ".join(parts) or "–"
+
+
+def _perf_rows(run: BenchRun, section: str) -> list[list[str]]:
+    rows = []
+    for result in run.cases:
+        if _section_of(result.kind) != section:
+            continue
+        for m in result.measurements:
+            comps = _comparisons_for(run, result.case_id, m.batch_size)
+            plain, plain_ratio = _vs(comps, "plain")
+            ref, ref_ratio = _vs(comps, "reference")
+            row = [_model(result), result.task or "", result.backend or "", result.precision or "", _weights(result),
+                   str(m.batch_size), f"{_n(m.throughput.value)} {m.throughput.unit}"]
+            if section == "Text generation":
+                row.append(_ms(m.figures.get("time_to_first_token_s")))
+            memory = _n(m.peak_rss_mb)
+            if m.cuda_max_allocated_mb is not None:
+                memory = f"{_n(m.cuda_max_allocated_mb)} GPU, {memory} RSS"
+            row += [_ms(m.latency.p50), _ms(m.latency.p90), _ms(m.latency.p99), memory,
+                    plain, plain_ratio, ref, ref_ratio, _agreement(comps)]
+            if section == "Text generation":
+                row.append(_pct(m.efficiency.get("fraction_of_bandwidth_bound")))
+            elif section == "Embeddings and text encoders":
+                row.append(_pct(m.efficiency.get("fraction_of_fp32_peak")))
+            row.append(f"{m.runs}" + (" (cut)" if m.cut else ""))
+            rows.append(row)
+    return rows
+
+
+def _perf_headers(section: str) -> list[str]:
+    headers = ["Model", "Task", "Backend", "Precision", "Weights", "Batch", "Throughput"]
+    if section == "Text generation":
+        headers.append("TTFT ms")
+    headers += ["p50 ms", "p90 ms", "p99 ms", "Peak memory MiB", "Plain transformers", "× plain", "Reference",
+                "× reference", "Agreement"]
+    if section == "Text generation":
+        headers.append("% of bandwidth bound")
+    elif section == "Embeddings and text encoders":
+        headers.append("% fp32 peak")
+    headers.append("Runs")
+    return headers
+
+
+def render_markdown(run: BenchRun, targets: Sequence[Target], *, plots: Sequence[str] = ()) -> str:
+    """The Markdown report (every section of :data:`SECTIONS`, in order)."""
+    m = run.machine
+    s = run.scenario
+    lines = [f"# ipfs_accelerate benchmark: {s.name}", ""]
+    if s.description:
+        lines += [s.description, ""]
+    budget = f", time budget {s.budget_s:.0f} s" if s.budget_s is not None else ""
+    lines += [f"Run started {run.started_at}, took {run.duration_s:.0f} s{budget}; "
+              f"{len(run.cases)} cases, {sum(len(c.measurements) for c in run.cases)} measurements, "
+              f"{len(run.baselines)} baselines. Every figure is taken after a warm-up, over at least the runs "
+              "and seconds shown in the JSON (unless the time budget cut them: see *What was cut*).", ""]
+
+    lines += ["## Machine", ""]
+    lines += [f"- CPU: {m.cpu}, {m.cpu_count} logical CPUs, flags {' '.join(m.cpu_flags) or 'none'}; "
+              f"torch uses {m.torch_threads} threads; {m.memory_gib} GiB memory",
+              f"- Measured fp32 peak: **{m.fp32_gflops:.1f} GFLOP/s** (timed large fp32 matmul); measured memory "
+              f"bandwidth: **{m.memory_bandwidth_gbs:.1f} GB/s** (timed large copy, read + write)"]
+    if m.cuda:
+        lines.append(f"- CUDA: {m.cuda.get('device')}: {_n(m.cuda.get('fp32_gflops'))} GFLOP/s fp32, "
+                     f"{_n(m.cuda.get('memory_bandwidth_gbs'))} GB/s")
+    if m.load_average:
+        lines.append(f"- Load average at start: {', '.join(f'{x:.2f}' for x in m.load_average)}")
+    lines.append(f"- {m.python} on {m.platform}; libraries: "
+                 + ", ".join(f"{k} {v}" for k, v in m.libraries.items()))
+    lines.append("- Backends: " + ", ".join(
+        f"{name} {'available' if b.get('available') else 'unavailable'}"
+        + (f" {b.get('version')}" if b.get("version") else "") + (f" ({b.get('reason')})" if b.get("reason") else "")
+        for name, b in m.backends.items()))
+    lines.append(f"- Importing torch and transformers took {run.import_s:.1f} s (kept out of the load times)")
+    lines.append("")
+
+    lines += ["## Model status summary", ""]
+    rows = []
+    for r in run.cases:
+        first = r.measurements[0] if r.measurements else None
+        load_s = r.load.get("total_s") if r.load else None
+        status = r.status + (f": {r.reason}" if r.reason else "")
+        if r.status == "fallback":
+            status = f"fallback (asked {r.case.backend}/{r.case.precision})"
+        rows.append([_model(r), r.task or r.case.task or "", f"{r.backend or r.case.backend}",
+                     f"{r.precision or r.case.precision}", r.device or "–", _weights(r), status[:160],
+                     _n(load_s), _n(first.cold_first_call_s if first else None)])
+    lines += _table(["Model", "Task", "Backend", "Precision", "Device", "Weights", "Status", "Load s",
+                     "Cold first call s"], rows)
+
+    for section in ("Text generation", "Multimodal", "Audio", "Embeddings and text encoders"):
+        lines += [f"## {section}", ""]
+        lines += _table(_perf_headers(section), _perf_rows(run, section))
+
+    lines += ["## Baselines", ""]
+    lines += ["The same inputs and parameters as our cases, measured the same way. *Plain* is transformers "
+              "alone in fp32 PyTorch, chosen by the task's kind; *reference* baselines are declared by the "
+              "families.", ""]
+    rows = []
+    for b in run.baselines:
+        version = f" {b.version}" if b.version else ""
+        if not b.measurements:
+            rows.append([b.name, b.role, f"{b.library}{version}", f"`{b.model_id}`", b.task or "", "–", "–", "–",
+                         _n(b.load_s), f"{b.status}: {b.reason}"[:160]])
+        for bm in b.measurements:
+            rows.append([b.name, b.role, f"{b.library}{version}", f"`{b.model_id}`", b.task or "",
+                         str(bm.batch_size), f"{_n(bm.throughput.value)} {bm.throughput.unit}", _ms(bm.latency.p50),
+                         _n(b.load_s), b.status + (f": {b.reason}" if b.reason else "")])
+    lines += _table(["Baseline", "Role", "Library", "Model", "Task", "Batch", "Throughput", "p50 ms", "Load s",
+                     "Status"], rows)
+
+    lines += ["## Concurrency", ""]
+    c = run.concurrency
+    if c is None:
+        lines += ["_Not asked for in this scenario._", ""]
+    elif c.status != "ok":
+        lines += [f"{c.status}: {c.reason}", ""]
+    else:
+        lines += [
+            f"{c.callers} callers each send one input at once to one `{c.model_id}` endpoint "
+            f"({c.backend}/{c.precision}, {c.weights} weights) through the dynamic batcher; {c.rounds} timed rounds.",
+            "",
+            *_table(["Figure", "Value"], [
+                ["Batched throughput", f"{_n(c.items_per_s)} items/s"],
+                ["Round wall time p50 / max", f"{_ms(c.round_seconds.p50 if c.round_seconds else None)} / "
+                                              f"{_ms(c.round_seconds.max if c.round_seconds else None)} ms"],
+                ["Request latency p50 / p99", f"{_ms(c.request_latency.p50 if c.request_latency else None)} / "
+                                              f"{_ms(c.request_latency.p99 if c.request_latency else None)} ms"],
+                ["Mean queue time", f"{_ms(c.mean_queue_s)} ms"],
+                ["Mean batch", f"{_n(c.mean_batch_items)} items"],
+                ["Our endpoint one by one", f"{_n(c.ours_one_by_one_items_per_s)} items/s"],
+                ["Plain transformers one by one", f"{_n(c.plain_one_by_one_items_per_s)} items/s"],
+                ["Batched ÷ plain one by one", f"{_n(c.ratio_vs_plain)}×"],
+            ]),
+        ]
+
+    lines += ["## Performance targets", ""]
+    rows = [[t.name, t.subject, "–" if t.required is None else _n(t.required), _n(t.value),
+             {True: "met", False: "**not met**", None: "–"}[t.met], t.figure] for t in targets]
+    lines += _table(["Target", "Applies to", "Required", "Best measured", "Met", "Figures"], rows)
+
+    lines += ["## Share of the machine's measured peaks", ""]
+    lines += [f"Against the measured fp32 peak ({m.fp32_gflops:.1f} GFLOP/s) and memory bandwidth "
+              f"({m.memory_bandwidth_gbs:.1f} GB/s). Encoders: ≈ 2 × matmul weights × padded tokens floating-point "
+              "operations per call; the bandwidth share is the time to read the weights once over the p50 latency. "
+              "Generation: tokens/s against batch × bandwidth ÷ weight bytes (each decoding step reads every "
+              "weight). Weight bytes are parameters × bytes per parameter of the precision (approximate for int8).",
+              ""]
+    rows = []
+    for r in run.cases:
+        for me in r.measurements:
+            e = me.efficiency
+            if not e:
+                continue
+            rows.append([_model(r), r.task or "", f"{r.backend}/{r.precision}", str(me.batch_size),
+                         _n(e.get("weight_bytes", 0) / 2**20), _n(e.get("gflops")), _pct(e.get("fraction_of_fp32_peak")),
+                         _pct(e.get("fraction_of_bandwidth")), _n(e.get("bandwidth_bound_tokens_per_s")),
+                         _pct(e.get("fraction_of_bandwidth_bound"))])
+    lines += _table(["Model", "Task", "Backend/precision", "Batch", "Weights MiB", "GFLOP/s", "% fp32 peak",
+                     "% bandwidth (weights once)", "Bound tokens/s", "% of bound"], rows)
+
+    lines += ["## Notes: fallbacks, failures, synthetic weights", ""]
+    notes: list[str] = []
+    synthetic = [r for r in run.cases if r.weights == "synthetic"]
+    if synthetic:
+        names = sorted({f"`{r.case.model_id}`" for r in synthetic})
+        notes.append("**Synthetic weights** (random weights built from the published config; speed figures are "
+                     "real, outputs are meaningless): " + ", ".join(names) + ".")
+    for r in run.cases:
+        for f in r.fallbacks:
+            notes.append(f"**Fallback** in {r.case_id}: {f['tried']} failed ({f['reason']}); ran {f['next']} "
+                         f"(stage {f['stage']}). What ran: {r.backend}/{r.precision} on {r.device}.")
+        if r.status == "failed":
+            notes.append(f"**Failed** {r.case_id}: {r.reason}")
+        for note in r.notes[:5]:
+            notes.append(f"{r.case_id}: {note}")
+    for b in run.baselines:
+        if b.status == "failed":
+            notes.append(f"**Baseline failed** {b.name} of `{b.model_id}`: {b.reason}")
+    notes += list(run.notes)
+    lines += [f"- {n}" for n in notes] or ["_Nothing fell back or failed._"]
+    lines.append("")
+
+    lines += ["## What was cut", ""]
+    cut = list(run.cuts)
+    for r in run.cases:
+        for me in r.measurements:
+            cut += [f"{r.case_id} batch {me.batch_size}: {x}" for x in me.cut]
+    for b in run.baselines:
+        for me in b.measurements:
+            cut += [f"baseline {b.name} of `{b.model_id}` batch {me.batch_size}: {x}" for x in me.cut]
+    lines += [f"- {x}" for x in cut] or ["_Nothing: every measurement got its runs and seconds._"]
+    lines.append("")
+
+    lines += ["## Plots", ""]
+    lines += [f"![{Path(p).stem}]({Path(p).name})" for p in plots] or ["_No plots (nothing was measured)._"]
+    lines.append("")
+    return "\n".join(lines)
+
+
+# -- plots -----------------------------------------------------------------------------
+
+
+def _series(run: BenchRun) -> list[tuple[str, str, Measurement, bool]]:
+    """``(label, backend, measurement, is_baseline)`` for every measurement."""
+    out = []
+    for r in run.cases:
+        for m in r.measurements:
+            out.append((f"{r.case.model_id.split('/')[-1]}/{r.task} b{m.batch_size} {r.backend}/{r.precision}",
+                        r.backend or "?", m, False))
+    for b in run.baselines:
+        for m in b.measurements:
+            out.append((f"{b.model_id.split('/')[-1]}/{b.task} b{m.batch_size} {b.name}", "baseline", m, True))
+    return out
+
+
+def _plot_throughput(run: BenchRun, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series = _series(run)
+    units: dict[str, list[tuple[str, str, float, bool]]] = {}
+    for label, backend, m, is_base in series:
+        unit = m.throughput.rate_unit or m.throughput.unit
+        units.setdefault(unit, []).append((label, backend, m.rates.get(unit, 0.0), is_base))
+    if not units:
+        units = {"items/s": []}
+    heights = [max(1.5, 0.28 * len(v) + 0.8) for v in units.values()]
+    fig, axes = plt.subplots(len(units), 1, figsize=(10, sum(heights) + 0.5), squeeze=False,
+                             gridspec_kw={"height_ratios": heights})
+    backends = sorted({b for _, b, _, _ in series if b != "baseline"})
+    colors = {b: plt.get_cmap("tab10")(i % 10) for i, b in enumerate(backends)}
+    colors["baseline"] = (0.6, 0.6, 0.6, 1.0)
+    for ax, (unit, rows) in zip(axes[:, 0], units.items(), strict=True):
+        labels = [r[0] for r in rows]
+        values = [r[2] for r in rows]
+        ax.barh(range(len(rows)), values, color=[colors.get(r[1], "C0") for r in rows],
+                hatch=None, edgecolor=["black" if r[3] else "none" for r in rows])
+        ax.set_yticks(range(len(rows)), labels, fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xlabel(unit)
+        ax.grid(axis="x", alpha=0.3)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colors[b]) for b in [*backends, "baseline"]]
+    axes[0, 0].legend(handles, [*backends, "baseline"], fontsize=7, loc="lower right")
+    axes[0, 0].set_title(f"Throughput per backend: {run.scenario.name}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _plot_latency(run: BenchRun, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series = _series(run)
+    fig, ax = plt.subplots(figsize=(10, max(2.0, 0.28 * len(series) + 1.0)))
+    if series:
+        data = [[s * 1000 for s in m.latency.samples] or [m.latency.p50 * 1000] for _, _, m, _ in series]
+        ax.boxplot(data, vert=False, whis=(1, 99), showfliers=True)
+        ax.set_yticks(range(1, len(series) + 1), [s[0] for s in series], fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xscale("log")
+    ax.set_xlabel("latency per call, ms (log scale; whiskers p1–p99)")
+    ax.set_title(f"Latency distribution: {run.scenario.name}")
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# -- writing ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ReportFiles:
+    """The files a report wrote."""
+
+    markdown: Path
+    json: Path
+    plots: tuple[Path, ...]
+    targets: tuple[Target, ...]
+
+
+def write_report(run: BenchRun, out_dir: str | Path) -> ReportFiles:
+    """Write the Markdown, JSON and PNG files of ``run`` into ``out_dir``.
+
+    Raises:
+        InvalidInput: the JSON document does not match :data:`SCHEMA` (a bug, reported loudly).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    targets = evaluate_targets(run)
+    plots = (out / THROUGHPUT_PNG, out / LATENCY_PNG)
+    _plot_throughput(run, plots[0])
+    _plot_latency(run, plots[1])
+    files = {"markdown": MARKDOWN_NAME, "json": JSON_NAME, "plots": [p.name for p in plots]}
+    doc = report_dict(run, targets, files)
+    errors = validate(doc)
+    if errors:
+        raise InvalidInput("benchmark JSON does not match its schema: " + "; ".join(errors[:10]))
+    (out / JSON_NAME).write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n")
+    (out / MARKDOWN_NAME).write_text(render_markdown(run, targets, plots=[p.name for p in plots]))
+    return ReportFiles(markdown=out / MARKDOWN_NAME, json=out / JSON_NAME, plots=plots, targets=tuple(targets))

@@ -1,0 +1,430 @@
+"""What a benchmark measures: scenarios of cases, from flags, a YAML/TOML file or a suite.
+
+A :class:`Case` is one model and task on one backend and precision, measured at one or
+more batch sizes. A :class:`Scenario` is a list of cases plus run-wide settings (a time
+budget, baselines, the concurrency test). Cases run in ``priority`` order (lower first), so
+a time budget cuts the least important ones.
+
+A scenario file (YAML, TOML or JSON) looks like this::
+
+    name: tiny
+    budget_s: 120          # optional: the whole run's time budget
+    min_runs: 3            # defaults for every case (each case may override them)
+    min_seconds: 1.0
+    baselines: true
+    concurrency: 16        # callers in the concurrency test; 0 skips it
+    cases:
+      - model: gpt2
+        task: generate
+        backends: [torch]          # or backend: torch
+        precisions: [fp32, int8]   # or precision: fp32
+        batch_sizes: [1, 8]        # or batch_size: 1
+        weights: synthetic
+        config_overrides: {n_layer: 2, n_embd: 32, n_head: 2}
+        params: {max_new_tokens: 8}
+
+``--suite seed`` (:func:`seed_suite`) is built from the registry: every family's default
+checkpoint and tasks, on every backend that works here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .._exceptions import InvalidInput
+from ..engine.options import BACKENDS, PRECISIONS, WEIGHTS
+
+if TYPE_CHECKING:
+    from ..skills.base import TaskHandler
+
+__all__ = ["SUITES", "Case", "Scenario", "from_flags", "load_scenario", "seed_suite"]
+
+InputsBuilder = Callable[["TaskHandler", int], list[Any]]
+
+_CASE_KEYS = {
+    "model", "task", "backend", "backends", "precision", "precisions", "batch_size", "batch_sizes",
+    "weights", "family", "config_overrides", "params", "min_runs", "min_seconds", "max_seconds",
+    "warmup_runs", "strict", "priority", "device",
+}
+_DEFAULT_KEYS = {"min_runs", "min_seconds", "max_seconds", "warmup_runs", "device", "weights",
+                 "batch_sizes", "backends", "precisions", "strict"}
+_TOP_KEYS = {"name", "description", "budget_s", "baselines", "concurrency", "concurrency_rounds",
+             "cases", "defaults"} | _DEFAULT_KEYS
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Case:
+    """One model and task on one backend and precision, measured at each batch size.
+
+    Attributes:
+        model_id: a hub id, a checkpoint a package ships, or a local directory.
+        task: the task; None takes the family's default.
+        backend: ``"auto"`` or a backend name.
+        precision: ``"fp32"``, ``"fp16"``, ``"bf16"``, ``"int8"`` or ``"auto"``.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda[:N]"``.
+        batch_sizes: the batch sizes to measure, in order.
+        weights: ``"auto"``, ``"pretrained"`` or ``"synthetic"``.
+        family: force a family.
+        config_overrides: changes to the published config (synthetic weights only).
+        params: the task's parameters for every call.
+        min_runs: timed runs at least (after warm-up) …
+        min_seconds: … and at least this many seconds of them (both must hold, unless a
+            time budget or ``max_seconds`` cuts the measurement; the report says so).
+        max_seconds: a hard cap on one measurement's timed runs (None: only the budget).
+        warmup_runs: untimed runs before the timed ones (the cold first call is extra).
+        strict: fail instead of falling back to another backend or precision.
+        priority: lower runs first; a time budget cuts the highest numbers first.
+        inputs: builds ``n`` inputs from the handler; None uses ``handler.bench_inputs(n)``.
+    """
+
+    model_id: str
+    task: str | None = None
+    backend: str = "auto"
+    precision: str = "fp32"
+    device: str = "auto"
+    batch_sizes: tuple[int, ...] = (1,)
+    weights: str = "auto"
+    family: str | None = None
+    config_overrides: Mapping[str, Any] | None = None
+    params: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    min_runs: int = 3
+    min_seconds: float = 1.0
+    max_seconds: float | None = None
+    warmup_runs: int = 1
+    strict: bool = False
+    priority: int = 0
+    inputs: InputsBuilder | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model_id, str) or not self.model_id:
+            raise InvalidInput("a case needs a model id")
+        _one_of("backend", self.backend, BACKENDS)
+        _one_of("precision", self.precision, PRECISIONS)
+        _one_of("weights", self.weights, WEIGHTS)
+        sizes = tuple(self.batch_sizes)
+        if not sizes or any(isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in sizes):
+            raise InvalidInput(f"batch sizes must be positive integers; got {self.batch_sizes!r}")
+        object.__setattr__(self, "batch_sizes", sizes)
+        if isinstance(self.min_runs, bool) or not isinstance(self.min_runs, int) or self.min_runs < 1:
+            raise InvalidInput(f"min_runs must be a positive integer; got {self.min_runs!r}")
+        if not isinstance(self.min_seconds, (int, float)) or self.min_seconds < 0:
+            raise InvalidInput(f"min_seconds must be ≥ 0; got {self.min_seconds!r}")
+        if self.max_seconds is not None and (not isinstance(self.max_seconds, (int, float)) or self.max_seconds <= 0):
+            raise InvalidInput(f"max_seconds must be positive; got {self.max_seconds!r}")
+        if isinstance(self.warmup_runs, bool) or not isinstance(self.warmup_runs, int) or self.warmup_runs < 0:
+            raise InvalidInput(f"warmup_runs must be an integer ≥ 0; got {self.warmup_runs!r}")
+        if self.config_overrides and self.weights != "synthetic":
+            raise InvalidInput(f"{self.model_id}: config_overrides need weights: synthetic")
+
+    @property
+    def case_id(self) -> str:
+        """A readable unique id: ``model:task:backend:precision:b<batch sizes>``."""
+        sizes = "-".join(str(b) for b in self.batch_sizes)
+        return f"{self.model_id}:{self.task or 'default'}:{self.backend}:{self.precision}:b{sizes}"
+
+    @property
+    def model_key(self) -> str:
+        """Identifies the model, task and device: cases with the same key share baselines."""
+        overrides = json.dumps(dict(self.config_overrides or {}), sort_keys=True, default=str)
+        return f"{self.model_id}|{self.task or ''}|{self.weights}|{self.family or ''}|{self.device}|{overrides}"
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "inputs"}
+        out["config_overrides"] = dict(self.config_overrides or {})
+        out["params"] = dict(self.params)
+        out["batch_sizes"] = list(self.batch_sizes)
+        out["case_id"] = self.case_id
+        return out
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Scenario:
+    """A benchmark run: cases plus run-wide settings.
+
+    Attributes:
+        name: shown in the report.
+        cases: what to measure.
+        description: one paragraph for the report.
+        budget_s: the whole run's time budget in seconds (None: unbounded). Measurements
+            shrink their ``min_seconds`` to fit and the lowest-priority cases are skipped
+            once it is spent; the report lists every cut.
+        baselines: measure the plain transformers fp32 baseline and the families'
+            reference baselines on the same inputs.
+        concurrency: callers in the concurrency test (single inputs, at once, to one
+            endpoint through the dynamic batcher, against one-by-one plain transformers);
+            0 skips it. It runs on the first embedding case.
+        concurrency_rounds: timed rounds of the concurrency test.
+        suite: the suite's name when built from one.
+    """
+
+    name: str
+    cases: tuple[Case, ...]
+    description: str = ""
+    budget_s: float | None = None
+    baselines: bool = True
+    concurrency: int = 0
+    concurrency_rounds: int = 3
+    suite: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "cases", tuple(self.cases))
+        if self.budget_s is not None and (not isinstance(self.budget_s, (int, float)) or self.budget_s <= 0):
+            raise InvalidInput(f"budget_s must be positive; got {self.budget_s!r}")
+        if isinstance(self.concurrency, bool) or not isinstance(self.concurrency, int) or self.concurrency < 0:
+            raise InvalidInput(f"concurrency must be an integer ≥ 0; got {self.concurrency!r}")
+        ids = [c.case_id for c in self.cases]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise InvalidInput(f"duplicate cases: {', '.join(dupes)}")
+
+    def ordered(self) -> list[Case]:
+        """The cases in run order: by priority, then as listed."""
+        return sorted(self.cases, key=lambda c: c.priority)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "description": self.description, "budget_s": self.budget_s,
+            "baselines": self.baselines, "concurrency": self.concurrency,
+            "concurrency_rounds": self.concurrency_rounds, "suite": self.suite,
+            "cases": [c.to_dict() for c in self.cases],
+        }
+
+
+def _one_of(name: str, value: object, allowed: Sequence[str]) -> None:
+    if value not in allowed:
+        raise InvalidInput(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+
+
+def _as_list(entry: Mapping[str, Any], single: str, plural: str, default: Sequence[Any]) -> list[Any]:
+    if single in entry and plural in entry:
+        raise InvalidInput(f"give either {single} or {plural}, not both")
+    if plural in entry:
+        value = entry[plural]
+        return list(value) if isinstance(value, (list, tuple)) else [value]
+    if single in entry:
+        return [entry[single]]
+    return list(default)
+
+
+def scenario_from_dict(data: Mapping[str, Any], *, name: str = "scenario") -> Scenario:
+    """Build a scenario from a parsed YAML/TOML/JSON document (see the module docstring).
+
+    Raises:
+        InvalidInput: an unknown key or an invalid value.
+    """
+    if not isinstance(data, Mapping):
+        raise InvalidInput("a scenario file must hold a mapping at the top")
+    unknown = sorted(set(data) - _TOP_KEYS)
+    if unknown:
+        raise InvalidInput(f"unknown scenario key(s): {', '.join(unknown)}; known: {', '.join(sorted(_TOP_KEYS))}")
+    defaults: dict[str, Any] = dict(data.get("defaults") or {})
+    defaults.update({k: data[k] for k in _DEFAULT_KEYS if k in data})
+    bad = sorted(set(defaults) - _DEFAULT_KEYS)
+    if bad:
+        raise InvalidInput(f"unknown default(s): {', '.join(bad)}")
+    entries = data.get("cases")
+    if not isinstance(entries, list) or not entries:
+        raise InvalidInput("a scenario needs a non-empty list of cases")
+    cases: list[Case] = []
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, Mapping):
+            raise InvalidInput(f"case #{index} must be a mapping")
+        unknown = sorted(set(entry) - _CASE_KEYS)
+        if unknown:
+            raise InvalidInput(f"case #{index}: unknown key(s): {', '.join(unknown)}")
+        if "model" not in entry:
+            raise InvalidInput(f"case #{index} has no model")
+        backends = _as_list(entry, "backend", "backends", defaults.get("backends", ["auto"]))
+        precisions = _as_list(entry, "precision", "precisions", defaults.get("precisions", ["fp32"]))
+        sizes = _as_list(entry, "batch_size", "batch_sizes", defaults.get("batch_sizes", [1]))
+        for backend in backends:
+            for precision in precisions:
+                kwargs: dict[str, Any] = {
+                    "model_id": str(entry["model"]), "task": entry.get("task"), "backend": backend,
+                    "precision": precision, "batch_sizes": tuple(sizes),
+                    "config_overrides": entry.get("config_overrides"), "params": dict(entry.get("params") or {}),
+                    "family": entry.get("family"), "priority": int(entry.get("priority", 0)),
+                }
+                for key in ("min_runs", "min_seconds", "max_seconds", "warmup_runs", "device", "weights", "strict"):
+                    if key in entry:
+                        kwargs[key] = entry[key]
+                    elif key in defaults:
+                        kwargs[key] = defaults[key]
+                cases.append(Case(**kwargs))
+    return Scenario(
+        name=str(data.get("name", name)), description=str(data.get("description", "")), cases=tuple(cases),
+        budget_s=data.get("budget_s"), baselines=bool(data.get("baselines", True)),
+        concurrency=int(data.get("concurrency", 0)), concurrency_rounds=int(data.get("concurrency_rounds", 3)),
+    )
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Read a scenario from a ``.yaml``/``.yml``, ``.toml`` or ``.json`` file.
+
+    Raises:
+        InvalidInput: the file is missing, unreadable or invalid.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise InvalidInput(f"cannot read scenario file {path}: {exc}") from exc
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        elif suffix == ".toml":
+            import tomllib
+
+            data = tomllib.loads(text)
+        elif suffix == ".json":
+            data = json.loads(text)
+        else:
+            raise InvalidInput(f"scenario files are .yaml, .yml, .toml or .json; got {path.name}")
+    except InvalidInput:
+        raise
+    except Exception as exc:  # any parser error is the file's fault
+        raise InvalidInput(f"cannot parse scenario file {path}: {exc}") from exc
+    return scenario_from_dict(data, name=path.stem)
+
+
+def from_flags(
+    *,
+    models: Iterable[str],
+    task: str | None = None,
+    backends: Sequence[str] = ("auto",),
+    precisions: Sequence[str] = ("fp32",),
+    batch_sizes: Sequence[int] = (1,),
+    weights: str = "auto",
+    device: str = "auto",
+    config_overrides: Mapping[str, Any] | None = None,
+    params: Mapping[str, Any] | None = None,
+    min_runs: int = 3,
+    min_seconds: float = 1.0,
+    budget_s: float | None = None,
+    baselines: bool = True,
+    concurrency: int = 0,
+) -> Scenario:
+    """A scenario from command-line choices: every model × backend × precision."""
+    cases = [
+        Case(model_id=model, task=task, backend=backend, precision=precision, device=device,
+             batch_sizes=tuple(batch_sizes), weights=weights, config_overrides=config_overrides,
+             params=dict(params or {}), min_runs=min_runs, min_seconds=min_seconds)
+        for model in models for backend in backends for precision in precisions
+    ]
+    if not cases:
+        raise InvalidInput("nothing to measure: pass --model, --scenario or --suite")
+    return Scenario(name="command line", cases=tuple(cases), budget_s=budget_s, baselines=baselines,
+                    concurrency=concurrency)
+
+
+def _estimated_params(skill: Any, model_id: str) -> int:
+    """Parameters of a family's checkpoint, counted on the meta device (no memory, no files)."""
+    try:
+        import torch
+        import transformers
+
+        config = skill.checkpoint(model_id).config()
+        with torch.device("meta"):
+            model = getattr(transformers, skill.synthetic_class)(config)
+        return int(sum(p.numel() for p in model.parameters()))
+    except Exception:  # noqa: BLE001 - an estimate only orders the cases
+        return 10**12
+
+
+def seed_suite(
+    *,
+    device: str = "auto",
+    batch_sizes: Sequence[int] = (1, 8),
+    budget_s: float | None = 840.0,
+    min_runs: int = 5,
+    min_seconds: float = 3.0,
+    concurrency: int = 64,
+    extra_tasks: bool = True,
+) -> Scenario:
+    """Every registered family on every backend that works here (the seed's set).
+
+    For each family: its default checkpoint, with real weights where an installed package
+    ships them and synthetic weights from the published config otherwise (labelled); its
+    default task, and its other tasks at a lower priority; every backend whose probe says
+    it is available and which supports the device; precision fp32, plus fp16 on CUDA and
+    int8 where the backend supports them.
+
+    Run order (what a time budget keeps), breadth first:
+
+    0. every family's default task, fp32, preferred backend, the smallest batch size;
+    1. the same at the other batch sizes;
+    2. fp32 on the other backends;
+    3. the other precisions (int8, fp16 on CUDA);
+    4. the other tasks on the preferred backend, then 5. on the other backends.
+
+    Within a priority, smaller models run first (parameters counted on the meta device), so
+    that a budget cut falls on the most expensive cases.
+    """
+    from .._info import families
+    from ..backends import REGISTRY, get_backend
+    from ..engine.choice import PREFERENCE, resolve_device
+    from ..skills import all_skills
+
+    resolved = resolve_device(device)
+    kind = "cuda" if resolved.startswith("cuda") else "cpu"
+    order = [b for b in PREFERENCE[kind] if b in REGISTRY] + [b for b in REGISTRY if b not in PREFERENCE[kind]]
+    backends = []
+    for name in order:
+        backend = get_backend(name)
+        if backend.probe().available and backend.unsupported(device=resolved, precision="fp32") is None:
+            backends.append(name)
+    sizes = sorted(set(batch_sizes))
+    if not sizes:
+        raise InvalidInput("the seed suite needs at least one batch size")
+    packaged = {info.name: set(info.packaged) for info in families()}
+    entries: list[tuple[int, int, int, Case]] = []
+    for s_index, skill in enumerate(all_skills()):
+        model = skill.default_checkpoint
+        weights = "pretrained" if model in packaged.get(skill.name, set()) else "synthetic"
+        params = _estimated_params(skill, model)
+        tasks = [skill.default_task] + ([t for t in skill.tasks if t != skill.default_task] if extra_tasks else [])
+
+        def add(priority: int, task: str, backend: str, precision: str, batches: Sequence[int],
+                model: str = model, weights: str = weights, params: int = params, s_index: int = s_index,
+                family: str = skill.name) -> None:
+            entries.append((priority, params, s_index, Case(
+                model_id=model, task=task, backend=backend, precision=precision, device=device,
+                batch_sizes=tuple(batches), weights=weights, family=family,
+                min_runs=min_runs, min_seconds=min_seconds, strict=True, priority=priority,
+            )))
+
+        for b_index, name in enumerate(backends):
+            backend = get_backend(name)
+            lower = [p for p in ((["fp16"] if kind == "cuda" else []) + ["int8"])
+                     if backend.unsupported(device=resolved, precision=p) is None]
+            if b_index == 0:
+                add(0, skill.default_task, name, "fp32", sizes[:1])
+                if sizes[1:]:
+                    add(1, skill.default_task, name, "fp32", sizes[1:])
+            else:
+                add(2, skill.default_task, name, "fp32", sizes)
+            for precision in lower:
+                add(3, skill.default_task, name, precision, sizes)
+            for task in tasks[1:]:
+                add(4 if b_index == 0 else 5, task, name, "fp32", sizes)
+    entries.sort(key=lambda e: (e[0], e[1], e[2]))
+    return Scenario(
+        name="seed", suite="seed", cases=tuple(e[3] for e in entries), budget_s=budget_s, baselines=True,
+        concurrency=concurrency,
+        description=(
+            "Every registered family's default checkpoint and tasks on every backend that works on this "
+            "machine, fp32 plus the lower precisions each backend supports; real weights where an installed "
+            "package ships them, synthetic weights from the published config otherwise. Breadth first: every "
+            "family at the smallest batch size before the larger batch sizes, other backends and precisions."
+        ),
+    )
+
+
+SUITES: dict[str, Callable[..., Scenario]] = {"seed": seed_suite}

@@ -1,0 +1,195 @@
+"""The benchmark on tiny models writes a complete report: sections, JSON schema, PNG plots.
+
+Timings are never asserted: only that every figure, label and note is there.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+import ipfs_accelerate as ia
+from ipfs_accelerate.bench import cli as bench_cli
+from ipfs_accelerate.bench.report import JSON_NAME, MARKDOWN_NAME, SCHEMA, SECTIONS, validate, write_report
+from ipfs_accelerate.bench.runner import run_scenario
+from ipfs_accelerate.bench.scenario import Case, Scenario, load_scenario, scenario_from_dict, seed_suite
+from tests.fixtures.models import TINY
+
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread() -> Iterator[None]:
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _tiny_scenario() -> dict:
+    return {
+        "name": "tiny",
+        "min_runs": 2,
+        "min_seconds": 0,
+        "concurrency": 6,
+        "concurrency_rounds": 1,
+        "cases": [
+            {"model": MINILM, "backend": "torch", "precisions": ["fp32"], "batch_sizes": [1, 2],
+             "weights": "synthetic", "config_overrides": TINY[MINILM]},
+            # fp16 on a CPU: the torch backend refuses it and the engine falls back to fp32.
+            {"model": "gpt2", "backend": "torch", "precision": "fp16", "device": "cpu", "batch_sizes": [1, 2],
+             "weights": "synthetic", "config_overrides": TINY["gpt2"], "params": {"max_new_tokens": 3}},
+        ],
+    }
+
+
+@pytest.fixture(scope="module")
+def report_dir(tmp_path_factory, cache_dir) -> Path:
+    """Run the CLI once on the tiny scenario (a YAML file) and return the report folder."""
+    work = tmp_path_factory.mktemp("bench")
+    scenario_file = work / "tiny.yaml"
+    scenario_file.write_text(yaml.safe_dump(_tiny_scenario()))
+    out = work / "report"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("IPFS_ACCELERATE_CACHE", str(cache_dir))
+        code = bench_cli.main(["--scenario", str(scenario_file), "--out", str(out), "--quiet"])
+    assert code == 0
+    return out
+
+
+def test_markdown_has_every_section_in_order(report_dir):
+    text = (report_dir / MARKDOWN_NAME).read_text()
+    headings = re.findall(r"^## (.+)$", text, flags=re.M)
+    assert headings == list(SECTIONS)
+    assert text.startswith("# ipfs_accelerate benchmark: tiny")
+    # Tables that must hold rows in this run.
+    for section, needle in (("Model status summary", "gpt2"), ("Text generation", "tokens/s"),
+                            ("Embeddings and text encoders", "items/s"), ("Baselines", "transformers generate"),
+                            ("Concurrency", "Batched ÷ plain one by one"),
+                            ("Performance targets", "concurrent callers"),
+                            ("Share of the machine's measured peaks", "GFLOP/s")):
+        body = text.split(f"## {section}\n", 1)[1].split("\n## ", 1)[0]
+        assert needle in body, section
+    assert "Measured fp32 peak" in text and "memory bandwidth" in text
+
+
+def test_json_matches_the_schema(report_dir):
+    doc = json.loads((report_dir / JSON_NAME).read_text())
+    assert validate(doc) == []
+    assert set(SCHEMA) <= set(doc)
+    assert doc["machine"]["fp32_gflops"] > 0 and doc["machine"]["memory_bandwidth_gbs"] > 0
+    assert doc["machine"]["libraries"]["torch"]
+    cases = {c["case"]["model_id"]: c for c in doc["cases"]}
+    for case in cases.values():
+        assert [m["batch_size"] for m in case["measurements"]] == [1, 2]
+        for m in case["measurements"]:
+            assert m["runs"] >= 2 and m["latency"]["count"] == m["runs"] == len(m["latency"]["samples"])
+            assert m["latency"]["p50"] <= m["latency"]["p99"]
+        assert case["measurements"][0]["cold_first_call_s"] > 0
+        assert case["load"]["total_s"] > 0
+    gen = cases["gpt2"]["measurements"][0]
+    assert gen["throughput"]["unit"] == "tokens/s" and "time_to_first_token_s" in gen["figures"]
+    assert "fraction_of_bandwidth_bound" in gen["efficiency"]
+    emb = cases[MINILM]["measurements"][1]
+    assert emb["throughput"]["unit"] == "items/s" and "fraction_of_fp32_peak" in emb["efficiency"]
+    # Baselines on the same inputs: plain transformers for both, sentence-transformers for MiniLM.
+    names = {(b["model_id"], b["name"]) for b in doc["baselines"] if b["status"] == "ok"}
+    assert (MINILM, "transformers forward") in names and (MINILM, "sentence-transformers encode") in names
+    assert ("gpt2", "transformers generate") in names
+    emb_cos = [c for c in doc["comparisons"] if c["case_id"].startswith(MINILM) and c["agreement"]]
+    assert emb_cos and all(c["agreement"]["metric"] == "cosine" and c["agreement"]["min"] > 0.999 for c in emb_cos)
+    gen_cmp = [c for c in doc["comparisons"] if c["case_id"].startswith("gpt2")]
+    assert gen_cmp and all(c["unit"] == "tokens/s" and c["ratio"] > 0 for c in gen_cmp)
+    assert doc["concurrency"]["status"] == "ok" and doc["concurrency"]["callers"] == 6
+    assert any("concurrent callers" in t["name"] for t in doc["targets"])
+
+
+def test_plots_are_valid_pngs(report_dir):
+    from PIL import Image
+
+    doc = json.loads((report_dir / JSON_NAME).read_text())
+    assert len(doc["files"]["plots"]) == 2
+    for name in doc["files"]["plots"]:
+        path = report_dir / name
+        assert path.read_bytes()[:8] == PNG_MAGIC
+        with Image.open(path) as image:
+            image.verify()
+        with Image.open(path) as image:
+            assert image.size[0] > 100 and image.size[1] > 100
+        assert f"]({name})" in (report_dir / MARKDOWN_NAME).read_text()
+
+
+def test_synthetic_weights_are_marked(report_dir):
+    doc = json.loads((report_dir / JSON_NAME).read_text())
+    assert {c["weights"] for c in doc["cases"]} == {"synthetic"}
+    text = (report_dir / MARKDOWN_NAME).read_text()
+    status = text.split("## Model status summary\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in status.splitlines() if line.startswith("| ") and "`" in line]
+    assert rows and all("synthetic" in row for row in rows)
+    assert "**Synthetic weights**" in text
+
+
+def test_fallback_is_in_the_notes(report_dir):
+    doc = json.loads((report_dir / JSON_NAME).read_text())
+    gen = next(c for c in doc["cases"] if c["case"]["model_id"] == "gpt2")
+    assert gen["status"] == "fallback" and gen["precision"] == "fp32"
+    assert gen["fallbacks"][0]["tried"] == "torch/cpu/fp16" and gen["fallbacks"][0]["reason"]
+    notes = (report_dir / MARKDOWN_NAME).read_text().split("## Notes: fallbacks, failures, synthetic weights\n")[1]
+    assert "**Fallback**" in notes and "torch/cpu/fp16" in notes and "emulated" in notes
+
+
+def test_validate_reports_departures():
+    assert any("missing" in e for e in validate({}))
+    errors = validate({"schema_version": "1"})
+    assert any("$.schema_version: expected int" in e for e in errors)
+
+
+def test_time_budget_cuts_and_says_so(tmp_path, cache_dir):
+    cases = [
+        Case(model_id=MINILM, backend="torch", weights="synthetic", config_overrides=TINY[MINILM], min_runs=50,
+             min_seconds=30.0, batch_sizes=(1,)),
+        Case(model_id="gpt2", backend="torch", weights="synthetic", config_overrides=TINY["gpt2"],
+             params={"max_new_tokens": 2}, priority=1),
+    ]
+    # 5 s are kept for writing the report: 6 s leaves about one second to measure.
+    scenario = Scenario(name="budget", cases=tuple(cases), budget_s=6.0, baselines=False)
+    run = run_scenario(scenario, cache_dir=cache_dir)
+    files = write_report(run, tmp_path)
+    statuses = [c.status for c in run.cases]
+    assert statuses[1] == "skipped" or run.cases[0].measurements[0].cut
+    text = files.markdown.read_text()
+    cut = text.split("## What was cut\n", 1)[1].split("\n## ", 1)[0]
+    assert "time budget" in cut
+    assert validate(json.loads(files.json.read_text())) == []
+
+
+def test_scenario_files_and_suite(tmp_path):
+    toml = tmp_path / "s.toml"
+    toml.write_text(
+        'name = "t"\nbudget_s = 60\nmin_runs = 4\n[[cases]]\nmodel = "gpt2"\nbackends = ["torch"]\n'
+        'precisions = ["fp32", "int8"]\nbatch_sizes = [1, 8]\nweights = "synthetic"\n'
+    )
+    scenario = load_scenario(toml)
+    assert [c.precision for c in scenario.cases] == ["fp32", "int8"]
+    assert all(c.min_runs == 4 and c.batch_sizes == (1, 8) for c in scenario.cases)
+    with pytest.raises(ia.InvalidInput, match="unknown key"):
+        scenario_from_dict({"cases": [{"model": "gpt2", "batchsize": 1}]})
+    with pytest.raises(ia.InvalidInput, match="config_overrides need"):
+        scenario_from_dict({"cases": [{"model": "gpt2", "config_overrides": {"n_layer": 1}}]})
+    suite = seed_suite()
+    from ipfs_accelerate.skills import all_skills
+
+    families = {c.family for c in suite.cases}
+    assert families == {s.name for s in all_skills()}
+    assert suite.budget_s and suite.concurrency == 64
+    first = suite.ordered()[0]
+    assert first.priority == 0 and first.precision == "fp32"
+    assert all(c.strict for c in suite.cases)

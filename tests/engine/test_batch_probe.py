@@ -1,0 +1,80 @@
+"""probe_max_batch: grows to the memory budget or an out-of-memory error, and caches."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import ipfs_accelerate as ia
+from ipfs_accelerate.engine.batch_probe import CACHE_FILE, PeakRSS, cache_key, probe_max_batch
+
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread() -> Iterator[None]:
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_grows_to_the_limit_and_caches(load_tiny, tmp_path):
+    ep = load_tiny(MINILM)
+    assert probe_max_batch(ep, budget_bytes=2**40, max_batch=8, cache_dir=tmp_path) == 8
+    data = json.loads((tmp_path / CACHE_FILE).read_text())
+    key = cache_key(ep)
+    rt = ep.runtime
+    assert key.endswith(f"|embed|{rt.backend}|{rt.precision}|{rt.device}")
+    assert key.split("|")[0] == ep.handler.weights.content_hash()
+    assert data[key]["max_batch"] == 8 and set(data[key]["growth_bytes"]) == {"1", "2", "4", "8"}
+    # Probed once: the cached answer comes back whatever the budget …
+    assert probe_max_batch(ep, budget_bytes=1, cache_dir=tmp_path) == 8
+    # … until a refresh, which honours the new budget (never below 1).
+    assert probe_max_batch(ep, budget_bytes=1, cache_dir=tmp_path, refresh=True) == 1
+    assert json.loads((tmp_path / CACHE_FILE).read_text())[key]["max_batch"] == 1
+
+
+def test_stops_at_out_of_memory_and_run_time_splitting_remains(load_tiny, tmp_path):
+    ep0 = load_tiny(MINILM)
+    real = ep0.runtime.model
+
+    def model(**inputs: Any) -> Any:
+        # A device that cannot hold more than four sequences at once.
+        if inputs["input_ids"].shape[0] > 4:
+            raise MemoryError("simulated out of memory")
+        return real(**inputs)
+
+    runtime = dataclasses.replace(ep0.runtime, model=model)
+    ep = ia.Endpoint(family=ep0.family, handler=ep0.handler, runtime=runtime, fallbacks=(), max_batch_size=32)
+    assert probe_max_batch(ep, budget_bytes=2**40, max_batch=64, cache_dir=tmp_path) == 4
+    entry = json.loads((tmp_path / CACHE_FILE).read_text())[cache_key(ep)]
+    assert "out of memory at batch 8" in entry["stopped"]
+    # At run time, Endpoint.run_items halves the batch on out-of-memory and says so.
+    result = ep.run_items(ep.handler.bench_inputs(8), ep.parse_params({}))
+    assert len(result.outputs) == 8
+    assert any("out of memory" in note for note in result.provenance.notes)
+
+
+def test_bad_arguments(load_tiny, tmp_path):
+    ep = load_tiny(MINILM)
+    with pytest.raises(ia.InvalidInput):
+        probe_max_batch(ep, budget_bytes=0, cache_dir=tmp_path)
+    with pytest.raises(ia.InvalidInput):
+        probe_max_batch(ep, max_batch=0, cache_dir=tmp_path)
+
+
+def test_peak_rss_sees_an_allocation():
+    import numpy as np
+
+    with PeakRSS(interval_s=0.001) as meter:
+        block = np.ones(64 * 2**20 // 8)  # 64 MiB, touched
+        block.sum()
+    del block
+    assert meter.growth > 32 * 2**20
