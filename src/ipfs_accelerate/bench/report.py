@@ -270,7 +270,8 @@ def _agreement(comps: Sequence[Comparison]) -> str:
         if a.get("metric") == "cosine":
             parts.append(f"cos {a['min']:.4f} vs {c.baseline_name}")
         elif a.get("metric") == "exact_match":
-            parts.append(f"{100 * a['value']:.0f} % same text vs {c.baseline_name}")
+            wer = f", WER {a['wer_vs_baseline']:.3f}" if "wer_vs_baseline" in a else ""
+            parts.append(f"{100 * a['value']:.0f} % same text{wer} vs {c.baseline_name}")
     return "; ".join(parts) or "–"
 
 

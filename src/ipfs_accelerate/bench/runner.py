@@ -331,12 +331,22 @@ def model_size(model_dir: Path) -> tuple[int, int]:
 
 
 def agreement(ours: Sequence[Any], theirs: Sequence[Any]) -> dict[str, Any] | None:
-    """Cosine similarity for vectors, exact-match rate for texts, None otherwise."""
+    """Cosine similarity for vectors; for texts the exact-match rate and the mean word error
+    rate of ours against theirs; None otherwise. Outputs with a ``text`` (transcripts) count
+    as texts."""
     if not ours or len(ours) != len(theirs):
         return None
+    ours = [_as_text(o) for o in ours]
+    theirs = [_as_text(t) for t in theirs]
     if all(isinstance(o, str) for o in ours) and all(isinstance(t, str) for t in theirs):
+        from .quality import word_error_rate
+
         same = sum(o.strip() == t.strip() for o, t in zip(ours, theirs, strict=True))
-        return {"metric": "exact_match", "value": same / len(ours)}
+        wers = [word_error_rate(t, o) for o, t in zip(ours, theirs, strict=True) if t.strip()]
+        out: dict[str, Any] = {"metric": "exact_match", "value": same / len(ours)}
+        if wers:
+            out["wer_vs_baseline"] = float(np.mean(wers))
+        return out
     try:
         a = [np.asarray(o, dtype=np.float64).ravel() for o in ours]
         b = [np.asarray(t, dtype=np.float64).ravel() for t in theirs]
@@ -346,6 +356,11 @@ def agreement(ours: Sequence[Any], theirs: Sequence[Any]) -> dict[str, Any] | No
         return None
     cos = [float(x @ y / (np.linalg.norm(x) * np.linalg.norm(y) + 1e-12)) for x, y in zip(a, b, strict=True)]
     return {"metric": "cosine", "min": min(cos), "mean": float(np.mean(cos))}
+
+
+def _as_text(output: Any) -> Any:
+    text = getattr(output, "text", None)
+    return text if isinstance(text, str) else output
 
 
 def _release_memory() -> None:
