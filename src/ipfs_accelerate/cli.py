@@ -67,9 +67,10 @@ def _cmd_families(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parse_param(text: str) -> tuple[str, Any]:
+def parse_key_value(text: str) -> tuple[str, Any]:
+    """``NAME=VALUE`` from the command line; the value is parsed as JSON when it is JSON."""
     if "=" not in text:
-        raise argparse.ArgumentTypeError(f"--param takes NAME=VALUE; got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE; got {text!r}")
     key, raw = text.split("=", 1)
     try:
         value: Any = json.loads(raw)
@@ -146,7 +147,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", default="auto", choices=WEIGHTS)
     p.add_argument("--family")
     p.add_argument("--strict", action="store_true", help="fail instead of falling back")
-    p.add_argument("--param", action="append", type=_parse_param, metavar="NAME=VALUE",
+    p.add_argument("--param", action="append", type=parse_key_value, metavar="NAME=VALUE",
                    help="a task parameter, e.g. max_new_tokens=16 (values parsed as JSON)")
     p.add_argument("--stream", action="store_true", help="print generated text as it comes")
     p.add_argument("--json", action="store_true")

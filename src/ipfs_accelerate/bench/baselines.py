@@ -103,19 +103,12 @@ def _gen_kwargs(params: Any, tok: Any) -> dict[str, Any]:
 
 
 def _count_and_decode(new_ids: Any, tok: Any, eos: Any) -> tuple[list[str], int]:
-    eos_ids = set(eos if isinstance(eos, (list, tuple)) else [eos]) - {None}
+    from ..skills._generation import split_generated
+
     texts, count = [], 0
     for row in new_ids.tolist():
-        kept: list[int] = []
-        for token in row:
-            if token in eos_ids:
-                count += 1  # the end-of-sequence token was generated too
-                break
-            kept.append(token)
-        else:
-            while kept and kept[-1] == tok.pad_token_id and tok.pad_token_id not in eos_ids:
-                kept.pop()
-        count += len(kept)
+        kept, generated = split_generated(row, eos=eos, pad=tok.pad_token_id)
+        count += generated
         texts.append(tok.decode(kept, skip_special_tokens=True))
     return texts, count
 

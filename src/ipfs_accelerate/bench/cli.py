@@ -14,7 +14,6 @@ Environment variables are read here, at the edge: ``IPFS_ACCELERATE_CACHE`` sets
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -23,20 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from .._exceptions import AccelerateError, InvalidInput
+from ..cli import parse_key_value
 from ..engine.options import BACKENDS, PRECISIONS, WEIGHTS
 
 __all__ = ["add_bench_parser", "cmd_bench", "main"]
-
-
-def _key_value(text: str) -> tuple[str, Any]:
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"expected NAME=VALUE; got {text!r}")
-    key, raw = text.split("=", 1)
-    try:
-        value: Any = json.loads(raw)
-    except ValueError:
-        value = raw
-    return key, value
 
 
 def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -57,9 +46,9 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", action="append", type=int, help="repeatable (default 1; suite: 1 and 8)")
     p.add_argument("--weights", default="auto", choices=WEIGHTS)
     p.add_argument("--device", default="auto")
-    p.add_argument("--config-override", action="append", type=_key_value, metavar="NAME=VALUE",
+    p.add_argument("--config-override", action="append", type=parse_key_value, metavar="NAME=VALUE",
                    help="change the published config (synthetic weights only; values parsed as JSON)")
-    p.add_argument("--param", action="append", type=_key_value, metavar="NAME=VALUE",
+    p.add_argument("--param", action="append", type=parse_key_value, metavar="NAME=VALUE",
                    help="a task parameter for every call, e.g. max_new_tokens=32")
     p.add_argument("--min-runs", type=int, help="timed runs at least, per figure (default 3; suite 5)")
     p.add_argument("--min-seconds", type=float, help="timed seconds at least, per figure (default 1; suite 3)")

@@ -27,6 +27,7 @@ __all__ = [
     "GenerationParams",
     "Seq2SeqGenerate",
     "generate",
+    "split_generated",
     "stream_generate",
 ]
 
@@ -201,24 +202,31 @@ def generate(
                    box.get("ttft", time.perf_counter() - started))
 
 
+def split_generated(row: Sequence[int], *, eos: Any, pad: Any) -> tuple[list[int], int]:
+    """The new tokens of one generated row up to its end-of-sequence, and how many were generated.
+
+    The end-of-sequence token counts as generated but is not kept; without one, trailing
+    pads are batch padding, not generated tokens.
+    """
+    eos_ids = set(eos if isinstance(eos, (list, tuple)) else [eos]) - {None}
+    kept: list[int] = []
+    for tok in row:
+        if tok in eos_ids:
+            return kept, len(kept) + 1
+        kept.append(tok)
+    while kept and pad is not None and kept[-1] == pad and pad not in eos_ids:
+        kept.pop()
+    return kept, len(kept)
+
+
 def _decode(
     sequences: Any, prompt_len: int, tokenizer: Any, params: GenerationParams,
     eos: Any, pad: Any, ttft: float,
 ) -> GenerationOutput:
-    eos_ids = set(eos if isinstance(eos, (list, tuple)) else [eos]) - {None}
     texts, ids, count = [], [], 0
     for row in sequences[:, prompt_len:].tolist():
-        kept: list[int] = []
-        for tok in row:
-            if tok in eos_ids:
-                count += 1  # the end-of-sequence token was generated too
-                break
-            kept.append(tok)
-        else:
-            # Without an eos, trailing pads are batch padding, not generated tokens.
-            while kept and pad is not None and kept[-1] == pad and pad not in eos_ids:
-                kept.pop()
-        count += len(kept)
+        kept, generated = split_generated(row, eos=eos, pad=pad)
+        count += generated
         text, _ = _cut_at_stop(tokenizer.decode(kept, skip_special_tokens=True), params.stop)
         texts.append(text)
         ids.append(kept)
