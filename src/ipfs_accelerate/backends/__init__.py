@@ -15,6 +15,8 @@ __all__ = ["REGISTRY", "Backend", "BackendProbe", "ModelSpec", "Runtime", "get_b
 # name -> "module:Class"; modules are imported lazily so a missing library costs nothing.
 REGISTRY: dict[str, str] = {
     "torch": "pytorch:TorchBackend",
+    "openvino": "openvino:OpenVINOBackend",
+    "onnxruntime": "onnxruntime:OnnxRuntimeBackend",
 }
 
 _instances: dict[str, Backend] = {}

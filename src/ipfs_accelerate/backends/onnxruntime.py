@@ -1,0 +1,517 @@
+"""ONNX Runtime: models exported to ONNX by optimum, run by ORTModelFor* classes.
+
+Export routes (decided per spec by :func:`._direct.plan_export`):
+
+* optimum, for the kinds in :data:`_KINDS` when optimum-onnx's exporter supports the
+  architecture: ``optimum.exporters.onnx.main_export`` writes the graphs (decoders with a
+  KV cache, encoder-decoders with a merged decoder) and the matching ``ORTModelFor*`` class
+  runs them, ``generate`` included;
+* a direct ``torch.onnx.export`` of a small wrapper module, for a model method other than
+  ``forward`` (optimum exports ``forward`` only) and for architectures optimum-onnx does not
+  support. The TorchDynamo exporter is tried first when its dependency (onnxscript) is
+  installed; the TorchScript exporter (``dynamo=False``) is the fallback.
+
+Precisions: fp32; int8 through dynamic quantization (optimum's ``ORTQuantizer``, weights
+int8 per channel, activations quantized at run time) on the CPU provider, refused when it
+fails the accuracy gate; fp16 (graphs converted to fp16 with fp32 inputs and outputs) on
+the CUDA provider only. Exports are cached (see :mod:`._export_cache`).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.util
+import logging
+import shutil
+import time
+import warnings
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from .._exceptions import BackendUnavailable
+from . import _accuracy, _direct
+from ._export_cache import CacheEntry, export_key, get_or_build, library_versions
+from .base import Backend, BackendProbe, ModelSpec, Runtime
+
+__all__ = ["OnnxRuntimeBackend"]
+
+log = logging.getLogger(__name__)
+
+_EXTRA = "onnxruntime"
+_INSTALL = "pip install 'ipfs-accelerate[onnxruntime]'"
+_PRECISIONS = ("fp32", "fp16", "int8")
+# The libraries whose versions change the exported or quantized bytes.
+_EXPORT_LIBS = ("optimum", "optimum-onnx", "onnx", "torch", "transformers")
+
+# Model kind → (optimum-onnx class, optimum export task). "-with-past" exports the KV cache.
+_KINDS: dict[str, tuple[str, str]] = {
+    "feature-extraction": ("ORTModelForFeatureExtraction", "feature-extraction"),
+    "fill-mask": ("ORTModelForMaskedLM", "fill-mask"),
+    "text-generation": ("ORTModelForCausalLM", "text-generation-with-past"),
+    "text2text-generation": ("ORTModelForSeq2SeqLM", "text2text-generation-with-past"),
+    "automatic-speech-recognition": ("ORTModelForSpeechSeq2Seq", "automatic-speech-recognition-with-past"),
+    "ctc": ("ORTModelForCTC", "automatic-speech-recognition"),
+    "zero-shot-image-classification": ("ORTModelForZeroShotImageClassification", "zero-shot-image-classification"),
+}
+
+# Kinds optimum-onnx cannot serve, and why; they are refused with BackendUnavailable (a
+# direct conversion would have no KV cache for generate()).
+_MISSING: dict[str, str] = {
+    "image-text-to-text": (
+        "optimum-onnx 0.1.0 has no ONNX export for vision-language generators (its TasksManager "
+        "lists only the OpenVINO exporter for them) and its ORTModelForVision2Seq runs "
+        "vision encoder-decoder models only"
+    ),
+}
+
+# Encoder-decoder exports hold a merged decoder (one graph with and without past) and the
+# two separate decoders it was merged from; the loader prefers the merged one.
+_MERGED = "decoder_model_merged.onnx"
+_UNMERGED = ("decoder_model.onnx", "decoder_with_past_model.onnx")
+# Above this size a graph's weights go to an external data file (protobuf's limit is 2 GB).
+_EXTERNAL_DATA_BYTES = 1_500_000_000
+
+_ORT_TO_NUMPY = {
+    "tensor(float)": "float32",
+    "tensor(float16)": "float16",
+    "tensor(double)": "float64",
+    "tensor(int64)": "int64",
+    "tensor(int32)": "int32",
+    "tensor(bool)": "bool",
+    "tensor(uint8)": "uint8",
+    "tensor(int8)": "int8",
+}
+
+
+class OnnxRuntimeBackend(Backend):
+    """Runs ONNX exports with ONNX Runtime on the CPU or CUDA execution provider."""
+
+    name = "onnxruntime"
+    extra = _EXTRA
+
+    def probe(self) -> BackendProbe:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            return BackendProbe(
+                name=self.name, available=False, extra=self.extra,
+                reason=f"onnxruntime is not installed: {_INSTALL}",
+            )
+        providers = list(ort.get_available_providers())
+        details: dict[str, Any] = {"providers": providers, "int8_kernels": _quant_flavour()}
+        if importlib.util.find_spec("optimum.onnxruntime") is None:
+            return BackendProbe(
+                name=self.name, available=False, version=ort.__version__, extra=self.extra, details=details,
+                reason=f"optimum-onnx (the exporter and ORTModel classes) is not installed: {_INSTALL}",
+            )
+        devices = ["cpu"]
+        if "CUDAExecutionProvider" in providers:
+            from .pytorch import cuda_works
+
+            ok, detail = cuda_works()
+            details["cuda"] = detail
+            if ok:
+                import torch
+
+                devices += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+        return BackendProbe(
+            name=self.name, available=True, version=ort.__version__, devices=tuple(devices),
+            extra=self.extra, details=details,
+        )
+
+    def unsupported(self, *, device: str, precision: str) -> str | None:
+        if precision not in _PRECISIONS:
+            return f"the ONNX Runtime backend offers fp32, fp16 (CUDA) and int8 (CPU), not {precision}"
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            return f"onnxruntime is not installed: {_INSTALL}"
+        if device == "cpu":
+            if precision == "fp16":
+                return "ONNX Runtime fp16 needs the CUDAExecutionProvider; the CPU provider lacks most fp16 kernels"
+            return None
+        if device == "cuda" or device.startswith("cuda:"):
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                return (
+                    "this onnxruntime build has no CUDAExecutionProvider "
+                    f"(available: {', '.join(ort.get_available_providers())}); install onnxruntime-gpu"
+                )
+            if precision == "int8":
+                return "ONNX Runtime dynamic int8 (MatMulInteger) runs on the CPU provider only"
+            from .pytorch import cuda_works
+
+            # Inputs reach the CUDA session as torch CUDA tensors (IO binding).
+            ok, detail = cuda_works()
+            return None if ok else f"CUDA is unavailable: {detail}"
+        return f"ONNX Runtime runs on 'cpu' or 'cuda[:N]', not {device!r}"
+
+    def load(self, spec: ModelSpec, *, device: str, precision: str, cache_dir: Path) -> Runtime:
+        started = time.perf_counter()
+        ort = _import_runtime()
+        reason = self.unsupported(device=device, precision=precision)
+        if reason:
+            raise BackendUnavailable(reason)
+        if precision == "fp16" and not spec.fp16_safe:
+            raise BackendUnavailable("this architecture loses accuracy in fp16 (activations overflow); use fp32")
+        plan = _direct.plan_export(spec, kinds=_KINDS, exporter="onnx", backend=self.name, missing=_MISSING)
+        versions = library_versions(_EXPORT_LIBS) | {"onnxruntime": ort.__version__}
+        describe = {"model_id": spec.weights.model_id, "kind": spec.kind, "route": plan.route}
+        details: dict[str, Any] = {"onnxruntime": ort.__version__, "export_route": _route_name(plan)}
+        if plan.why:
+            details["direct_conversion_reason"] = plan.why
+
+        fp32 = get_or_build(
+            cache_dir, self.name, export_key(spec, backend=self.name, precision="fp32", versions=versions),
+            functools.partial(_export, spec, plan), describe=describe | {"precision": "fp32"},
+        )
+        entry, export_s = fp32, fp32.build_s
+        if precision == "int8":
+            flavour = _quant_flavour()
+            entry = get_or_build(
+                cache_dir, self.name,
+                export_key(spec, backend=self.name, precision="int8", versions=versions, extra={"quantization": flavour}),
+                functools.partial(_quantize, spec, plan, fp32.path, flavour),
+                describe=describe | {"precision": "int8"},
+            )
+            export_s += entry.build_s
+            cosine = float(entry.meta["int8_gate_cosine"])
+            details |= {"quantization": entry.meta.get("quantization", flavour), "int8_gate_cosine": cosine}
+            _accuracy.check_gate(cosine, what="ONNX Runtime int8 export")
+        elif precision == "fp16":
+            entry = get_or_build(
+                cache_dir, self.name, export_key(spec, backend=self.name, precision="fp16", versions=versions),
+                functools.partial(_convert_fp16, fp32.path), describe=describe | {"precision": "fp16"},
+            )
+            export_s += entry.build_s
+
+        providers, options = _providers(device)
+        opened = time.perf_counter()
+        model = _open(plan, entry.path, providers, options)
+        active = _active_providers(model)
+        if providers[0] != "CPUExecutionProvider" and active[0] != providers[0]:
+            if precision == "fp16":
+                raise BackendUnavailable(
+                    f"{providers[0]} was requested for fp16 but the session runs on {active[0]}"
+                )
+            # Reopen on the CPU alone: optimum chose IO binding for the requested provider.
+            details["fallback"] = f"{providers[0]} was requested but the session runs on {active[0]}"
+            model = _open(plan, entry.path, ["CPUExecutionProvider"], None)
+            active = _active_providers(model)
+        session_s = time.perf_counter() - opened
+        actual_device = _device_of(model, active)
+        details |= _cache_details(entry, export_s) | {
+            "providers": active,
+            "requested_providers": providers,
+            "session_s": round(session_s, 3),
+        }
+        if entry.meta.get("conversion"):
+            details["conversion"] = entry.meta["conversion"]
+        elif fp32.meta.get("conversion"):
+            details["conversion"] = fp32.meta["conversion"]
+        import torch
+
+        from .pytorch import _prepare
+
+        return Runtime(
+            backend=self.name,
+            device=actual_device,
+            precision=precision,
+            model=model,
+            details=details,
+            load_s=time.perf_counter() - started,
+            # fp16 graphs keep fp32 inputs and outputs, so inputs stay fp32 in every precision.
+            prepare=functools.partial(_prepare, device=actual_device, dtype=torch.float32),
+        )
+
+
+class OrtGraphModel:
+    """Runs a directly converted ONNX graph like a transformers model.
+
+    ``model(**inputs)`` takes torch tensors by the names of the traced method's arguments
+    and returns an object whose attributes are the graph's named outputs (torch tensors).
+
+    Attributes:
+        session: the ONNX Runtime inference session.
+        config: the model's transformers config (for skills that read it).
+    """
+
+    def __init__(self, session: Any, config: Any) -> None:
+        self.session = session
+        self.config = config
+        self.input_names = [i.name for i in session.get_inputs()]
+        self._input_types = {i.name: _ORT_TO_NUMPY.get(i.type) for i in session.get_inputs()}
+        self.output_names = [o.name for o in session.get_outputs()]
+
+    @property
+    def providers(self) -> list[str]:
+        """The execution providers the session really uses, in priority order."""
+        return list(self.session.get_providers())
+
+    def __call__(self, **inputs: Any) -> SimpleNamespace:
+        import numpy as np
+        import torch
+
+        # Non-tensor arguments (flags) were fixed when the graph was traced.
+        tensors = {k: v for k, v in inputs.items() if isinstance(v, torch.Tensor | np.ndarray)}
+        unknown = sorted(set(tensors) - set(self.input_names))
+        missing = sorted(set(self.input_names) - set(tensors))
+        if unknown or missing:
+            raise TypeError(
+                f"the exported graph takes {', '.join(self.input_names)}; "
+                f"unknown: {', '.join(unknown) or 'none'}; missing: {', '.join(missing) or 'none'}"
+            )
+        feed = {}
+        for name in self.input_names:
+            value = tensors[name]
+            array = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else value
+            wanted = self._input_types.get(name)
+            feed[name] = array.astype(wanted, copy=False) if wanted else array
+        outputs = self.session.run(self.output_names, feed)
+        return SimpleNamespace(**{
+            name: torch.from_numpy(np.ascontiguousarray(value)) for name, value in zip(self.output_names, outputs, strict=True)
+        })
+
+
+def _import_runtime() -> Any:
+    """Import onnxruntime and optimum-onnx, or say how to install them."""
+    try:
+        import onnxruntime as ort
+        import optimum.onnxruntime  # noqa: F401 - the ORTModel classes and the exporter
+    except ImportError as exc:
+        raise BackendUnavailable(
+            f"the ONNX Runtime backend is not installed ({exc.name or exc} is missing): {_INSTALL}",
+            extra=_EXTRA,
+        ) from exc
+    return ort
+
+
+def _route_name(plan: _direct.Plan) -> str:
+    return f"optimum:{plan.model_class}" if plan.route == "optimum" else "direct:torch.onnx.export"
+
+
+def _cache_details(entry: CacheEntry, export_s: float) -> dict[str, Any]:
+    return {
+        "export_cache": entry.status,
+        "export_dir": str(entry.path),
+        "export_s": round(export_s, 3),
+        "export_cache_verify_s": round(entry.verify_s, 3),
+    }
+
+
+def _providers(device: str) -> tuple[list[str], list[dict[str, Any]] | None]:
+    """The execution providers to ask for, best first, with their options."""
+    if device == "cuda" or device.startswith("cuda:"):
+        index = int(device.split(":", 1)[1]) if ":" in device else 0
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"], [{"device_id": index}, {}]
+    return ["CPUExecutionProvider"], None
+
+
+def _active_providers(model: Any) -> list[str]:
+    return list(model.providers)
+
+
+def _device_of(model: Any, active: list[str]) -> str:
+    """Our device name for what the session really runs on."""
+    if active and active[0] == "CUDAExecutionProvider":
+        session = getattr(model, "session", None)
+        if session is None and getattr(model, "parts", None):
+            session = model.parts[0].session
+        index = 0
+        if session is not None:
+            options = session.get_provider_options().get("CUDAExecutionProvider", {})
+            index = int(options.get("device_id", 0))
+        return f"cuda:{index}"
+    return "cpu"
+
+
+def _quant_flavour() -> str:
+    """The dynamic-quantization configuration that suits this CPU.
+
+    On x86 CPUs without VNNI, int8 matrix products multiply uint8 activations by int8
+    weights with an instruction that saturates 16-bit sums; per-channel int8 weights hit
+    that limit and lose accuracy (measured here: a worse error than per-tensor). optimum's
+    ``avx2`` configuration quantizes weights to uint8 instead, which has no such limit.
+    """
+    import platform
+
+    if platform.machine().lower() in ("arm64", "aarch64"):
+        return "arm64"
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        flags = ""
+    if "avx512_vnni" in flags or "avx_vnni" in flags:
+        return "avx512_vnni"
+    return "avx2"
+
+
+def _export(spec: ModelSpec, plan: _direct.Plan, target: Path) -> dict[str, Any]:
+    """Write the fp32 ONNX export of ``spec`` into ``target``."""
+    if plan.route == "direct":
+        return _export_direct(spec, target)
+    from optimum.exporters.onnx import main_export
+
+    with _direct.frozen_gc(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings about data-dependent branches
+        # Validation against PyTorch is skipped: fp32 parity is covered by the test-suite
+        # and int8 by the accuracy gate, and validation roughly doubles the export time.
+        main_export(
+            str(spec.model_dir), target, task=plan.task, library_name="transformers",
+            do_validation=False, local_files_only=True,
+        )
+    return {"conversion": f"optimum.exporters.onnx.main_export(task={plan.task!r})"}
+
+
+def _export_direct(spec: ModelSpec, target: Path) -> dict[str, Any]:
+    """Convert ``spec.entry`` (or forward) with ``torch.onnx.export``."""
+    import torch
+
+    model = _direct.load_torch_model(spec)
+    inputs = _direct.example_inputs(spec)
+    input_names = [k for k, v in inputs.items() if isinstance(v, torch.Tensor)]
+    constants = {k: v for k, v in inputs.items() if not isinstance(v, torch.Tensor)}
+    names = _direct.output_names(spec)
+    module = _direct.EntryModule(model, spec.entry, input_names, names, constants)
+    args = tuple(inputs[n] for n in input_names)
+    # Every input's batch size is its own (a text batch and a video batch may differ);
+    # integer inputs of rank ≥ 2 (token ids, masks) also vary in length.
+    axes: dict[str, dict[int, str]] = {}
+    for name, value in zip(input_names, args, strict=True):
+        axes[name] = {0: f"{name}_dim0"}
+        if not value.is_floating_point() and value.dim() >= 2:
+            axes[name][1] = f"{name}_dim1"
+    path = target / "model.onnx"
+    how = None
+    if importlib.util.find_spec("onnxscript") is not None:
+        try:
+            dims = torch.export.Dim.AUTO
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(
+                    module, args, str(path), input_names=input_names, output_names=list(names),
+                    dynamic_shapes=(tuple({axis: dims for axis in axes[n]} for n in input_names),),
+                    dynamo=True,
+                )
+            how = "torch.onnx.export(dynamo=True)"
+        except Exception as exc:  # noqa: BLE001 - any failure: fall back to the TorchScript exporter
+            log.info("the TorchDynamo ONNX export failed (%s); using dynamo=False", exc)
+            for leftover in target.iterdir():
+                leftover.unlink() if leftover.is_file() else shutil.rmtree(leftover)
+    if how is None:
+        # The TorchDynamo exporter needs onnxscript (not a dependency here) and fails on some
+        # models; the TorchScript exporter handles these wrappers with dynamic axes.
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                module, args, str(path), input_names=input_names, output_names=list(names),
+                dynamic_axes=axes, opset_version=17, do_constant_folding=True, dynamo=False,
+            )
+        how = "torch.onnx.export(dynamo=False)"
+    _direct.copy_model_metadata(spec.model_dir, target)
+    return {"conversion": how, "entry": spec.entry or "forward", "outputs": list(names)}
+
+
+def _onnx_files(path: Path) -> list[str]:
+    return sorted(p.name for p in path.glob("*.onnx"))
+
+
+def _copy_metadata(src: Path, dst: Path) -> None:
+    """Copy everything but the graphs and their weights (configs, generation defaults)."""
+    for item in src.iterdir():
+        if item.is_file() and item.suffix not in (".onnx", ".onnx_data", ".data") and item.name != "manifest.json":
+            shutil.copy2(item, dst / item.name)
+
+
+def _graph_bytes(path: Path, name: str) -> int:
+    stem = name.removesuffix(".onnx")
+    return sum(p.stat().st_size for p in path.iterdir() if p.is_file() and p.name.startswith(stem))
+
+
+def _quantize(spec: ModelSpec, plan: _direct.Plan, fp32_dir: Path, flavour: str, target: Path) -> dict[str, Any]:
+    """Quantize the fp32 export dynamically into ``target``, then measure it (the gate)."""
+    from onnxruntime.quantization.registry import IntegerOpsRegistry
+    from optimum.onnxruntime import ORTQuantizer
+    from optimum.onnxruntime.configuration import AutoQuantizationConfig
+
+    # Conv is left in float: ConvInteger is slow on CPUs, and convolutions whose weight is
+    # computed (weight normalisation) cannot be quantized at all.
+    operators = [op for op in IntegerOpsRegistry if op != "Conv"]
+    config = getattr(AutoQuantizationConfig, flavour)(is_static=False, per_channel=True, operators_to_quantize=operators)
+    _copy_metadata(fp32_dir, target)
+    files = _onnx_files(fp32_dir)
+    if _MERGED in files:  # the loader uses the merged decoder; quantizing the others is wasted work
+        files = [f for f in files if f not in _UNMERGED]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name in files:
+            quantizer = ORTQuantizer.from_pretrained(fp32_dir, file_name=name)
+            quantizer.quantize(
+                save_dir=target, quantization_config=config, file_suffix=None,
+                use_external_data_format=_graph_bytes(fp32_dir, name) > _EXTERNAL_DATA_BYTES,
+            )
+    inputs = _direct.example_inputs(spec)
+    reference = _open(plan, fp32_dir, ["CPUExecutionProvider"], None)
+    candidate = _open(plan, target, ["CPUExecutionProvider"], None)
+    cosine = _accuracy.run_gate(
+        reference, candidate, inputs,
+        output_names=_direct.output_names(spec) if plan.route == "direct" else spec.output_names,
+        generates=spec.generates,
+    )
+    del reference, candidate
+    return {
+        "int8_gate_cosine": cosine,
+        "quantization": f"dynamic, per-channel weights, {flavour} ({config.weights_dtype.name} weights)",
+    }
+
+
+def _convert_fp16(fp32_dir: Path, target: Path) -> dict[str, Any]:
+    """Convert the fp32 graphs to fp16, keeping fp32 inputs and outputs.
+
+    Keeping the I/O in fp32 means the ORTModel classes and ``prepare`` feed the same
+    tensors in every precision. Encoder-decoders are converted from their two separate
+    decoders: the converter breaks the merged decoder (an If node whose branch would
+    return an outer-scope value, which ONNX Runtime rejects).
+    """
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    _copy_metadata(fp32_dir, target)
+    files = _onnx_files(fp32_dir)
+    if _MERGED in files and all(f in files for f in _UNMERGED):
+        files = [f for f in files if f != _MERGED]
+    for name in files:
+        graph = onnx.load(str(fp32_dir / name))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            half = convert_float_to_float16(graph, keep_io_types=True)
+        # fp16 halves the weights; only very large graphs still need external data.
+        external = _graph_bytes(fp32_dir, name) > 2 * _EXTERNAL_DATA_BYTES
+        onnx.save(half, str(target / name), save_as_external_data=external,
+                  location=f"{name}_data" if external else None)
+    return {"conversion": "onnxruntime.transformers.float16.convert_float_to_float16(keep_io_types=True)"}
+
+
+def _open(plan: _direct.Plan, path: Path, providers: list[str], options: list[dict[str, Any]] | None) -> Any:
+    """Open an export directory with the plan's ORTModel class (or a plain session)."""
+    if plan.route == "direct":
+        import onnxruntime as ort
+        from transformers import AutoConfig
+
+        session = ort.InferenceSession(str(path / "model.onnx"), providers=providers, provider_options=options)
+        try:
+            config = AutoConfig.from_pretrained(path, local_files_only=True)
+        except (OSError, ValueError):
+            config = None
+        return OrtGraphModel(session, config)
+    import optimum.onnxruntime as ortm
+
+    cls = getattr(ortm, plan.model_class)
+    kwargs: dict[str, Any] = {"providers": providers, "provider_options": options}
+    files = _onnx_files(path)
+    if _MERGED not in files and all(f in files for f in _UNMERGED):
+        kwargs["use_merged"] = False  # the fp16 copy holds the separate decoders only
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return cls.from_pretrained(path, local_files_only=True, **kwargs)

@@ -1,0 +1,212 @@
+"""The ONNX Runtime backend against PyTorch fp32, on tiny models of every handled family."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ipfs_accelerate._exceptions import BackendUnavailable
+from ipfs_accelerate.backends import _accuracy, get_backend
+from ipfs_accelerate.backends.onnxruntime import OnnxRuntimeBackend
+from tests.backends._tiny import decoder_step_lengths, first_step_logits, greedy, min_cosine, outputs_of
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("optimum.onnxruntime")
+
+INSTALL = "pip install 'ipfs-accelerate[onnxruntime]'"
+
+# model → how it is exported (optimum's class, or a direct torch.onnx.export and why)
+FORWARD = {
+    "bert": "optimum:ORTModelForFeatureExtraction",
+    "bert-mlm": "optimum:ORTModelForMaskedLM",
+    "wav2vec2": "optimum:ORTModelForCTC",
+    "clip-text": "direct:torch.onnx.export",
+    "clip-image": "direct:torch.onnx.export",
+    "clip": "optimum:ORTModelForZeroShotImageClassification",
+    "clap-text": "direct:torch.onnx.export",
+    "clap-audio": "direct:torch.onnx.export",
+    "xclip": "direct:torch.onnx.export",  # no optimum class for zero-shot video classification
+    "videomae": "direct:torch.onnx.export",  # optimum-onnx does not support the architecture
+}
+GENERATORS = {
+    "gpt2": "optimum:ORTModelForCausalLM",
+    "opt": "optimum:ORTModelForCausalLM",
+    "llama": "optimum:ORTModelForCausalLM",
+    "t5": "optimum:ORTModelForSeq2SeqLM",
+    "whisper": "optimum:ORTModelForSpeechSeq2Seq",
+}
+
+
+@pytest.fixture(scope="module")
+def backend() -> OnnxRuntimeBackend:
+    return OnnxRuntimeBackend()
+
+
+def _load(backend: OnnxRuntimeBackend, spec: Any, cache: Path, precision: str = "fp32") -> Any:
+    return backend.load(spec, device="cpu", precision=precision, cache_dir=cache)
+
+
+@pytest.mark.parametrize("name", list(FORWARD))
+def test_fp32_matches_torch(name: str, backend: OnnxRuntimeBackend, tiny_spec: Any, torch_runtime: Any,
+                            export_cache: Path) -> None:
+    spec = tiny_spec(name)
+    runtime = _load(backend, spec, export_cache)
+    assert runtime.backend == "onnxruntime" and runtime.precision == "fp32"
+    assert runtime.device == "cpu"
+    assert runtime.details["providers"] == ["CPUExecutionProvider"]
+    assert runtime.details["export_route"] == FORWARD[name]
+    if FORWARD[name].startswith("direct"):
+        assert runtime.details["direct_conversion_reason"]
+    reference = outputs_of(torch_runtime(spec), spec)
+    mask = spec.example_inputs().get("attention_mask")
+    assert min_cosine(reference, outputs_of(runtime, spec), mask) >= 0.999
+
+
+def test_direct_graph_takes_other_batch_and_sequence_sizes(backend: OnnxRuntimeBackend, tiny_spec: Any,
+                                                           torch_runtime: Any, export_cache: Path) -> None:
+    """The direct export keeps batch and sequence dynamic (text and video batches apart)."""
+    import torch
+
+    spec = tiny_spec("xclip")
+    runtime = _load(backend, spec, export_cache)
+    other = dict(spec.example_inputs())
+    other["input_ids"], other["attention_mask"] = other["input_ids"][:2, :5], other["attention_mask"][:2, :5]
+    other["pixel_values"] = torch.cat([other["pixel_values"]] * 2)[:3]
+    reference = outputs_of(torch_runtime(spec), spec, other)
+    assert min_cosine(reference, outputs_of(runtime, spec, other)) >= 0.999
+
+
+@pytest.mark.parametrize("name", list(GENERATORS))
+def test_generate_matches_torch_with_kv_cache(name: str, backend: OnnxRuntimeBackend, tiny_spec: Any,
+                                              torch_runtime: Any, export_cache: Path) -> None:
+    spec = tiny_spec(name)
+    runtime = _load(backend, spec, export_cache)
+    assert runtime.details["export_route"] == GENERATORS[name]
+    tokens, lengths = decoder_step_lengths(runtime, spec)
+    assert tokens == greedy(torch_runtime(spec), spec)
+    # The KV cache is used: every step after the prompt feeds one new token only.
+    assert lengths[-7:] == [1] * 7
+
+
+def test_speech_seq2seq_uses_whisper_generate(backend: OnnxRuntimeBackend, tiny_spec: Any, export_cache: Path) -> None:
+    """language / task / return_timestamps come from transformers' own Whisper generate."""
+    from transformers.models.whisper.generation_whisper import WhisperGenerationMixin
+
+    runtime = _load(backend, tiny_spec("whisper"), export_cache)
+    assert isinstance(runtime.model, WhisperGenerationMixin)
+    assert type(runtime.model).generate is WhisperGenerationMixin.generate
+
+
+@pytest.mark.parametrize("options", [
+    {"language": "fr", "task": "translate"},
+    {"language": "en", "task": "transcribe", "return_timestamps": True},
+])
+def test_speech_seq2seq_language_task_timestamps(options: dict[str, Any], backend: OnnxRuntimeBackend, tiny_spec: Any,
+                                                 torch_runtime: Any, export_cache: Path) -> None:
+    import torch
+
+    spec = tiny_spec("whisper")
+    tokens = []
+    for runtime in (torch_runtime(spec), _load(backend, spec, export_cache)):
+        with torch.no_grad():
+            out = runtime.model.generate(**runtime.prepare(spec.example_inputs()), max_new_tokens=6, do_sample=False,
+                                         **options)
+        tokens.append((out["sequences"] if isinstance(out, dict) else out).tolist())
+    assert tokens[0] == tokens[1]
+
+
+@pytest.mark.parametrize("name", ["bert", "wav2vec2", "clip-text", "gpt2", "t5", "whisper"])
+def test_int8_close_to_torch_and_gated(name: str, backend: OnnxRuntimeBackend, tiny_spec: Any, torch_runtime: Any,
+                                       export_cache: Path) -> None:
+    spec = tiny_spec(name)
+    runtime = _load(backend, spec, export_cache, "int8")
+    assert runtime.precision == "int8"
+    assert runtime.details["int8_gate_cosine"] >= 0.99
+    assert "per-channel" in runtime.details["quantization"]
+    reference = torch_runtime(spec)
+    if spec.generates:
+        assert min_cosine(first_step_logits(reference, spec), first_step_logits(runtime, spec)) >= 0.99
+    else:
+        mask = spec.example_inputs().get("attention_mask")
+        assert min_cosine(outputs_of(reference, spec), outputs_of(runtime, spec), mask) >= 0.99
+
+
+def test_int8_gate_refuses_below_threshold(backend: OnnxRuntimeBackend, tiny_spec: Any, export_cache: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real int8 export measured against fp32: at threshold 1.0 nothing short of exact passes."""
+    monkeypatch.setattr(_accuracy, "INT8_MIN_COSINE", 1.0)
+    with pytest.raises(BackendUnavailable, match=r"accuracy gate: cosine 0\.9\d+ < 1\.0"):
+        _load(backend, tiny_spec("bert"), export_cache, "int8")
+
+
+def test_fp16_conversion_keeps_fp32_inputs_and_outputs(tiny_spec: Any, torch_runtime: Any, export_cache: Path,
+                                                       tmp_path: Path) -> None:
+    """The fp16 graphs (served on CUDA only) checked on the CPU provider, which can run them."""
+    import torch
+
+    from ipfs_accelerate.backends import _direct
+    from ipfs_accelerate.backends import onnxruntime as ort_backend
+
+    for name in ("bert", "t5"):
+        spec = tiny_spec(name)
+        fp32 = OnnxRuntimeBackend().load(spec, device="cpu", precision="fp32", cache_dir=export_cache)
+        target = tmp_path / name
+        target.mkdir()
+        ort_backend._convert_fp16(Path(fp32.details["export_dir"]), target)
+        plan = _direct.plan_export(spec, kinds=ort_backend._KINDS, exporter="onnx", backend="onnxruntime")
+        model = ort_backend._open(plan, target, ["CPUExecutionProvider"], None)
+        inputs = spec.example_inputs()
+        with torch.no_grad():
+            if spec.generates:
+                ref = _accuracy.gate_outputs(torch_runtime(spec).model, inputs, output_names=(), generates=True)
+                got = _accuracy.gate_outputs(model, inputs, output_names=(), generates=True)
+                assert len(model.generate(**inputs, max_new_tokens=4, do_sample=False)[0]) >= 2
+            else:
+                ref = outputs_of(torch_runtime(spec), spec)
+                got = {"last_hidden_state": model(**inputs).last_hidden_state.float()}
+        assert min_cosine(ref, got, inputs.get("attention_mask")) >= 0.99
+
+
+def test_unsupported_pairs(backend: OnnxRuntimeBackend) -> None:
+    assert backend.unsupported(device="cpu", precision="fp32") is None
+    assert backend.unsupported(device="cpu", precision="int8") is None
+    assert "CUDAExecutionProvider" in backend.unsupported(device="cpu", precision="fp16")
+    assert "bf16" in backend.unsupported(device="cpu", precision="bf16")
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        assert "onnxruntime-gpu" in backend.unsupported(device="cuda", precision="fp32")
+
+
+def test_fp16_on_cpu_is_refused(backend: OnnxRuntimeBackend, tiny_spec: Any, export_cache: Path) -> None:
+    with pytest.raises(BackendUnavailable, match="CUDAExecutionProvider"):
+        _load(backend, tiny_spec("bert"), export_cache, "fp16")
+
+
+@pytest.mark.parametrize("name", ["llava", "llava-next"])
+def test_vision_language_generation_is_refused_with_a_reason(name: str, backend: OnnxRuntimeBackend,
+                                                             tiny_spec: Any, export_cache: Path) -> None:
+    with pytest.raises(BackendUnavailable, match=r"image-text-to-text.*KV cache"):
+        _load(backend, tiny_spec(name), export_cache)
+
+
+def test_registry_and_probe() -> None:
+    backend = get_backend("onnxruntime")
+    assert isinstance(backend, OnnxRuntimeBackend)
+    probe = backend.probe()
+    assert probe.available and probe.version and "cpu" in probe.devices
+    assert "CPUExecutionProvider" in probe.details["providers"]
+
+
+def test_not_installed(monkeypatch: pytest.MonkeyPatch, tiny_spec: Any, tmp_path: Path) -> None:
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` now fails
+    backend = OnnxRuntimeBackend()
+    probe = backend.probe()
+    assert not probe.available and INSTALL in probe.reason and probe.extra == "onnxruntime"
+    assert INSTALL in backend.unsupported(device="cpu", precision="fp32")
+    with pytest.raises(BackendUnavailable) as caught:
+        backend.load(tiny_spec("bert"), device="cpu", precision="fp32", cache_dir=tmp_path)
+    assert caught.value.extra == "onnxruntime" and INSTALL in str(caught.value)

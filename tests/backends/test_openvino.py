@@ -1,0 +1,220 @@
+"""The OpenVINO backend against PyTorch fp32, on tiny models of every handled family.
+
+OpenVINO exports take seconds each on a small CPU, so the families whose route is already
+covered by a faster test (a second decoder-only LM, a second direct conversion …) and the
+vision-language models are marked slow.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ipfs_accelerate._exceptions import BackendUnavailable
+from ipfs_accelerate.backends import _accuracy, get_backend
+from ipfs_accelerate.backends.openvino import OpenVINOBackend
+from tests.backends._tiny import decoder_step_lengths, first_step_logits, greedy, min_cosine, outputs_of
+
+pytest.importorskip("openvino")
+pytest.importorskip("optimum.intel")
+
+INSTALL = "pip install 'ipfs-accelerate[openvino]'"
+slow = pytest.mark.slow
+
+FORWARD = {
+    "bert": "optimum:OVModelForFeatureExtraction",
+    "wav2vec2": "optimum:OVModelForCTC",
+    "clip": "optimum:OVModelForZeroShotImageClassification",
+    "clip-text": "direct:openvino.convert_model",
+    "videomae": "direct:openvino.convert_model",  # optimum-intel does not support the architecture
+}
+FORWARD_SLOW = {
+    "bert-mlm": "optimum:OVModelForMaskedLM",
+    "clip-image": "direct:openvino.convert_model",
+    "clap-text": "direct:openvino.convert_model",
+    "clap-audio": "direct:openvino.convert_model",
+    "xclip": "direct:openvino.convert_model",
+}
+GENERATORS = {
+    "gpt2": "optimum:OVModelForCausalLM",
+    "t5": "optimum:OVModelForSeq2SeqLM",
+    "whisper": "optimum:OVModelForSpeechSeq2Seq",
+}
+GENERATORS_SLOW = {
+    "opt": "optimum:OVModelForCausalLM",
+    "llama": "optimum:OVModelForCausalLM",
+    "llava": "optimum:OVModelForVisualCausalLM",
+    "llava-next": "optimum:OVModelForVisualCausalLM",
+}
+
+
+def _params(fast: dict[str, str], slow_ones: dict[str, str]) -> list[Any]:
+    return [*fast, *(pytest.param(name, marks=slow) for name in slow_ones)]
+
+
+@pytest.fixture(scope="module")
+def backend() -> OpenVINOBackend:
+    return OpenVINOBackend()
+
+
+def _load(backend: OpenVINOBackend, spec: Any, cache: Path, precision: str = "fp32") -> Any:
+    return backend.load(spec, device="cpu", precision=precision, cache_dir=cache)
+
+
+def _constant_types(export_dir: Path) -> set[str]:
+    """The element types of the weight constants in an export's IR files."""
+    import openvino as ov
+
+    core = ov.Core()
+    types: set[str] = set()
+    for xml in export_dir.glob("*.xml"):
+        for op in core.read_model(xml).get_ops():
+            if op.get_type_name() == "Constant" and op.get_output_partial_shape(0).rank.get_length() >= 2:
+                types.add(op.get_output_element_type(0).get_type_name())
+    return types
+
+
+@pytest.mark.parametrize("name", _params(FORWARD, FORWARD_SLOW))
+def test_fp32_matches_torch(name: str, backend: OpenVINOBackend, tiny_spec: Any, torch_runtime: Any,
+                            export_cache: Path) -> None:
+    spec = tiny_spec(name)
+    runtime = _load(backend, spec, export_cache)
+    assert runtime.backend == "openvino" and runtime.precision == "fp32"
+    assert runtime.device == "cpu" and runtime.details["execution_devices"] == ["CPU"]
+    assert runtime.details["inference_precision"] == "f32"
+    assert runtime.details["export_route"] == (FORWARD | FORWARD_SLOW)[name]
+    reference = outputs_of(torch_runtime(spec), spec)
+    mask = spec.example_inputs().get("attention_mask")
+    assert min_cosine(reference, outputs_of(runtime, spec), mask) >= 0.999
+
+
+def test_fp32_is_not_silently_compressed(backend: OpenVINOBackend, tiny_spec: Any, export_cache: Path) -> None:
+    """openvino.save_model compresses to FP16 by default; the fp32 export must not be."""
+    for name in ("bert", "clip-text"):  # optimum's export and a direct conversion
+        runtime = _load(backend, tiny_spec(name), export_cache)
+        types = _constant_types(Path(runtime.details["export_dir"]))
+        assert "f32" in types and "f16" not in types
+
+
+def test_direct_model_takes_other_batch_and_sequence_sizes(backend: OpenVINOBackend, tiny_spec: Any,
+                                                           torch_runtime: Any, export_cache: Path) -> None:
+    spec = tiny_spec("clip-text")
+    runtime = _load(backend, spec, export_cache)
+    other = {k: v[:2, :4] for k, v in spec.example_inputs().items()}
+    reference = outputs_of(torch_runtime(spec), spec, other)
+    assert min_cosine(reference, outputs_of(runtime, spec, other)) >= 0.999
+
+
+@pytest.mark.parametrize("name", _params(GENERATORS, GENERATORS_SLOW))
+def test_generate_matches_torch_with_kv_cache(name: str, backend: OpenVINOBackend, tiny_spec: Any,
+                                              torch_runtime: Any, export_cache: Path) -> None:
+    spec = tiny_spec(name)
+    runtime = _load(backend, spec, export_cache)
+    assert runtime.details["export_route"] == (GENERATORS | GENERATORS_SLOW)[name]
+    assert runtime.details["kv_cache_precision"] in ("f32", None)  # None: the KV cache is not a device state
+    tokens, lengths = decoder_step_lengths(runtime, spec)
+    assert tokens == greedy(torch_runtime(spec), spec)
+    assert lengths[-7:] == [1] * 7  # one new token per step: the KV cache is used
+
+
+def test_speech_seq2seq_uses_whisper_generate(backend: OpenVINOBackend, tiny_spec: Any, export_cache: Path) -> None:
+    """language / task / return_timestamps come from transformers' own Whisper generate."""
+    from transformers.models.whisper.generation_whisper import WhisperGenerationMixin
+
+    runtime = _load(backend, tiny_spec("whisper"), export_cache)
+    assert type(runtime.model).generate is WhisperGenerationMixin.generate
+
+
+@pytest.mark.parametrize("options", [
+    {"language": "fr", "task": "translate"},
+    {"language": "en", "task": "transcribe", "return_timestamps": True},
+])
+def test_speech_seq2seq_language_task_timestamps(options: dict[str, Any], backend: OpenVINOBackend, tiny_spec: Any,
+                                                 torch_runtime: Any, export_cache: Path) -> None:
+    import torch
+
+    spec = tiny_spec("whisper")
+    tokens = []
+    for runtime in (torch_runtime(spec), _load(backend, spec, export_cache)):
+        with torch.no_grad():
+            out = runtime.model.generate(**runtime.prepare(spec.example_inputs()), max_new_tokens=6, do_sample=False,
+                                         **options)
+        tokens.append((out["sequences"] if isinstance(out, dict) else out).tolist())
+    assert tokens[0] == tokens[1]
+
+
+@pytest.mark.parametrize("name", ["bert", "clip-text", "gpt2"])
+def test_int8_close_to_torch_and_gated(name: str, backend: OpenVINOBackend, tiny_spec: Any, torch_runtime: Any,
+                                       export_cache: Path) -> None:
+    spec = tiny_spec(name)
+    runtime = _load(backend, spec, export_cache, "int8")
+    assert runtime.precision == "int8" and runtime.details["int8_gate_cosine"] >= 0.99
+    assert "u8" in _constant_types(Path(runtime.details["export_dir"]))  # the weights really are 8-bit
+    reference = torch_runtime(spec)
+    if spec.generates:
+        assert min_cosine(first_step_logits(reference, spec), first_step_logits(runtime, spec)) >= 0.99
+    else:
+        mask = spec.example_inputs().get("attention_mask")
+        assert min_cosine(outputs_of(reference, spec), outputs_of(runtime, spec), mask) >= 0.99
+
+
+def test_int8_gate_refuses_below_threshold(backend: OpenVINOBackend, tiny_spec: Any, export_cache: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real int8 export measured against fp32: at threshold 1.0 nothing short of exact passes."""
+    monkeypatch.setattr(_accuracy, "INT8_MIN_COSINE", 1.0)
+    with pytest.raises(BackendUnavailable, match=r"accuracy gate: cosine 0\.9\d+ < 1\.0"):
+        _load(backend, tiny_spec("bert"), export_cache, "int8")
+
+
+def test_fp16_stores_fp16_weights_and_reports_what_computes(backend: OpenVINOBackend, tiny_spec: Any,
+                                                            torch_runtime: Any, export_cache: Path) -> None:
+    import openvino as ov
+
+    spec = tiny_spec("bert")
+    runtime = _load(backend, spec, export_cache, "fp16")
+    assert runtime.precision == "fp16" and runtime.details["weights"] == "f16"
+    assert "f16" in _constant_types(Path(runtime.details["export_dir"]))
+    native = "FP16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    assert runtime.details["inference_precision"] == ("f16" if native else "f32")
+    mask = spec.example_inputs().get("attention_mask")
+    assert min_cosine(outputs_of(torch_runtime(spec), spec), outputs_of(runtime, spec), mask) >= 0.99
+
+
+def test_unsupported_pairs(backend: OpenVINOBackend) -> None:
+    assert backend.unsupported(device="cpu", precision="fp32") is None
+    assert backend.unsupported(device="cpu", precision="int8") is None
+    assert backend.unsupported(device="cpu", precision="fp16") is None
+    assert "not an OpenVINO device" in backend.unsupported(device="cuda", precision="fp32")
+    assert "not an OpenVINO device" in backend.unsupported(device="cuda:0", precision="fp16")
+    assert "bf16" in backend.unsupported(device="cpu", precision="bf16")
+    import openvino as ov
+
+    if not any(d.startswith("NPU") for d in ov.Core().available_devices):
+        assert "no device 'NPU'" in backend.unsupported(device="NPU", precision="fp32")
+
+
+def test_cuda_load_is_refused(backend: OpenVINOBackend, tiny_spec: Any, export_cache: Path) -> None:
+    with pytest.raises(BackendUnavailable, match="not an OpenVINO device"):
+        backend.load(tiny_spec("bert"), device="cuda", precision="fp32", cache_dir=export_cache)
+
+
+def test_registry_and_probe() -> None:
+    backend = get_backend("openvino")
+    assert isinstance(backend, OpenVINOBackend)
+    probe = backend.probe()
+    assert probe.available and probe.version and "cpu" in probe.devices
+    assert probe.details["device_names"]["CPU"]  # FULL_DEVICE_NAME
+
+
+def test_not_installed(monkeypatch: pytest.MonkeyPatch, tiny_spec: Any, tmp_path: Path) -> None:
+    monkeypatch.setitem(sys.modules, "openvino", None)  # `import openvino` now fails
+    backend = OpenVINOBackend()
+    probe = backend.probe()
+    assert not probe.available and INSTALL in probe.reason and probe.extra == "openvino"
+    assert INSTALL in backend.unsupported(device="cpu", precision="fp32")
+    with pytest.raises(BackendUnavailable) as caught:
+        backend.load(tiny_spec("bert"), device="cpu", precision="fp32", cache_dir=tmp_path)
+    assert caught.value.extra == "openvino" and INSTALL in str(caught.value)
