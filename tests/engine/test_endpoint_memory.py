@@ -29,7 +29,7 @@ class _MemoryBound:
 
 
 def test_batch_is_halved_until_it_fits(load_tiny):
-    ep = load_tiny("prajjwal1/bert-tiny", "embed", max_batch_size=8)
+    ep = load_tiny("prajjwal1/bert-tiny", "embed", max_batch_size=8, device="cpu")
     texts = [f"sentence number {i}" for i in range(8)]
     expected = ep(texts).outputs
     bound = _MemoryBound(ep.runtime.model, limit=2)
@@ -48,7 +48,7 @@ def test_batch_is_halved_until_it_fits(load_tiny):
 
 
 def test_gpu_out_of_memory_at_batch_one_moves_to_cpu(load_tiny, cache_dir):
-    base = load_tiny("prajjwal1/bert-tiny", "embed")
+    base = load_tiny("prajjwal1/bert-tiny", "embed", device="cpu")
     ep = ia.Endpoint(
         family=base.family, handler=base.handler,
         runtime=Runtime(backend="torch", device="cuda:0", precision="fp16",
@@ -63,7 +63,7 @@ def test_gpu_out_of_memory_at_batch_one_moves_to_cpu(load_tiny, cache_dir):
 
 
 def test_cpu_out_of_memory_at_batch_one_raises(load_tiny):
-    base = load_tiny("prajjwal1/bert-tiny", "embed")
+    base = load_tiny("prajjwal1/bert-tiny", "embed", device="cpu")
     ep = ia.Endpoint(
         family=base.family, handler=base.handler,
         runtime=SimpleNamespace(backend="torch", device="cpu", precision="fp32", details={},

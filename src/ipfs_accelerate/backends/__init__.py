@@ -39,4 +39,10 @@ def get_backend(name: str) -> Backend:
 
 def probe_all() -> dict[str, BackendProbe]:
     """Probe every registered backend (never raises)."""
-    return {name: get_backend(name).probe() for name in REGISTRY}
+    probes = {}
+    for name in REGISTRY:
+        try:
+            probes[name] = get_backend(name).probe()
+        except Exception as exc:  # noqa: BLE001 - a probe must report, never raise
+            probes[name] = BackendProbe(name=name, available=False, reason=f"probe failed: {type(exc).__name__}: {exc}")
+    return probes

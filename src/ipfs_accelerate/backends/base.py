@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 if TYPE_CHECKING:
     from ..store.weights import ResolvedWeights
 
-__all__ = ["Backend", "BackendProbe", "ModelSpec", "Runtime"]
+__all__ = ["Backend", "BackendProbe", "ModelSpec", "Runtime", "module_exists"]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -127,3 +127,13 @@ class Backend(abc.ABC):
             BackendUnavailable: the backend cannot run this model here.
             OutOfMemory: the device ran out of memory while loading.
         """
+
+
+def module_exists(name: str) -> bool:
+    """Whether ``name`` can be imported, without importing it (False when a parent is missing)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:
+        return False

@@ -33,7 +33,7 @@ from typing import Any
 from .._exceptions import BackendUnavailable
 from . import _accuracy, _direct
 from ._export_cache import CacheEntry, export_key, get_or_build, library_versions
-from .base import Backend, BackendProbe, ModelSpec, Runtime
+from .base import Backend, BackendProbe, ModelSpec, Runtime, module_exists
 
 __all__ = ["OnnxRuntimeBackend"]
 
@@ -101,7 +101,7 @@ class OnnxRuntimeBackend(Backend):
             )
         providers = list(ort.get_available_providers())
         details: dict[str, Any] = {"providers": providers, "int8_kernels": _quant_flavour()}
-        if importlib.util.find_spec("optimum.onnxruntime") is None:
+        if not module_exists("optimum.onnxruntime"):
             return BackendProbe(
                 name=self.name, available=False, version=ort.__version__, extra=self.extra, details=details,
                 reason=f"optimum-onnx (the exporter and ORTModel classes) is not installed: {_INSTALL}",

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import importlib.util
 import shutil
 import time
 import warnings
@@ -40,7 +39,7 @@ from typing import Any
 from .._exceptions import BackendUnavailable
 from . import _accuracy, _direct
 from ._export_cache import CacheEntry, export_key, get_or_build, library_versions
-from .base import Backend, BackendProbe, ModelSpec, Runtime
+from .base import Backend, BackendProbe, ModelSpec, Runtime, module_exists
 
 __all__ = ["OVGraphModel", "OpenVINOBackend"]
 
@@ -95,7 +94,7 @@ class OpenVINOBackend(Backend):
             except Exception as exc:  # noqa: BLE001 - a broken device driver must not break the probe
                 names[dev] = f"unreadable: {exc}"
         details = {"device_names": names, "optimization_capabilities": capabilities}
-        if importlib.util.find_spec("optimum.intel") is None:
+        if not module_exists("optimum.intel"):
             return BackendProbe(
                 name=self.name, available=False, version=ov.__version__, extra=self.extra, details=details,
                 reason=f"optimum-intel (the exporter and OVModel classes) is not installed: {_INSTALL}",
