@@ -360,12 +360,17 @@ class CausalLMGenerate(_GenerateBase):
         return Prepared(inputs=encoded, count=len(texts), notes=notes,
                         extra={"prompt_len": prompt_len, "max_new_tokens": max_new, "prompt_tokens": prompt_tokens})
 
+    @property
+    def lm_config(self) -> Any:
+        """The language model's config (the text part of a composite model)."""
+        return self.config
+
     def forward(self, runtime: Runtime, prepared: Prepared, params: GenerationParams) -> GenerationOutput:
-        return generate(runtime, prepared.inputs, params, tokenizer=self.tokenizer, config=self.config,
+        return generate(runtime, prepared.inputs, params, tokenizer=self.tokenizer, config=self.lm_config,
                         max_new_tokens=prepared.extra["max_new_tokens"], prompt_len=prepared.extra["prompt_len"])
 
     def stream(self, runtime: Runtime, prepared: Prepared, params: GenerationParams) -> Iterator[str]:
-        return stream_generate(runtime, prepared.inputs, params, tokenizer=self.tokenizer, config=self.config,
+        return stream_generate(runtime, prepared.inputs, params, tokenizer=self.tokenizer, config=self.lm_config,
                                max_new_tokens=prepared.extra["max_new_tokens"],
                                prompt_len=prepared.extra["prompt_len"], skip_prompt=True)
 

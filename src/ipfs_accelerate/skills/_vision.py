@@ -14,21 +14,17 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .._exceptions import InvalidInput
-from ..backends.base import Runtime
 from ._generation import (
-    GenerationOutput,
+    CausalLMGenerate,
     GenerationParams,
-    _GenerateBase,
     context_window,
-    generate,
-    stream_generate,
 )
 from ._zero_shot import ZeroShotClassify as _ZeroShotBase
 from ._zero_shot import ZeroShotParams, check_media_items
@@ -272,7 +268,7 @@ _FALLBACK_CHAT_TEMPLATE = (
 )
 
 
-class ImageTextGenerate(_GenerateBase):
+class ImageTextGenerate(CausalLMGenerate):
     """``generate``: text from one or more images and a prompt, through the chat template.
 
     An item is ``{"prompt": str, "images": [image, ...]}`` (``"image"`` for one), or a
@@ -360,14 +356,9 @@ class ImageTextGenerate(_GenerateBase):
                    "prompt_tokens": int(model_inputs["attention_mask"].sum())},
         )
 
-    def forward(self, runtime: Runtime, prepared: Prepared, params: GenerationParams) -> GenerationOutput:
-        return generate(runtime, prepared.inputs, params, tokenizer=self.tokenizer, config=self.text_config,
-                        max_new_tokens=prepared.extra["max_new_tokens"], prompt_len=prepared.extra["prompt_len"])
-
-    def stream(self, runtime: Runtime, prepared: Prepared, params: GenerationParams) -> Iterator[str]:
-        return stream_generate(runtime, prepared.inputs, params, tokenizer=self.tokenizer, config=self.text_config,
-                               max_new_tokens=prepared.extra["max_new_tokens"],
-                               prompt_len=prepared.extra["prompt_len"], skip_prompt=True)
+    @property
+    def lm_config(self) -> Any:
+        return self.text_config
 
 
 def _is_pair(value: Any) -> bool:
