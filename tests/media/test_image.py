@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from tests.fixtures.vision import gradient_image
 
 from ipfs_accelerate._exceptions import InvalidInput
 from ipfs_accelerate.media.image import DEFAULT_MAX_SIDE, load_image, load_images
+from tests.fixtures.vision import gradient_image
 
 
 def encode(image: Image.Image, fmt: str, **options: object) -> bytes:

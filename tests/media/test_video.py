@@ -16,6 +16,10 @@ import av
 import numpy as np
 import pytest
 from PIL import Image
+
+from ipfs_accelerate._exceptions import InvalidInput
+from ipfs_accelerate.media import video as video_module
+from ipfs_accelerate.media.video import VideoClip, load_video_frames, sample_indices
 from tests.fixtures.vision import (
     TEST_VIDEO_FPS,
     TEST_VIDEO_FRAMES,
@@ -23,10 +27,6 @@ from tests.fixtures.vision import (
     TEST_VIDEO_SIZE,
     gradient_image,
 )
-
-from ipfs_accelerate._exceptions import InvalidInput
-from ipfs_accelerate.media import video as video_module
-from ipfs_accelerate.media.video import VideoClip, load_video_frames, sample_indices
 
 SIZE = (64, 48)
 

