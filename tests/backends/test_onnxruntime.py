@@ -134,6 +134,40 @@ def test_int8_close_to_torch_and_gated(name: str, backend: OnnxRuntimeBackend, t
         assert min_cosine(outputs_of(reference, spec), outputs_of(runtime, spec), mask) >= 0.99
 
 
+def test_int8_keeps_the_down_projections_in_fp32_when_all_int8_fails(
+        backend: OnnxRuntimeBackend, tiny_spec: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The second attempt excludes exactly the [wide, narrow] weights: one per layer here.
+
+    Its own cache: the shared one may hold an int8 export whose first attempt passed.
+    """
+    export_cache = tmp_path
+    import json
+
+    import onnx
+
+    from ipfs_accelerate.backends.onnxruntime import _expanding_reductions
+
+    spec = tiny_spec("bert")
+    config = json.loads((spec.model_dir / "config.json").read_text())
+    fp32 = _load(backend, spec, export_cache)
+    names = _expanding_reductions(Path(fp32.details["export_dir"]) / "model.onnx")
+    assert len(names) == config["num_hidden_layers"] and all("output/dense" in n for n in names)
+    # Threshold 1.0: every attempt fails, and both are recorded with their cosines.
+    monkeypatch.setattr(_accuracy, "INT8_MIN_COSINE", 1.0)
+    with pytest.raises(BackendUnavailable, match="accuracy gate"):
+        _load(backend, spec, export_cache, "int8")
+    monkeypatch.undo()
+    runtime = _load(backend, spec, export_cache, "int8")
+    attempts = runtime.details["int8_attempts"]
+    assert [a.split(":")[0] for a in attempts] == [
+        "every MatMul in int8", f"{len(names)} down-projection MatMuls kept in fp32"]
+    assert "kept in fp32" in runtime.details["quantization"]
+    graph = onnx.load(str(Path(runtime.details["export_dir"]) / "model.onnx")).graph
+    float_matmuls = {n.name for n in graph.node if n.op_type == "MatMul"}
+    assert set(names) <= float_matmuls  # still float MatMuls; the others became MatMulInteger
+    assert any(n.op_type == "MatMulInteger" for n in graph.node)
+
+
 def test_int8_gate_refuses_below_threshold(backend: OnnxRuntimeBackend, tiny_spec: Any, export_cache: Path,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """A real int8 export measured against fp32: at threshold 1.0 nothing short of exact passes."""

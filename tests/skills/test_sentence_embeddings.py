@@ -57,11 +57,16 @@ def test_long_text_is_truncated_and_said_so(real_minilm):
         real_minilm([long_text], truncate=False)
 
 
-def test_int8_stays_close_to_sentence_transformers(cache_dir, real_minilm):
-    int8 = ia.load(MINILM, task="embed", backend="torch", precision="int8", cache_dir=cache_dir)
+@pytest.mark.parametrize("backend", ["torch", "openvino", "onnxruntime"])
+def test_int8_stays_close_to_sentence_transformers(backend, cache_dir, real_minilm):
+    if backend != "torch":
+        pytest.importorskip("optimum", reason=f"pip install 'ipfs-accelerate[{backend}]'")
+    # strict: an int8 export refused by the accuracy gate must fail here, not fall back.
+    int8 = ia.load(MINILM, task="embed", backend=backend, precision="int8", cache_dir=cache_dir, strict=True)
     ref = real_minilm(SENTENCES).outputs
     res = int8(SENTENCES)
-    assert res.provenance.precision == "int8"
+    assert (res.provenance.backend, res.provenance.precision) == (backend, "int8")
+    assert res.provenance.fallbacks == ()
     for a, b in zip(ref, res.outputs, strict=True):
         assert cosine(a, b) >= 0.99
 
