@@ -112,3 +112,19 @@ def test_endpoint_rejects_empty_and_bad_items(load_tiny):
         ep(["fine", b"bytes"])
     with pytest.raises(ia.InvalidInput, match="unknown parameter"):
         ep("x", pool="mean")
+
+
+def test_failure_reason_names_the_root_cause() -> None:
+    """A converter's generic wrapper error is reported with the error a user can act on."""
+    from ipfs_accelerate.engine.loader import _one_line
+
+    try:
+        try:
+            raise TypeError("list indices must be integers or slices, not list")
+        except TypeError as inner:
+            raise RuntimeError("Couldn't get TorchScript module by tracing.\nmore text") from inner
+    except RuntimeError as exc:
+        line = _one_line(exc)
+    assert line == ("Couldn't get TorchScript module by tracing. "
+                    "(caused by TypeError: list indices must be integers or slices, not list)")
+    assert _one_line(ValueError("plain")) == "plain"

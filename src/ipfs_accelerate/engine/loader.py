@@ -102,6 +102,7 @@ def load(
         backend_impl = get_backend(candidate.backend)
         reason = _skip_reason(backend_impl, candidate)
         endpoint = None
+        last_error: BaseException | None = None
         if reason is None:
             try:
                 load_started = time.perf_counter()
@@ -122,6 +123,7 @@ def load(
             except (AccelerateError, RuntimeError, ValueError, OSError, ImportError, TypeError) as exc:
                 # Loading or the first run failed: that backend cannot serve this model here.
                 reason = f"{type(exc).__name__}: {_one_line(exc)}"
+                last_error = exc
                 endpoint = None
         if endpoint is not None:
             endpoint.load_report = LoadReport(
@@ -138,7 +140,9 @@ def load(
         assert reason is not None
         errors.append(f"{candidate.label()}: {reason}")
         if options.strict:
-            raise BackendUnavailable(f"{candidate.label()} cannot run {model_id!r} (strict=True): {reason}")
+            raise BackendUnavailable(
+                f"{candidate.label()} cannot run {model_id!r} (strict=True): {reason}"
+            ) from last_error
         if index + 1 < len(candidates):
             nxt = candidates[index + 1]
             stage = "precision" if nxt.backend == candidate.backend and nxt.device == candidate.device else (
@@ -158,8 +162,22 @@ def _skip_reason(backend: Any, candidate: Any) -> str | None:
 
 
 def _one_line(exc: BaseException) -> str:
+    """The first line of an error, followed by its root cause's when it has one.
+
+    Converters wrap the real failure in a generic one ("Couldn't get TorchScript module by
+    tracing"); the root cause is what a user can act on.
+    """
     text = str(exc).strip().splitlines()
-    return text[0][:300] if text else type(exc).__name__
+    line = text[0][:300] if text else type(exc).__name__
+    root = exc
+    seen = {id(exc)}
+    while (nxt := root.__cause__ or root.__context__) is not None and id(nxt) not in seen:
+        seen.add(id(nxt))
+        root = nxt
+    if root is not exc:
+        cause = str(root).strip().splitlines()
+        line += f" (caused by {type(root).__name__}: {cause[0][:300] if cause else ''})"
+    return line
 
 
 def _load_config(path: Path, trust_remote_code: bool) -> Any:
