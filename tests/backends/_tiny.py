@@ -178,13 +178,20 @@ def _build_llava() -> Any:
     ))
 
 
-def _build_llava_next() -> Any:
+def _build_llava_next(vision_feature_layer: int | list[int] = -1) -> Any:
     import transformers as T
 
     return T.LlavaNextForConditionalGeneration(T.LlavaNextConfig(
-        vision_config=_VISION, text_config=_TEXT, image_token_index=IMAGE_TOKEN, vision_feature_layer=-1,
+        vision_config=_VISION, text_config=_TEXT, image_token_index=IMAGE_TOKEN,
+        vision_feature_layer=vision_feature_layer,
         image_seq_length=16, image_grid_pinpoints=[[32, 32], [32, 64], [64, 32]],
     ))
+
+
+def _build_llava_next_stacked() -> Any:
+    # Several vision layers concatenated before the projector (as granite-vision does):
+    # optimum-intel's exporter needs a fix for the list.
+    return _build_llava_next([-2, -1])
 
 
 def _llava_inputs() -> dict[str, Any]:
@@ -246,6 +253,8 @@ RECIPES: dict[str, Tiny] = {
                   generates=True),
     "llava-next": Tiny(_build_llava_next, "image-text-to-text", "LlavaNextForConditionalGeneration",
                        _llava_next_inputs, generates=True),
+    "llava-next-stacked": Tiny(_build_llava_next_stacked, "image-text-to-text", "LlavaNextForConditionalGeneration",
+                               _llava_next_inputs, generates=True),
 }
 
 

@@ -48,6 +48,7 @@ GENERATORS_SLOW = {
     "llama": "optimum:OVModelForCausalLM",
     "llava": "optimum:OVModelForVisualCausalLM",
     "llava-next": "optimum:OVModelForVisualCausalLM",
+    "llava-next-stacked": "optimum:OVModelForVisualCausalLM",
 }
 
 

@@ -355,7 +355,8 @@ def _export(spec: ModelSpec, plan: _direct.Plan, target: Path) -> dict[str, Any]
     from optimum.exporters.openvino import main_export
     from optimum.intel import OVConfig
 
-    with _direct.frozen_gc(), _named_state_variables() as fixed, warnings.catch_warnings():
+    with (_direct.frozen_gc(), _named_state_variables() as fixed, _stacked_vision_feature_layers() as stacked,
+          warnings.catch_warnings()):
         warnings.simplefilter("ignore")  # tracer warnings about data-dependent branches
         # dtype="fp32": no FP16 compression of the weights, and no automatic int8 (which
         # optimum applies by default to models above a billion parameters).
@@ -366,6 +367,8 @@ def _export(spec: ModelSpec, plan: _direct.Plan, target: Path) -> dict[str, Any]
     meta: dict[str, Any] = {"conversion": f"optimum.exporters.openvino.main_export(task={plan.task!r})"}
     if fixed:
         meta["stateful_fix"] = fixed[0]
+    if stacked:
+        meta["vision_feature_fix"] = stacked[0]
     return meta
 
 
@@ -508,3 +511,48 @@ def _named_state_variables() -> Iterator[list[str]]:
         yield notes
     finally:
         stateful.insert_state_for_nodes = original
+
+
+@contextlib.contextmanager
+def _stacked_vision_feature_layers() -> Iterator[list[str]]:
+    """Let optimum-intel export image encoders that concatenate several vision layers.
+
+    optimum-intel 1.27 exports the image-embedding part of its visual causal LMs with a
+    ``forward`` that indexes the vision tower's hidden states with
+    ``config.vision_feature_layer``, which fails when that is a list of layers ("tuple
+    indices must be integers or slices, not list"), as in checkpoints that feed the
+    projector several SigLIP layers at once. transformers concatenates the listed layers'
+    states along the feature axis before the projector; this applies the same for one
+    export. Yields a list that holds a note when the replacement was used.
+    """
+    notes: list[str] = []
+    try:
+        from optimum.exporters.openvino import model_patcher
+    except ImportError:
+        yield notes
+        return
+    name = "llava_vision_embed_forward"  # optimum-intel's function, looked up at patch time
+    original = getattr(model_patcher, name, None)
+    if original is None:
+        yield notes
+        return
+
+    def vision_embed_forward(self: Any, pixel_values: Any) -> Any:
+        layers = self.config.vision_feature_layer
+        if isinstance(layers, int):
+            return original(self, pixel_values)
+        import torch
+
+        if not notes:
+            notes.append(f"vision_feature_layer {list(layers)} concatenated as transformers does")
+        states = self.vision_tower(pixel_values, output_hidden_states=True).hidden_states
+        selected = torch.cat([states[i] for i in layers], dim=-1)
+        if self.config.vision_feature_select_strategy == "default":
+            selected = selected[:, 1:]
+        return self.multi_modal_projector(selected)
+
+    setattr(model_patcher, name, vision_embed_forward)
+    try:
+        yield notes
+    finally:
+        setattr(model_patcher, name, original)
