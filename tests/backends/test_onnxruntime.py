@@ -118,7 +118,7 @@ def test_speech_seq2seq_language_task_timestamps(options: dict[str, Any], backen
     assert tokens[0] == tokens[1]
 
 
-@pytest.mark.parametrize("name", ["bert", "wav2vec2", "clip-text", "gpt2", "t5", "whisper"])
+@pytest.mark.parametrize("name", ["bert", "wav2vec2", "clip-text", "gpt2", "t5", "whisper", "llava"])
 def test_int8_close_to_torch_and_gated(name: str, backend: OnnxRuntimeBackend, tiny_spec: Any, torch_runtime: Any,
                                        export_cache: Path) -> None:
     spec = tiny_spec(name)
@@ -220,11 +220,44 @@ def test_fp16_on_cpu_is_refused(backend: OnnxRuntimeBackend, tiny_spec: Any, exp
         _load(backend, tiny_spec("bert"), export_cache, "fp16")
 
 
-@pytest.mark.parametrize("name", ["llava", "llava-next"])
-def test_vision_language_generation_is_refused_with_a_reason(name: str, backend: OnnxRuntimeBackend,
-                                                             tiny_spec: Any, export_cache: Path) -> None:
-    with pytest.raises(BackendUnavailable, match=r"image-text-to-text.*KV cache"):
-        _load(backend, tiny_spec(name), export_cache)
+@pytest.mark.parametrize("name", ["llava", "llava-next", "llava-next-stacked"])
+def test_vision_language_generation_matches_torch_with_kv_cache(name: str, backend: OnnxRuntimeBackend,
+                                                                 tiny_spec: Any, torch_runtime: Any,
+                                                                 export_cache: Path) -> None:
+    """Two graphs (vision tower, language step) in transformers' own class and generate()."""
+    spec = tiny_spec(name)
+    runtime = _load(backend, spec, export_cache)
+    assert runtime.details["export_route"].startswith("direct:torch.onnx.export(vision tower + language model")
+    assert "optimum-onnx 0.1.0 has no ONNX export" in runtime.details["direct_conversion_reason"]
+    assert runtime.details["providers"] == ["CPUExecutionProvider"]
+    language = runtime.model.model.language_model
+    original = language.forward
+    fed: list[tuple[int, int]] = []
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        cache = kwargs.get("past_key_values")
+        fed.append((int(kwargs["inputs_embeds"].shape[1]), cache.get_seq_length() if cache is not None else 0))
+        return original(*args, **kwargs)
+
+    vars(language)["forward"] = spy
+    try:
+        tokens = greedy(runtime, spec)
+    finally:
+        del vars(language)["forward"]
+    assert tokens == greedy(torch_runtime(spec), spec)
+    prompt = fed[0][0]
+    # The KV cache is used: after the prompt, one new position per step on a growing cache.
+    assert fed[1:] == [(1, prompt + step) for step in range(len(fed) - 1)] and len(fed) == 8
+
+
+def test_vision_language_generation_refuses_cuda() -> None:
+    from ipfs_accelerate.backends.onnxruntime import _plan
+
+    class Spec:
+        kind = "image-text-to-text"
+
+    with pytest.raises(BackendUnavailable, match="CPU provider only"):
+        _plan(Spec(), "cuda:0")  # type: ignore[arg-type]
 
 
 def test_registry_and_probe() -> None:

@@ -31,7 +31,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from .._exceptions import BackendUnavailable
-from . import _accuracy, _direct
+from . import _accuracy, _direct, _ort_vlm
 from ._export_cache import CacheEntry, export_key, get_or_build, library_versions
 from .base import Backend, BackendProbe, ModelSpec, Runtime, module_exists
 
@@ -56,15 +56,8 @@ _KINDS: dict[str, tuple[str, str]] = {
     "zero-shot-image-classification": ("ORTModelForZeroShotImageClassification", "zero-shot-image-classification"),
 }
 
-# Kinds optimum-onnx cannot serve, and why; they are refused with BackendUnavailable (a
-# direct conversion would have no KV cache for generate()).
-_MISSING: dict[str, str] = {
-    "image-text-to-text": (
-        "optimum-onnx 0.1.0 has no ONNX export for vision-language generators (its TasksManager "
-        "lists only the OpenVINO exporter for them) and its ORTModelForVision2Seq runs "
-        "vision encoder-decoder models only"
-    ),
-}
+# Kinds optimum-onnx cannot export, converted by :mod:`._ort_vlm` instead (with a KV cache).
+_VLM_KIND = "image-text-to-text"
 
 # Names how _quantize chooses the nodes it quantizes; a change invalidates cached int8 exports.
 _INT8_RECIPE = "all-then-down-projections-fp32"
@@ -157,7 +150,7 @@ class OnnxRuntimeBackend(Backend):
             raise BackendUnavailable(reason)
         if precision == "fp16" and not spec.fp16_safe:
             raise BackendUnavailable("this architecture loses accuracy in fp16 (activations overflow); use fp32")
-        plan = _direct.plan_export(spec, kinds=_KINDS, exporter="onnx", backend=self.name, missing=_MISSING)
+        plan = _plan(spec, device)
         versions = library_versions(_EXPORT_LIBS) | {"onnxruntime": ort.__version__}
         describe = {"model_id": spec.weights.model_id, "kind": spec.kind, "route": plan.route}
         details: dict[str, Any] = {"onnxruntime": ort.__version__, "export_route": _route_name(plan)}
@@ -290,8 +283,27 @@ def _import_runtime() -> Any:
     return ort
 
 
+def _plan(spec: ModelSpec, device: str) -> _direct.Plan:
+    """optimum where it can export the model; the vision-language split; a direct export."""
+    if spec.kind != _VLM_KIND:
+        return _direct.plan_export(spec, kinds=_KINDS, exporter="onnx", backend="onnxruntime")
+    if device != "cpu":
+        raise BackendUnavailable(
+            "ONNX Runtime runs vision-language generators on the CPU provider only: their KV cache "
+            "passes through host memory at every step"
+        )
+    return _direct.Plan(
+        "vlm", model_class=spec.torch_class,
+        why="optimum-onnx 0.1.0 has no ONNX export for vision-language generators",
+    )
+
+
 def _route_name(plan: _direct.Plan) -> str:
-    return f"optimum:{plan.model_class}" if plan.route == "optimum" else "direct:torch.onnx.export"
+    if plan.route == "optimum":
+        return f"optimum:{plan.model_class}"
+    if plan.route == "vlm":
+        return "direct:torch.onnx.export(vision tower + language model with KV cache)"
+    return "direct:torch.onnx.export"
 
 
 def _cache_details(entry: CacheEntry, export_s: float) -> dict[str, Any]:
@@ -354,6 +366,8 @@ def _export(spec: ModelSpec, plan: _direct.Plan, target: Path) -> dict[str, Any]
     """Write the fp32 ONNX export of ``spec`` into ``target``."""
     if plan.route == "direct":
         return _export_direct(spec, target)
+    if plan.route == "vlm":
+        return _ort_vlm.export(spec, target)
     from optimum.exporters.onnx import main_export
 
     with _direct.frozen_gc(), warnings.catch_warnings():
@@ -544,6 +558,11 @@ def _convert_fp16(fp32_dir: Path, target: Path) -> dict[str, Any]:
 
 def _open(plan: _direct.Plan, path: Path, providers: list[str], options: list[dict[str, Any]] | None) -> Any:
     """Open an export directory with the plan's ORTModel class (or a plain session)."""
+    if plan.route == "vlm":
+        import onnxruntime as ort
+
+        return _ort_vlm.open_model(path, plan.model_class, lambda name: ort.InferenceSession(
+            str(path / name), providers=providers, provider_options=options))
     if plan.route == "direct":
         import onnxruntime as ort
         from transformers import AutoConfig
