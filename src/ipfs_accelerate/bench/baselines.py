@@ -2,10 +2,14 @@
 
 Two kinds:
 
-* **plain**: what a user would write with transformers alone, in fp32 PyTorch, chosen from
-  the task's ``kind`` (never from the family): ``model.generate`` for text generation
-  (decoder-only and encoder-decoder), the model's forward with masked mean pooling for
-  feature extraction, and ``transformers.pipeline(kind, model=dir)`` for every other kind.
+* **plain**: what a user would write with transformers alone, in fp32 PyTorch. A task that
+  needs its own declares it (``TaskHandler.plain_baseline``: no pipeline for its kind, or
+  a model-specific projection or pooling); otherwise it is chosen from the task's ``kind``
+  (never from the family): ``model.generate`` for text generation (decoder-only and
+  encoder-decoder), ``generate`` on the processor's chat template for image-text-to-text,
+  the model's forward with masked mean pooling for feature extraction of texts, and
+  ``transformers.pipeline(kind, model=dir)`` for every other kind, called as the task's
+  ``plain_calls`` say, its outputs brought to the task's structure by ``plain_outputs``.
 * **reference**: library-specific references a family declares with
   ``TaskHandler.reference_baselines()`` (sentence-transformers ``encode``, faster-whisper …).
 
@@ -20,9 +24,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..skills.base import Baseline, BaselineRun, TaskHandler
 
-__all__ = ["all_baselines", "library_version", "plain_baseline"]
+__all__ = ["all_baselines", "library_version", "plain_baseline", "score_agreement"]
 
 Run = Callable[[Sequence[Any], Any], BaselineRun]
 
@@ -39,7 +45,10 @@ def library_version(name: str) -> str | None:
 
 
 def plain_baseline(handler: TaskHandler) -> Baseline:
-    """The plain transformers fp32 baseline for the handler's kind of model."""
+    """The plain transformers fp32 baseline: the task's own, or the one for its kind of model."""
+    own = handler.plain_baseline()
+    if own is not None:
+        return own
     model_dir = handler.model_dir
     kind = handler.kind
     if kind == "text-generation":
@@ -50,6 +59,11 @@ def plain_baseline(handler: TaskHandler) -> Baseline:
         return Baseline(name="transformers generate", library="transformers",
                         load=lambda device: _seq2seq_generate(model_dir, device),
                         note="AutoModelForSeq2SeqLM.generate, greedy, fp32")
+    if kind == "image-text-to-text":
+        return Baseline(name="transformers generate", library="transformers",
+                        load=lambda device: _image_text_generate(model_dir, device, handler),
+                        note="AutoModelForImageTextToText.generate on AutoProcessor.apply_chat_template "
+                             "(images in the chat), greedy, fp32")
     if kind == "feature-extraction":
         if not all(isinstance(x, str) for x in handler.example_inputs()):
             return Baseline(name="transformers forward", library="transformers",
@@ -73,8 +87,8 @@ def all_baselines(handler: TaskHandler) -> list[tuple[str, Baseline]]:
 def _not_text(handler: TaskHandler) -> Run:
     raise TypeError(
         f"the plain feature-extraction baseline embeds texts; {handler.name!r} takes "
-        f"{type(handler.example_inputs()[0]).__name__}: the family can declare a reference baseline "
-        "(TaskHandler.reference_baselines)"
+        f"{type(handler.example_inputs()[0]).__name__}: the task can declare its own "
+        "(TaskHandler.plain_baseline)"
     )
 
 
@@ -168,8 +182,7 @@ def _mean_pooled(model_dir: Path, device: str) -> Run:
         if not all(isinstance(item, str) for item in items):
             raise TypeError(
                 "the plain feature-extraction baseline embeds texts; these inputs are "
-                f"{type(items[0]).__name__}: the family can declare a reference baseline "
-                "(TaskHandler.reference_baselines)"
+                f"{type(items[0]).__name__}: the task can declare its own (TaskHandler.plain_baseline)"
             )
         enc = tok(list(items), return_tensors="pt", padding=True, truncation=True).to(device)
         with torch.inference_mode():
@@ -177,6 +190,35 @@ def _mean_pooled(model_dir: Path, device: str) -> Run:
             mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             vectors = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
         return BaselineRun(outputs=list(vectors.float().cpu().numpy()))
+
+    return run
+
+
+def _image_text_generate(model_dir: Path, device: str, handler: TaskHandler) -> Run:
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(model_dir, local_files_only=True)
+    tok = processor.tokenizer
+    tok.padding_side = "left"  # decoder-only: every row continues from the right
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32, local_files_only=True)
+    model.eval().to(device)
+
+    def run(items: Sequence[Any], params: Any) -> BaselineRun:
+        texts: list[str] = []
+        count = 0
+        for conversations, kwargs in handler.plain_calls(items, params):
+            enc = processor.apply_chat_template(conversations, add_generation_prompt=True, tokenize=True,
+                                                return_dict=True, return_tensors="pt", padding=True, **kwargs)
+            enc = enc.to(device)
+            with torch.inference_mode():
+                out = model.generate(**enc, **_gen_kwargs(params, tok))
+            new_texts, new = _count_and_decode(out[:, enc["input_ids"].shape[1]:].cpu(), tok, _eos(model, tok))
+            texts += new_texts
+            count += new
+        return BaselineRun(outputs=texts, figures={"new_tokens": float(count)})
 
     return run
 
@@ -189,20 +231,90 @@ def _pipeline(task: str, model_dir: Path, device: str, handler: TaskHandler) -> 
     pipe = make(task, model=str(model_dir), device=device, dtype=torch.float32)
 
     def run(items: Sequence[Any], params: Any) -> BaselineRun:
-        inputs, kwargs = handler.pipeline_arguments(items, params)
-        inputs = [_pipeline_audio(x) for x in inputs]
-        outputs = pipe(inputs, batch_size=len(inputs), **kwargs)
-        return BaselineRun(outputs=list(outputs))
+        outputs: list[Any] = []
+        for inputs, kwargs in handler.plain_calls(items, params):
+            inputs = [_pipeline_audio(x) for x in inputs]
+            outputs += list(pipe(inputs, batch_size=len(inputs), **kwargs))
+        if len(outputs) != len(items):
+            raise RuntimeError(f"pipeline({task!r}) gave {len(outputs)} outputs for {len(items)} items")
+        return BaselineRun(outputs=handler.plain_outputs(outputs))
 
     return run
 
 
 def _pipeline_audio(item: Any) -> Any:
     """Audio as ``(samples, rate)`` or ``{"array", "sampling_rate"}`` becomes what pipelines take."""
-    import numpy as np
-
     if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], np.ndarray):
         return {"raw": np.asarray(item[0], dtype=np.float32), "sampling_rate": int(item[1])}
     if isinstance(item, dict) and "array" in item and "sampling_rate" in item:
         return {"raw": np.asarray(item["array"], dtype=np.float32), "sampling_rate": int(item["sampling_rate"])}
     return item
+
+
+def score_agreement(ours: Sequence[Any], theirs: Sequence[Any]) -> dict[str, Any] | None:
+    """Agreement of scored candidates (zero-shot labels, fill-mask tokens); None for other outputs.
+
+    An output is a list of ``{"label" | "token_id", "score"}`` dicts sorted by score, or a
+    list of such lists (one per mask). Per item, the scores are compared as vectors over
+    the union of candidates (a candidate one side does not list scores 0): their cosine
+    (``min``, ``mean``), the largest absolute score difference, and whether the top
+    candidates are the same (``top1_match``: the share of lists whose first candidate agrees).
+
+    Args:
+        ours: our outputs, one per item.
+        theirs: the baseline's outputs for the same items.
+
+    Returns:
+        ``{"metric": "cosine", "min", "mean", "max_abs_diff", "top1_match"}``, or None when
+        the outputs are not scored candidates or their shapes differ.
+    """
+    if not ours or len(ours) != len(theirs):
+        return None
+    pairs = []
+    for o, t in zip(ours, theirs, strict=True):
+        x_lists, y_lists = _candidate_lists(o), _candidate_lists(t)
+        if x_lists is None or y_lists is None or len(x_lists) != len(y_lists):
+            return None
+        pairs.append((x_lists, y_lists))
+    cosines: list[float] = []
+    diffs: list[float] = []
+    top: list[bool] = []
+    for x_lists, y_lists in pairs:
+        x_all: list[float] = []
+        y_all: list[float] = []
+        for x, y in zip(x_lists, y_lists, strict=True):
+            keys = list(dict.fromkeys([*x, *y]))
+            x_all += [x.get(k, 0.0) for k in keys]
+            y_all += [y.get(k, 0.0) for k in keys]
+            top.append(bool(x) and bool(y) and next(iter(x)) == next(iter(y)))
+        xv, yv = np.asarray(x_all, dtype=np.float64), np.asarray(y_all, dtype=np.float64)
+        # No epsilon in the denominator: fill-mask scores over a large vocabulary are ~1e-5,
+        # so their norms are small enough for any fixed epsilon to bias the cosine.
+        norms = float(np.linalg.norm(xv) * np.linalg.norm(yv))
+        cosines.append(min(1.0, float(xv @ yv) / norms) if norms > 0 else float(np.array_equal(xv, yv)))
+        diffs.append(float(np.max(np.abs(xv - yv))) if xv.size else 0.0)
+    return {"metric": "cosine", "min": min(cosines), "mean": float(np.mean(cosines)),
+            "max_abs_diff": max(diffs), "top1_match": sum(top) / len(top) if top else 0.0}
+
+
+def _candidate_lists(output: Any) -> list[dict[Any, float]] | None:
+    """An output as candidate -> score maps in the output's order (best first), or None."""
+    if not isinstance(output, (list, tuple)) or not output:
+        return None
+    if all(isinstance(x, (list, tuple)) for x in output):
+        lists = [_candidates(x) for x in output]
+        return None if any(c is None for c in lists) else [c for c in lists if c is not None]
+    one = _candidates(output)
+    return None if one is None else [one]
+
+
+def _candidates(entries: Any) -> dict[Any, float] | None:
+    out: dict[Any, float] = {}
+    for entry in entries:
+        if not isinstance(entry, dict) or "score" not in entry:
+            return None
+        key = entry.get("label", entry.get("token_id"))
+        if key is None:
+            return None
+        out[key] = float(entry["score"])
+    return out

@@ -38,7 +38,7 @@ from ..engine.batcher import DynamicBatcher
 from ..engine.choice import resolve_device
 from ..engine.result import to_jsonable
 from ..skills.base import Baseline, BaselineRun, TaskHandler
-from .baselines import all_baselines, library_version
+from .baselines import all_baselines, library_version, score_agreement
 from .machine import MachineFacts, machine_facts
 from .progress import Progress
 from .scenario import Case, Scenario
@@ -332,10 +332,13 @@ def model_size(model_dir: Path) -> tuple[int, int]:
 
 def agreement(ours: Sequence[Any], theirs: Sequence[Any]) -> dict[str, Any] | None:
     """Cosine similarity for vectors; for texts the exact-match rate and the mean word error
-    rate of ours against theirs; None otherwise. Outputs with a ``text`` (transcripts) count
-    as texts."""
+    rate of ours against theirs; for scored candidates (labels, tokens) ``score_agreement``;
+    None otherwise. Outputs with a ``text`` (transcripts) count as texts."""
     if not ours or len(ours) != len(theirs):
         return None
+    scored = score_agreement(ours, theirs)  # classifier labels, fill-mask tokens
+    if scored is not None:
+        return scored
     ours = [_as_text(o) for o in ours]
     theirs = [_as_text(t) for t in theirs]
     if all(isinstance(o, str) for o in ours) and all(isinstance(t, str) for t in theirs):

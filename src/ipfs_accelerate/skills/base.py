@@ -234,20 +234,46 @@ class TaskHandler(abc.ABC):
         """
         return None
 
-    def pipeline_arguments(self, items: Sequence[Any], params: Any) -> tuple[list[Any], dict[str, Any]]:
-        """How the benchmark's plain baseline calls ``transformers.pipeline(kind)`` on ``items``.
+    def plain_baseline(self) -> Baseline | None:
+        """This task's own plain transformers fp32 baseline, or None (the default).
 
-        Returns ``(inputs, keyword arguments)`` for the pipeline call; the default passes the
-        items unchanged and no arguments. Override it where the pipeline needs the task's
-        parameters under its own names (``candidate_labels=`` for zero-shot classifiers …).
+        With None the benchmark picks the plain baseline from ``kind``: ``generate`` for text
+        generation, ``generate`` on the processor's chat template for image-text-to-text,
+        masked mean pooling of texts for feature extraction, ``transformers.pipeline(kind)``
+        for the rest. Override it where that cannot be right: transformers has no pipeline
+        for the kind (zero-shot video classification), or the task's output is not the
+        kind's generic one (image, audio or video embeddings; a model-specific projection or
+        pooling). Return what a user would write with transformers alone, in fp32 PyTorch,
+        with outputs in this task's own structure. Same contract as ``reference_baselines``:
+        building it is cheap and imports nothing heavy; ``load(device)`` does the work.
         """
-        return list(items), {}
+        return None
+
+    def plain_calls(self, items: Sequence[Any], params: Any) -> list[tuple[list[Any], dict[str, Any]]]:
+        """How the plain baseline hands ``items`` to transformers: one or more calls.
+
+        Each call is ``(inputs, keyword arguments)``; the outputs of the calls, concatenated,
+        are one per item, in order. For a ``transformers.pipeline(kind)`` baseline these are
+        the pipeline's inputs and arguments (``candidate_labels=`` for zero-shot classifiers,
+        one call per run of items with the same labels …); for image-text-to-text they are
+        chat conversations with their images, for the processor's chat template. The
+        default is one call with the items unchanged and no arguments.
+        """
+        return [(list(items), {})]
+
+    def plain_outputs(self, outputs: Sequence[Any]) -> list[Any]:
+        """A pipeline baseline's outputs in this task's own output structure (default: as they are).
+
+        The benchmark compares them with ours for agreement, so they must have the same shape
+        (``Transcription`` for transcripts, one list of candidates per mask …).
+        """
+        return list(outputs)
 
     def reference_baselines(self) -> list[Baseline]:
         """Library-specific references the benchmark compares with (none by default).
 
-        The plain transformers fp32 baseline is chosen by the benchmark from ``kind`` and
-        needs no hook. A family adds here what its users would otherwise run instead,
+        The plain transformers fp32 baseline is chosen by the benchmark from ``kind`` (or
+        given by ``plain_baseline``). A family adds here what its users would otherwise run instead,
         for example sentence-transformers ``encode`` for sentence embeddings or
         faster-whisper for Whisper. Contract: building the list must be cheap and must
         not import the library (do that in ``Baseline.load``); each ``run`` takes the
