@@ -18,7 +18,7 @@ from ..backends.base import Runtime
 from ._text import tokenize
 from .base import Prepared, TaskHandler
 
-__all__ = ["ZeroShotClassify", "ZeroShotParams", "check_labels", "check_media_items"]
+__all__ = ["ZeroShotClassify", "ZeroShotParams", "check_labels", "check_media_items", "ranked"]
 
 
 def check_media_items(items: Sequence[Any], *, key: str) -> tuple[list[Any], list[tuple[str, ...] | None]]:
@@ -59,6 +59,12 @@ def check_labels(labels: Any, *, where: str = "labels") -> tuple[str, ...]:
     if duplicates:
         raise InvalidInput(f"{where}: labels must be distinct; repeated: {', '.join(map(repr, duplicates))}")
     return tuple(labels)
+
+
+def ranked(labels: Sequence[str], scores: Sequence[float]) -> list[dict[str, Any]]:
+    """``[{"label", "score"}]`` sorted by score, highest first: the output of one item."""
+    pairs = sorted(zip(labels, scores, strict=True), key=lambda pair: -pair[1])
+    return [{"label": label, "score": float(score)} for label, score in pairs]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -119,7 +125,8 @@ class ZeroShotClassify(TaskHandler):
     ) -> tuple[dict[str, Any], dict[str, float]]:
         """Turn the batch's media into model inputs and figures (frames …); notes get caveats."""
 
-    def preprocess(self, inputs: Sequence[Any], params: ZeroShotParams) -> Prepared:
+    def item_labels(self, inputs: Sequence[Any], params: ZeroShotParams) -> tuple[list[Any], list[tuple[str, ...]]]:
+        """The media of each item and the labels it is classified against (its own, or ``params.labels``)."""
         media, own_labels = check_media_items(inputs, key=self.media_key)
         per_item: list[tuple[str, ...]] = []
         for index, labels in enumerate(own_labels):
@@ -131,6 +138,10 @@ class ZeroShotClassify(TaskHandler):
                     )
                 labels = params.labels
             per_item.append(labels)
+        return media, per_item
+
+    def preprocess(self, inputs: Sequence[Any], params: ZeroShotParams) -> Prepared:
+        media, per_item = self.item_labels(inputs, params)
         notes: list[str] = []
         pixels, figures = self.media_inputs(media, notes, params)
         union = list(dict.fromkeys(label for labels in per_item for label in labels))
@@ -162,7 +173,50 @@ class ZeroShotClassify(TaskHandler):
         logits = raw.float().cpu()
         outputs = []
         for row, (labels, columns) in enumerate(zip(prepared.extra["labels"], prepared.extra["columns"], strict=True)):
-            probs = torch.softmax(logits[row, columns], dim=-1).tolist()
-            ranked = sorted(zip(labels, probs, strict=True), key=lambda pair: -pair[1])
-            outputs.append([{"label": label, "score": float(score)} for label, score in ranked])
+            outputs.append(ranked(labels, torch.softmax(logits[row, columns], dim=-1).tolist()))
         return outputs
+
+    # -- the benchmark's plain baseline ----------------------------------------------------
+
+    def plain_media(self, media: Sequence[Any], params: Any) -> list[Any]:
+        """The media as a transformers user passes them (decoded once, as ours decodes them)."""
+        return list(media)
+
+    def plain_calls(self, items: Sequence[Any], params: Any) -> list[tuple[list[Any], dict[str, Any]]]:
+        """One call per run of consecutive items with the same labels (transformers' zero-shot
+        pipelines take one ``candidate_labels`` per call), with our prompt template."""
+        media, per_item = self.item_labels(items, params)
+        template = params.template or self.default_template
+        calls: list[tuple[list[Any], dict[str, Any]]] = []
+        start = 0
+        for end in range(1, len(media) + 1):
+            if end == len(media) or per_item[end] != per_item[start]:
+                calls.append((self.plain_media(media[start:end], params),
+                              {"candidate_labels": list(per_item[start]), "hypothesis_template": template}))
+                start = end
+        return calls
+
+    def forward_plain_baseline(self, media_processor: str) -> Any:
+        """A plain baseline for kinds transformers has no pipeline for: the processor and the model's forward.
+
+        The label prompts go through the processor's tokenizer (padded) and the media through
+        its ``media_processor`` attribute (``"image_processor"`` …), called directly: a
+        processor's combined ``__call__`` does not route every media kind in every
+        transformers version. Each item's scores are the softmax of the model's
+        ``logits_name`` row, as the pipelines of the other zero-shot kinds compute them.
+        """
+        from ._plain import forward_baseline
+
+        def encode(processor: Any, media: list[Any], kwargs: dict[str, Any], params: Any) -> dict[str, Any]:
+            prompts = [kwargs["hypothesis_template"].replace("{}", label) for label in kwargs["candidate_labels"]]
+            text = processor.tokenizer(prompts, padding=True, return_tensors="pt")
+            pixels = getattr(processor, media_processor)(media, return_tensors="pt")
+            return {"input_ids": text["input_ids"], "attention_mask": text["attention_mask"], **pixels}
+
+        def decode(raw: Any, media: list[Any], kwargs: dict[str, Any], params: Any) -> list[Any]:
+            probs = getattr(raw, self.logits_name).float().softmax(dim=-1).cpu().tolist()
+            return [ranked(kwargs["candidate_labels"], row) for row in probs]
+
+        return forward_baseline(self, encode=encode, decode=decode,
+                                note=f"label prompts through the tokenizer, media through the {media_processor}, "
+                                     f"softmax of {self.logits_name}")

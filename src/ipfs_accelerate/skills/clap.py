@@ -21,7 +21,7 @@ from ._audio import AudioParams, audio_as_items, decode_audio_items
 from ._text import check_texts, tokenize
 from ._vocab import roberta_tokenizer
 from ._zero_shot import ZeroShotClassify, ZeroShotParams
-from .base import Checkpoint, Prepared, Skill, TaskHandler
+from .base import Baseline, Checkpoint, Prepared, Skill, TaskHandler
 
 __all__ = ["ClapSkill"]
 
@@ -43,10 +43,13 @@ def _processor(out_dir: Path) -> None:
     ClapProcessor(feature_extractor=extractor, tokenizer=tokenizer).save_pretrained(out_dir)
 
 
-def clap_audio_features(
+def clap_clips(
     extractor: Any, items: Sequence[Any], sample_rate: int | None, notes: list[str]
-) -> tuple[Any, float]:
-    """Decode clips at the extractor's rate; clips over its window keep their middle (reported)."""
+) -> tuple[list[np.ndarray], float]:
+    """Decode clips at the extractor's rate; clips over its window keep their middle (reported).
+
+    Returns the clips the model hears and the seconds of audio given.
+    """
     rate = int(extractor.sampling_rate)
     window = int(extractor.nb_max_samples)
     audios = decode_audio_items(items, sampling_rate=rate, sample_rate=sample_rate)
@@ -59,8 +62,24 @@ def clap_audio_features(
                          f"{start / rate:.1f}–{(start + window) / rate:.1f} s (its middle {window / rate:g} s)")
             audio = audio[start : start + window]
         clipped.append(audio)
-    feats = extractor(clipped, sampling_rate=rate, truncation="rand_trunc", padding="repeatpad", return_tensors="pt")
+    return clipped, seconds
+
+
+def clap_audio_features(
+    extractor: Any, items: Sequence[Any], sample_rate: int | None, notes: list[str]
+) -> tuple[Any, float]:
+    """The model's ``input_features`` of :func:`clap_clips` and the seconds of audio given."""
+    clipped, seconds = clap_clips(extractor, items, sample_rate, notes)
+    feats = extractor(clipped, sampling_rate=int(extractor.sampling_rate), truncation="rand_trunc",
+                      padding="repeatpad", return_tensors="pt")
     return feats["input_features"], seconds
+
+
+def _unit_features(raw: Any) -> list[Any]:
+    import torch
+
+    # ClapModel's forward returns unit vectors; get_*_features the projections before that.
+    return list(torch.nn.functional.normalize(raw.float(), p=2, dim=-1).cpu().numpy())
 
 
 class _ClapBase(TaskHandler):
@@ -113,6 +132,23 @@ class ClapEmbedAudio(_ClapBase):
     def postprocess(self, raw: Any, prepared: Prepared, params: Any) -> list[Any]:
         return list(raw.float().cpu().numpy())
 
+    def plain_baseline(self) -> Baseline:
+        """``ClapModel.get_audio_features`` on ``ClapProcessor(audio=...)``, scaled to unit length like ours.
+
+        The clips are decoded and cut to their middle window as ours are, so both hear the same audio.
+        """
+        from ._plain import forward_baseline
+
+        def encode(processor: Any, items: list[Any], kwargs: dict[str, Any], params: Any) -> dict[str, Any]:
+            extractor = processor.feature_extractor
+            clips, _ = clap_clips(extractor, items, params.sample_rate, [])
+            enc = processor(audio=clips, sampling_rate=int(extractor.sampling_rate), return_tensors="pt")
+            return {"input_features": enc["input_features"]}
+
+        return forward_baseline(self, method="get_audio_features", encode=encode,
+                                decode=lambda raw, items, kwargs, params: _unit_features(raw),
+                                note="ClapProcessor(audio=...), unit length")
+
 
 class ClapEmbedText(_ClapBase):
     """``embed-text``: one unit vector per text, in the space shared with audio."""
@@ -145,6 +181,19 @@ class ClapEmbedText(_ClapBase):
 
     def postprocess(self, raw: Any, prepared: Prepared, params: Any) -> list[Any]:
         return list(raw.float().cpu().numpy())
+
+    def plain_baseline(self) -> Baseline:
+        """``ClapModel.get_text_features`` on ``ClapProcessor(text=...)``, scaled to unit length like ours."""
+        from ._plain import forward_baseline
+
+        def encode(processor: Any, items: list[Any], kwargs: dict[str, Any], params: Any) -> dict[str, Any]:
+            enc = processor(text=list(items), return_tensors="pt", padding=True, truncation=True,
+                            max_length=min(processor.tokenizer.model_max_length, 512))
+            return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+        return forward_baseline(self, method="get_text_features", encode=encode,
+                                decode=lambda raw, items, kwargs, params: _unit_features(raw),
+                                note="ClapProcessor(text=..., padding, truncation), unit length")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -184,6 +233,12 @@ class ClapClassify(ZeroShotClassify):
     ) -> tuple[dict[str, Any], dict[str, float]]:
         features, seconds = clap_audio_features(self.processor.feature_extractor, media, params.sample_rate, notes)
         return {"input_features": features}, {"audio_seconds": seconds}
+
+    def plain_media(self, media: Sequence[Any], params: Any) -> list[Any]:
+        # The zero-shot audio pipeline takes mono arrays at the extractor's rate; they are cut
+        # to the window ours hears, because its own cut of a longer clip is a random crop.
+        clips, _ = clap_clips(self.processor.feature_extractor, media, params.sample_rate, [])
+        return clips
 
 
 class ClapSkill(Skill):

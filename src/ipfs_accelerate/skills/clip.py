@@ -18,7 +18,7 @@ from ..backends.base import Runtime
 from ._clip_vocab import build_clip_tokenizer
 from ._text import check_texts, tokenize
 from ._vision import ZeroShotClassify, load_item_images, load_processor, sample_image, saved_config
-from .base import Checkpoint, Prepared, Skill, TaskHandler
+from .base import Baseline, Checkpoint, Prepared, Skill, TaskHandler
 
 __all__ = ["CLIPSkill"]
 
@@ -95,6 +95,23 @@ def _vectors(raw: Any, normalize: bool) -> list[Any]:
     return list(vectors.numpy())
 
 
+def _load_images(items: Sequence[Any]) -> list[Any]:
+    return [load_item_images([item], what=f"image #{i}")[0] for i, item in enumerate(items)]
+
+
+def _features_baseline(handler: TaskHandler, method: str, encode: Any, what: str) -> Baseline:
+    """``CLIPModel.<method>`` on the processor's output: what CLIP's model card shows for embeddings."""
+    from ._plain import forward_baseline
+
+    def decode(raw: Any, inputs: list[Any], kwargs: dict[str, Any], params: Any) -> list[Any]:
+        # transformers 4.x returns the projected tensor; newer versions wrap it in an output.
+        tensor = raw if hasattr(raw, "float") else raw.pooler_output
+        return _vectors(tensor, params.normalize)
+
+    return forward_baseline(handler, method=method, encode=encode, decode=decode, processor=load_processor,
+                            note=f"CLIPProcessor({what}), unit length when normalize")
+
+
 class _CLIPTask(TaskHandler):
     torch_class = "CLIPModel"
 
@@ -122,7 +139,7 @@ class EmbedImage(_CLIPTask):
     def preprocess(self, inputs: Sequence[Any], params: ImageEmbedParams) -> Prepared:
         if not inputs:
             raise InvalidInput("empty batch: pass at least one image")
-        images = [load_item_images([item], what=f"image #{i}")[0] for i, item in enumerate(inputs)]
+        images = _load_images(inputs)
         pixels = self.processor.image_processor(images=images, return_tensors="pt")["pixel_values"]
         return Prepared(inputs={"pixel_values": pixels}, count=len(images))
 
@@ -134,6 +151,12 @@ class EmbedImage(_CLIPTask):
 
     def postprocess(self, raw: Any, prepared: Prepared, params: ImageEmbedParams) -> list[Any]:
         return _vectors(raw, params.normalize)
+
+    def plain_baseline(self) -> Baseline:
+        def encode(processor: Any, items: list[Any], kwargs: dict[str, Any], params: Any) -> dict[str, Any]:
+            return {"pixel_values": processor(images=_load_images(items), return_tensors="pt")["pixel_values"]}
+
+        return _features_baseline(self, "get_image_features", encode, "images=...")
 
 
 class EmbedText(_CLIPTask):
@@ -173,6 +196,14 @@ class EmbedText(_CLIPTask):
     def postprocess(self, raw: Any, prepared: Prepared, params: TextEmbedParams) -> list[Any]:
         return _vectors(raw, params.normalize)
 
+    def plain_baseline(self) -> Baseline:
+        def encode(processor: Any, items: list[Any], kwargs: dict[str, Any], params: Any) -> dict[str, Any]:
+            enc = processor(text=list(items), return_tensors="pt", padding=True, truncation=True,
+                            max_length=self.max_length)
+            return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+        return _features_baseline(self, "get_text_features", encode, "text=..., padding, truncation")
+
 
 class ClassifyImage(ZeroShotClassify):
     """``classify``: zero-shot image classification against the given labels.
@@ -194,9 +225,12 @@ class ClassifyImage(ZeroShotClassify):
                 {"image": sample_image(40, 56, phase=1), "labels": labels}]
 
     def media_inputs(self, media: Sequence[Any], notes: list[str], params: Any) -> tuple[dict[str, Any], dict[str, float]]:
-        images = [load_item_images([item], what=f"image #{i}")[0] for i, item in enumerate(media)]
-        pixels = self.processor.image_processor(images=images, return_tensors="pt")["pixel_values"]
+        pixels = self.processor.image_processor(images=_load_images(media), return_tensors="pt")["pixel_values"]
         return {"pixel_values": pixels}, {}
+
+    def plain_media(self, media: Sequence[Any], params: Any) -> list[Any]:
+        # The zero-shot image pipeline takes PIL images (or paths, URLs): decode as ours does.
+        return _load_images(media)
 
 
 _SOURCE = "the real OpenAI CLIP BPE (vendored); CLIPImageProcessor"

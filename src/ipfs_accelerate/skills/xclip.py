@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 from ._clip_vocab import build_clip_tokenizer
 from ._vision import ZeroShotClassify, load_clips, sample_video, saved_config, video_as_items
-from .base import Checkpoint, Skill
+from .base import Baseline, Checkpoint, Skill
 
 __all__ = ["XCLIPSkill", "video_image_processor"]
 
@@ -89,6 +89,15 @@ class ClassifyVideo(ZeroShotClassify):
         clips = load_clips(media, num_frames=self.num_frames, notes=notes)
         pixels = self.processor.image_processor([list(c.frames) for c in clips], return_tensors="pt")
         return {"pixel_values": pixels["pixel_values"]}, {"frames": float(sum(len(c) for c in clips))}
+
+    def plain_media(self, media: Sequence[Any], params: Any) -> list[Any]:
+        # Frame sampling is not the processor's job: a user samples num_frames frames first.
+        return [list(c.frames) for c in load_clips(media, num_frames=self.num_frames, notes=[])]
+
+    def plain_baseline(self) -> Baseline:
+        """``XCLIPModel`` on the label prompts (CLIP tokenizer) and frames (VideoMAE processor),
+        softmax of ``logits_per_video``: transformers has no zero-shot video classification pipeline."""
+        return self.forward_plain_baseline("image_processor")
 
 
 class XCLIPSkill(Skill):
