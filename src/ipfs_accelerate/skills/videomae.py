@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 from .._exceptions import InvalidInput
 from ..backends.base import Runtime
 from ._vision import load_clips, sample_video, saved_config, video_as_items
-from .base import Checkpoint, Prepared, Skill, TaskHandler
+from .base import Baseline, Checkpoint, Prepared, Skill, TaskHandler
 from .xclip import video_image_processor
 
 __all__ = ["VideoMAESkill"]
@@ -67,10 +67,7 @@ class EmbedVideo(TaskHandler):
 
     def __init__(self, weights: Any, config: Any) -> None:
         super().__init__(weights, config)
-        from transformers import AutoImageProcessor
-
-        # use_fast=False: the fast processors need torchvision (never installed here).
-        self.processor = AutoImageProcessor.from_pretrained(weights.path, local_files_only=True, use_fast=False)
+        self.processor = _image_processor(weights.path)
         self.num_frames = int(config.num_frames)
 
     def as_items(self, inputs: Any) -> list[Any]:
@@ -98,13 +95,41 @@ class EmbedVideo(TaskHandler):
             return runtime.model(**runtime.prepare(prepared.inputs)).last_hidden_state
 
     def postprocess(self, raw: Any, prepared: Prepared, params: VideoEmbedParams) -> list[Any]:
-        import torch
+        return _pooled(raw, params.normalize)
 
-        # VideoMAE has no class token; its video classifier averages the tokens too.
-        vectors = raw.float().cpu().mean(dim=1)
-        if params.normalize:
-            vectors = torch.nn.functional.normalize(vectors, p=2, dim=1)
-        return list(vectors.numpy())
+    def plain_baseline(self) -> Baseline:
+        """``VideoMAEModel`` on ``VideoMAEImageProcessor(frames)``, the mean of ``last_hidden_state``.
+
+        Frames are sampled as ours are (a user samples ``num_frames`` before the processor).
+        """
+        from ._plain import forward_baseline
+
+        def encode(processor: Any, items: list[Any], kwargs: dict[str, Any], params: Any) -> dict[str, Any]:
+            clips = load_clips(items, num_frames=self.num_frames, notes=[])
+            return {"pixel_values": processor([list(c.frames) for c in clips], return_tensors="pt")["pixel_values"]}
+
+        return forward_baseline(
+            self, encode=encode, processor=_image_processor,
+            decode=lambda raw, items, kwargs, params: _pooled(raw.last_hidden_state, params.normalize),
+            note="VideoMAEImageProcessor(frames), mean of last_hidden_state over tokens",
+        )
+
+
+def _image_processor(path: Path) -> Any:
+    from transformers import AutoImageProcessor
+
+    # use_fast=False: the fast processors need torchvision (never installed here).
+    return AutoImageProcessor.from_pretrained(path, local_files_only=True, use_fast=False)
+
+
+def _pooled(hidden: Any, normalize: bool) -> list[Any]:
+    import torch
+
+    # VideoMAE has no class token; its video classifier averages the tokens too.
+    vectors = hidden.float().cpu().mean(dim=1)
+    if normalize:
+        vectors = torch.nn.functional.normalize(vectors, p=2, dim=1)
+    return list(vectors.numpy())
 
 
 class VideoMAESkill(Skill):
