@@ -360,6 +360,17 @@ class ImageTextGenerate(CausalLMGenerate):
     def lm_config(self) -> Any:
         return self.text_config
 
+    def plain_calls(self, items: Sequence[Any], params: Any) -> list[tuple[list[Any], dict[str, Any]]]:
+        """One user turn per item, its images (decoded as ours are) before the prompt, for the
+        processor's chat template: what transformers' image-text-to-text examples pass."""
+        conversations = []
+        for index, item in enumerate(items):
+            prompt, sources = _prompt_and_images(item, index)
+            images = load_item_images(sources, what=f"prompt #{index}")
+            content = [{"type": "image", "image": image} for image in images] + [{"type": "text", "text": prompt}]
+            conversations.append([{"role": "user", "content": content}])
+        return [(conversations, {})]
+
 
 def _is_pair(value: Any) -> bool:
     return isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], str)
