@@ -12,7 +12,14 @@ import numpy as np
 from .._exceptions import InvalidInput
 from ..media.audio import load_audio
 
-__all__ = ["AudioParams", "Transcription", "audio_as_items", "decode_audio_items", "is_single_audio"]
+__all__ = [
+    "AudioParams",
+    "Transcription",
+    "audio_as_items",
+    "decode_audio_items",
+    "is_single_audio",
+    "pipeline_transcriptions",
+]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -31,6 +38,12 @@ class Transcription:
 
     def __str__(self) -> str:
         return self.text
+
+
+def pipeline_transcriptions(outputs: Sequence[Any]) -> list[Transcription]:
+    """The speech-recognition pipeline's ``{"text": ...}`` outputs as ours, for the benchmark's
+    plain baseline (``TaskHandler.plain_outputs``); its segment times are not compared."""
+    return [Transcription(text=str(out["text"]).strip()) for out in outputs]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

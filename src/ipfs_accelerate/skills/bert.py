@@ -116,6 +116,21 @@ class FillMask(TaskHandler):
             outputs.append(per_mask)
         return outputs
 
+    def plain_calls(self, items: Sequence[Any], params: FillMaskParams) -> list[tuple[list[Any], dict[str, Any]]]:
+        return [(list(items), {"top_k": params.top_k})]
+
+    def plain_outputs(self, outputs: Sequence[Any]) -> list[Any]:
+        """The fill-mask pipeline's candidates as ours: a list per mask of ``{"token", "token_id", "score"}``.
+
+        The pipeline gives a flat list for a text with one mask and a list per mask otherwise.
+        """
+        out = []
+        for per_text in outputs:
+            per_mask = [per_text] if per_text and isinstance(per_text[0], dict) else per_text
+            out.append([[{"token": c["token_str"].strip(), "token_id": int(c["token"]), "score": float(c["score"])}
+                         for c in candidates] for candidates in per_mask])
+        return out
+
 
 class BertSkill(Skill):
     name = "bert"

@@ -19,7 +19,7 @@ import numpy as np
 from .._exceptions import InvalidInput
 from ..backends.base import Runtime
 from ..media.audio import audio_seconds
-from ._audio import AudioParams, Transcription, audio_as_items, decode_audio_items
+from ._audio import AudioParams, Transcription, audio_as_items, decode_audio_items, pipeline_transcriptions
 from .base import Checkpoint, Prepared, Skill, TaskHandler
 
 __all__ = ["Wav2Vec2Skill"]
@@ -110,6 +110,9 @@ class CTCTranscribe(TaskHandler):
 
     def as_items(self, inputs: Any) -> list[Any]:
         return audio_as_items(inputs)
+
+    def plain_outputs(self, outputs: Sequence[Any]) -> list[Any]:
+        return list(pipeline_transcriptions(outputs))
 
     def example_inputs(self) -> list[Any]:
         t = np.arange(self.rate, dtype=np.float32) / self.rate

@@ -29,7 +29,7 @@ import numpy as np
 from .._exceptions import InvalidInput, ModelNotAvailable
 from ..backends.base import Runtime
 from ..media.audio import audio_seconds
-from ._audio import AudioParams, Transcription, audio_as_items, decode_audio_items
+from ._audio import AudioParams, Transcription, audio_as_items, decode_audio_items, pipeline_transcriptions
 from ._generation import GenerationParams, _cut_at_stop, _first_token_clock, _generate_kwargs, stream_generate
 from .base import Baseline, BaselineRun, Checkpoint, Prepared, Skill, TaskHandler
 
@@ -239,6 +239,9 @@ class WhisperTranscribe(TaskHandler):
 
     def as_items(self, inputs: Any) -> list[Any]:
         return audio_as_items(inputs)
+
+    def plain_outputs(self, outputs: Sequence[Any]) -> list[Any]:
+        return list(pipeline_transcriptions(outputs))
 
     def example_inputs(self) -> list[Any]:
         t = np.arange(self.rate, dtype=np.float32) / self.rate
