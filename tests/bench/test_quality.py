@@ -75,3 +75,20 @@ def test_non_strings_rejected(bad: object) -> None:
         word_error_rate("x", bad)  # type: ignore[arg-type]
     with pytest.raises(InvalidInput, match="must be a string"):
         normalize_text(bad)  # type: ignore[arg-type]
+
+
+def test_corpus_word_error_rate_pools_the_words() -> None:
+    from ipfs_accelerate.bench.quality import corpus_word_error_rate
+
+    # 1 edit in 6 words and 2 in 2 words: 3 / 8 pooled, not the mean of 1/6 and 1.
+    refs = ["the cat sat on the mat", "good morning"]
+    hyps = ["the cat sit on the mat", ""]
+    assert corpus_word_error_rate(refs, hyps) == pytest.approx(3 / 8)
+    assert corpus_word_error_rate(["Ten o'clock."], ["10 oclock"]) == 0.0  # normalised like word_error_rate
+    assert corpus_word_error_rate(["a b c"], ["a b c"]) == 0.0
+    assert corpus_word_error_rate([], []) == 0.0
+    assert corpus_word_error_rate(["..."], ["words"]) == 1.0
+    with pytest.raises(InvalidInput, match="2 references but 1 hypotheses"):
+        corpus_word_error_rate(["a", "b"], ["a"])
+    with pytest.raises(InvalidInput, match="must be a string"):
+        corpus_word_error_rate(["a"], [None])  # type: ignore[list-item]

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Sequence
 
 from .._exceptions import InvalidInput
 
-__all__ = ["normalize_text", "word_edit_distance", "word_error_rate"]
+__all__ = ["corpus_word_error_rate", "normalize_text", "word_edit_distance", "word_error_rate"]
 
 _DIGIT_WORDS = (
     "zero",
@@ -156,3 +157,38 @@ def word_error_rate(reference: str, hypothesis: str, *, normalize: bool = True) 
         # the measure bounded and makes "expected silence, got words" visible.
         return 0.0 if not hyp_words else 1.0
     return word_edit_distance(ref_words, hyp_words) / len(ref_words)
+
+
+def corpus_word_error_rate(references: Sequence[str], hypotheses: Sequence[str]) -> float:
+    """Word error rate over a set of texts: all word edits over all reference words.
+
+    Pooling the counts (rather than averaging each text's rate) weighs every word the
+    same, so that a short text does not count as much as a long one; it is how speech
+    recognition results are usually reported.
+
+    Args:
+        references: The correct texts.
+        hypotheses: The texts to score, one per reference, in the same order.
+
+    Returns:
+        ``sum(edits) / sum(reference words)`` after :func:`normalize_text`; with no
+        reference words at all, 0.0 when every hypothesis is empty too and 1.0 otherwise.
+
+    Raises:
+        InvalidInput: The sequences differ in length, or an item is not a string.
+    """
+    if len(references) != len(hypotheses):
+        raise InvalidInput(f"{len(references)} references but {len(hypotheses)} hypotheses")
+    edits = words = extra = 0
+    for reference, hypothesis in zip(references, hypotheses, strict=True):
+        for name, value in (("reference", reference), ("hypothesis", hypothesis)):
+            if not isinstance(value, str):
+                raise InvalidInput(f"{name} must be a string; got {type(value).__name__}")
+        ref_words, hyp_words = normalize_text(reference).split(), normalize_text(hypothesis).split()
+        edits += word_edit_distance(ref_words, hyp_words)
+        words += len(ref_words)
+        extra += len(hyp_words)
+    if not words:
+        # The same convention as word_error_rate for an empty reference.
+        return 0.0 if not extra else 1.0
+    return edits / words
