@@ -53,8 +53,9 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--min-runs", type=int, help="timed runs at least, per figure (default 3; suite 5)")
     p.add_argument("--min-seconds", type=float, help="timed seconds at least, per figure (default 1; suite 3)")
     p.add_argument("--budget-s", type=float,
-                   help="the whole run's time budget: shrinks min-seconds to fit and skips the lowest-priority "
-                        "cases when spent, and the report lists every cut (suite default 840)")
+                   help="the measurements' time budget (imports, the machine's peaks and building synthetic "
+                        "weights come before it and are reported apart): shrinks min-seconds to fit and skips "
+                        "the lowest-priority cases when spent, and the report lists every cut (suite default 840)")
     p.add_argument("--no-baselines", action="store_true", help="skip the baselines")
     p.add_argument("--concurrency", type=int, help="callers in the concurrency test; 0 skips it (suite 64)")
     p.add_argument("--out", type=Path, default=Path("reports"), help="where the report goes (default reports/)")
@@ -160,7 +161,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     failed = [c for c in run.cases if c.status == "failed"]
     met = sum(t.met is True for t in files.targets)
     judged = sum(t.met is not None for t in files.targets)
-    print(f"{len(run.cases)} cases ({len(failed)} failed) in {run.duration_s:.0f} s; targets met: {met}/{judged}")
+    prep = f" after {run.preparation.seconds:.0f} s of preparation" if run.preparation is not None else ""
+    print(f"{len(run.cases)} cases ({len(failed)} failed) in {run.duration_s:.0f} s{prep}; "
+          f"targets met: {met}/{judged}")
     return 0
 
 

@@ -2,9 +2,12 @@
 
 :func:`write_report` writes, into one directory:
 
-* ``benchmark.md``: a model status summary (backend, precision, pretrained or synthetic
-  weights, status), tables for text generation, multimodal, audio, and embeddings and text
-  encoders (our figure, the baselines', the ratio), the baselines, the concurrency test,
+* ``benchmark.md``: the preparation before the time budget (imports, the machine's peaks,
+  weights resolved or built, with their seconds), a model status summary (backend,
+  precision, pretrained or synthetic weights, status), tables for text generation,
+  multimodal, audio, and embeddings and text encoders (our figure, the baselines', the
+  ratio; the word error rate against the spoken text where the inputs have one), the
+  baselines, the concurrency test,
   the performance targets (met or not, with figures), the share of the machine's measured
   peaks, notes on everything that fell back or failed (with the reason), and what the time
   budget cut;
@@ -36,6 +39,7 @@ LATENCY_PNG = "benchmark_latency.png"
 # Every Markdown report has these second-level sections, in this order.
 SECTIONS = (
     "Machine",
+    "Preparation",
     "Model status summary",
     "Text generation",
     "Multimodal",
@@ -84,6 +88,7 @@ MEASUREMENT = {
     "rates": MapOf(Nullable(NUM)), "figures": MapOf(Nullable(NUM)), "peak_rss_mb": NUM,
     "cuda_max_allocated_mb": Nullable(NUM), "cold_first_call_s": Nullable(NUM), "warmup_runs": int,
     "min_runs": int, "min_seconds": NUM, "cut": ListOf(str), "efficiency": MapOf(Nullable(NUM)),
+    "wer": Nullable(NUM),
 }
 CASE = {
     "model_id": str, "task": Nullable(str), "backend": str, "precision": str, "device": str,
@@ -96,6 +101,14 @@ SCHEMA: dict[str, Any] = {
     "started_at": str,
     "duration_s": NUM,
     "import_s": NUM,
+    "preparation": Nullable({
+        "seconds": NUM, "import_s": NUM, "machine_s": NUM, "weights_s": NUM,
+        "weights": ListOf({
+            "model_id": str, "family": Nullable(str), "weights": str, "config_overrides": MapOf(object),
+            "status": str, "reason": str, "resolved": Nullable(str), "source": Nullable(str), "built": bool,
+            "seconds": NUM,
+        }),
+    }),
     "scenario": {"name": str, "description": str, "budget_s": Nullable(NUM), "baselines": bool,
                  "concurrency": int, "concurrency_rounds": int, "suite": Nullable(str), "cases": ListOf(CASE)},
     "machine": {
@@ -275,7 +288,34 @@ def _agreement(comps: Sequence[Comparison]) -> str:
     return "; ".join(parts) or "–"
 
 
-def _perf_rows(run: BenchRun, section: str) -> list[list[str]]:
+def _wer(x: float | None) -> str:
+    return "–" if x is None or not math.isfinite(x) else f"{x:.3f}"
+
+
+def _baseline_wers(run: BenchRun, comps: Sequence[Comparison], batch: int) -> str:
+    """Each compared baseline's WER on the same inputs at the same batch size."""
+    by_id = {b.baseline_id: b for b in run.baselines}
+    parts = []
+    for c in comps:
+        base = by_id.get(c.baseline_id)
+        m = next((x for x in base.measurements if x.batch_size == batch), None) if base else None
+        if m is not None and m.wer is not None:
+            parts.append(f"{_wer(m.wer)} ({c.baseline_name})")
+    return "; ".join(parts) or "–"
+
+
+def _has_wer(run: BenchRun, section: str) -> bool:
+    """Audio tables always show WER; other sections when a measurement of theirs has one."""
+    if section == "Audio":
+        return True
+    keys = {r.case.model_key for r in run.cases if _section_of(r.kind) == section}
+    ours = any(m.wer is not None for r in run.cases if _section_of(r.kind) == section for m in r.measurements)
+    theirs = any(m.wer is not None for b in run.baselines if b.baseline_id.split("#", 1)[0] in keys
+                 for m in b.measurements)
+    return ours or theirs
+
+
+def _perf_rows(run: BenchRun, section: str, *, with_wer: bool = False) -> list[list[str]]:
     rows = []
     for result in run.cases:
         if _section_of(result.kind) != section:
@@ -293,6 +333,8 @@ def _perf_rows(run: BenchRun, section: str) -> list[list[str]]:
                 memory = f"{_n(m.cuda_max_allocated_mb)} GPU, {memory} RSS"
             row += [_ms(m.latency.p50), _ms(m.latency.p90), _ms(m.latency.p99), memory,
                     plain, plain_ratio, ref, ref_ratio, _agreement(comps)]
+            if with_wer:
+                row += [_wer(m.wer), _baseline_wers(run, comps, m.batch_size)]
             if section == "Text generation":
                 row.append(_pct(m.efficiency.get("fraction_of_bandwidth_bound")))
             elif section == "Embeddings and text encoders":
@@ -302,12 +344,14 @@ def _perf_rows(run: BenchRun, section: str) -> list[list[str]]:
     return rows
 
 
-def _perf_headers(section: str) -> list[str]:
+def _perf_headers(section: str, *, with_wer: bool = False) -> list[str]:
     headers = ["Model", "Task", "Backend", "Precision", "Weights", "Batch", "Throughput"]
     if section == "Text generation":
         headers.append("TTFT ms")
     headers += ["p50 ms", "p90 ms", "p99 ms", "Peak memory MiB", "Plain transformers", "× plain", "Reference",
                 "× reference", "Agreement"]
+    if with_wer:
+        headers += ["WER vs spoken text" if section == "Audio" else "WER vs expected text", "Baselines' WER"]
     if section == "Text generation":
         headers.append("% of bandwidth bound")
     elif section == "Embeddings and text encoders":
@@ -324,7 +368,10 @@ def render_markdown(run: BenchRun, targets: Sequence[Target], *, plots: Sequence
     if s.description:
         lines += [s.description, ""]
     budget = f", time budget {s.budget_s:.0f} s" if s.budget_s is not None else ""
-    lines += [f"Run started {run.started_at}, took {run.duration_s:.0f} s{budget}; "
+    prep = run.preparation
+    before = (f"preparation {prep.seconds:.0f} s before the time budget started (see *Preparation*); "
+              if prep is not None else "")
+    lines += [f"Run started {run.started_at}; {before}measurements took {run.duration_s:.0f} s{budget}; "
               f"{len(run.cases)} cases, {sum(len(c.measurements) for c in run.cases)} measurements, "
               f"{len(run.baselines)} baselines. Every figure is taken after a warm-up, over at least the runs "
               "and seconds shown in the JSON (unless the time budget cut them: see *What was cut*).", ""]
@@ -348,6 +395,22 @@ def render_markdown(run: BenchRun, targets: Sequence[Target], *, plots: Sequence
     lines.append(f"- Importing torch and transformers took {run.import_s:.1f} s (kept out of the load times)")
     lines.append("")
 
+    lines += ["## Preparation", ""]
+    if prep is None:
+        lines += ["_None: the time budget covered everything._", ""]
+    else:
+        built = [w for w in prep.weights if w.built]
+        lines += [f"Before the time budget's clock started, **{prep.seconds:.1f} s**: importing torch and "
+                  f"transformers {prep.import_s:.1f} s, measuring the machine {prep.machine_s:.1f} s, resolving the "
+                  f"weights of {len(prep.weights)} models {prep.weights_s:.1f} s ({len(built)} synthetic "
+                  "builds; a build is cached, so later runs find it). None of this counts against the budget; "
+                  "exports for a backend still happen when a case loads and count in its load time.", ""]
+        rows = [[f"`{w.model_id}`", w.family or "–", w.weights, w.resolved or "–", w.source or "–",
+                 "built now" if w.built else ("cached" if w.resolved == "synthetic" else "–"), _n(w.seconds),
+                 w.status + (f": {w.reason}" if w.reason else "")] for w in prep.weights]
+        lines += _table(["Model", "Family", "Weights asked", "Found", "Source", "Synthetic build", "Seconds",
+                         "Status"], [[c[:160] for c in row] for row in rows])
+
     lines += ["## Model status summary", ""]
     rows = []
     for r in run.cases:
@@ -364,7 +427,14 @@ def render_markdown(run: BenchRun, targets: Sequence[Target], *, plots: Sequence
 
     for section in ("Text generation", "Multimodal", "Audio", "Embeddings and text encoders"):
         lines += [f"## {section}", ""]
-        lines += _table(_perf_headers(section), _perf_rows(run, section))
+        with_wer = _has_wer(run, section)
+        if section == "Audio":
+            lines += ["*WER vs spoken text*: the word error rate of the outputs against the text the inputs "
+                      "speak (all word edits over all reference words, after lowercasing, spelling out numbers "
+                      "and dropping punctuation); *Baselines' WER*: the same for each baseline on the same "
+                      "inputs. \"–\" where the inputs carry no text (no espeak-ng, or a task that does not "
+                      "transcribe).", ""]
+        lines += _table(_perf_headers(section, with_wer=with_wer), _perf_rows(run, section, with_wer=with_wer))
 
     lines += ["## Baselines", ""]
     lines += ["The same inputs and parameters as our cases, measured the same way. *Plain* is transformers "
@@ -375,12 +445,12 @@ def render_markdown(run: BenchRun, targets: Sequence[Target], *, plots: Sequence
         version = f" {b.version}" if b.version else ""
         if not b.measurements:
             rows.append([b.name, b.role, f"{b.library}{version}", f"`{b.model_id}`", b.task or "", "–", "–", "–",
-                         _n(b.load_s), f"{b.status}: {b.reason}"[:160]])
+                         "–", _n(b.load_s), f"{b.status}: {b.reason}"[:160]])
         for bm in b.measurements:
             rows.append([b.name, b.role, f"{b.library}{version}", f"`{b.model_id}`", b.task or "",
                          str(bm.batch_size), f"{_n(bm.throughput.value)} {bm.throughput.unit}", _ms(bm.latency.p50),
-                         _n(b.load_s), b.status + (f": {b.reason}" if b.reason else "")])
-    lines += _table(["Baseline", "Role", "Library", "Model", "Task", "Batch", "Throughput", "p50 ms", "Load s",
+                         _wer(bm.wer), _n(b.load_s), b.status + (f": {b.reason}" if b.reason else "")])
+    lines += _table(["Baseline", "Role", "Library", "Model", "Task", "Batch", "Throughput", "p50 ms", "WER", "Load s",
                      "Status"], rows)
 
     lines += ["## Concurrency", ""]

@@ -1,6 +1,12 @@
 """Run a scenario: load each case, measure it at each batch size, measure the baselines.
 
-Per case and batch size, in one process:
+First, outside the time budget, a preparation phase: import torch and transformers,
+measure the machine's peaks, and resolve the weights of every model the cases use
+(building synthetic weights that are not cached yet, which takes minutes for a
+multi-billion-parameter model). Its seconds are reported apart from the measurements';
+the budget's clock starts after it.
+
+Then per case and batch size, in one process:
 
 1. load (``load(..., warmup=False)``: the load time and the RSS it adds are measured);
 2. the cold first call (first batch size only), then ``warmup_runs`` untimed calls;
@@ -11,7 +17,10 @@ Per case and batch size, in one process:
    the task reports ``audio_seconds``, ``ms/frame`` for ``frames``, ``tokens/s`` (with the
    time to first token) for ``new_tokens``, else ``items/s``;
 5. peak memory: process RSS growth sampled in a thread (CUDA: ``max_memory_allocated``);
-6. the share of the machine's measured fp32 peak and memory bandwidth the figure reaches.
+6. the share of the machine's measured fp32 peak and memory bandwidth the figure reaches;
+7. where the inputs have a known expected text (``Case.references``, else the handler's
+   ``bench_references``), the word error rate of the outputs against it, for ours and for
+   every baseline on the same inputs.
 
 Then the baselines of the case's model (once per model and batch size, on the same inputs
 and parameters), and once, after the first tier of cases, the concurrency test.
@@ -36,6 +45,7 @@ import numpy as np
 from ..engine.batch_probe import CudaPeak, PeakRSS, rss_bytes
 from ..engine.batcher import DynamicBatcher
 from ..engine.choice import resolve_device
+from ..engine.options import default_cache_dir
 from ..engine.result import to_jsonable
 from ..skills.base import Baseline, BaselineRun, TaskHandler
 from .baselines import all_baselines, library_version, score_agreement
@@ -51,6 +61,8 @@ __all__ = [
     "Comparison",
     "ConcurrencyResult",
     "Measurement",
+    "Preparation",
+    "PreparedWeights",
     "Throughput",
     "run_scenario",
 ]
@@ -104,6 +116,9 @@ class Measurement:
         efficiency: ``weight_bytes``, ``gflops``, ``fraction_of_fp32_peak``,
             ``fraction_of_bandwidth`` (or, when generating, ``bandwidth_bound_tokens_per_s``
             and ``fraction_of_bandwidth_bound``), where they can be computed.
+        wer: the word error rate of the last timed call's outputs against the expected
+            text of the inputs (all word edits over all reference words, normalised text);
+            None when the inputs have no expected text or the outputs are not texts.
     """
 
     batch_size: int
@@ -121,6 +136,7 @@ class Measurement:
     min_seconds: float
     cut: tuple[str, ...] = ()
     efficiency: dict[str, float] = dataclasses.field(default_factory=dict)
+    wer: float | None = None
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -275,6 +291,53 @@ class ConcurrencyResult:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class PreparedWeights:
+    """The weights of one model, resolved (and built when synthetic) before the budget starts.
+
+    Attributes:
+        model_id: the model as the cases name it; ``weights`` (as asked) and
+            ``config_overrides`` as the cases give them.
+        family: the family that resolved it (as the cases give it when that failed).
+        status: ``"ok"`` or ``"failed"`` (``reason``; the cases of the model then fail
+            to load with the same error, reported with them).
+        resolved: ``"pretrained"`` or ``"synthetic"``, as found.
+        source: where the weights came from (``package:…``, ``synthetic:…`` …).
+        built: synthetic weights were built now rather than found in the cache.
+        seconds: wall seconds the resolution (and any build) took.
+    """
+
+    model_id: str
+    family: str | None
+    weights: str
+    config_overrides: dict[str, Any]
+    status: str
+    reason: str = ""
+    resolved: str | None = None
+    source: str | None = None
+    built: bool = False
+    seconds: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Preparation:
+    """What ran before the time budget's clock started, and how long it took.
+
+    Attributes:
+        seconds: wall seconds of the whole preparation.
+        import_s: importing torch and transformers.
+        machine_s: measuring the machine (fp32 peak, memory bandwidth, backends).
+        weights_s: resolving and building weights, all models together.
+        weights: one entry per distinct model of the scenario.
+    """
+
+    seconds: float
+    import_s: float
+    machine_s: float
+    weights_s: float
+    weights: tuple[PreparedWeights, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class BenchRun:
     """Everything one benchmark run measured, with its provenance.
 
@@ -282,7 +345,8 @@ class BenchRun:
         scenario: what was asked for.
         machine: where it ran, with the measured peaks.
         started_at: ISO time of the start.
-        duration_s: wall seconds of the whole run.
+        duration_s: wall seconds of the measurements (the time budget's clock), after
+            the preparation.
         import_s: seconds importing torch and transformers (kept out of load times).
         cases: one result per case, in run order.
         baselines: every baseline measured.
@@ -290,6 +354,7 @@ class BenchRun:
         concurrency: the concurrency test, when asked for.
         cuts: what the time budget (or a cap) cut, in words.
         notes: run-wide notes.
+        preparation: what ran before the budget's clock started (None: nothing did).
     """
 
     scenario: Scenario
@@ -303,6 +368,7 @@ class BenchRun:
     concurrency: ConcurrencyResult | None
     cuts: tuple[str, ...]
     notes: tuple[str, ...]
+    preparation: Preparation | None = None
 
 
 # -- helpers ---------------------------------------------------------------------------
@@ -366,6 +432,36 @@ def _as_text(output: Any) -> Any:
     return text if isinstance(text, str) else output
 
 
+def output_wer(outputs: Sequence[Any], references: Sequence[str] | None) -> float | None:
+    """The word error rate of ``outputs`` (texts, or objects with a ``text``) against
+    ``references``, pooled over all items; None when there is nothing to compare."""
+    if not references or len(outputs) != len(references):
+        return None
+    texts = [_as_text(o) for o in outputs]
+    if not all(isinstance(t, str) for t in texts):
+        return None
+    from .quality import corpus_word_error_rate
+
+    return corpus_word_error_rate(list(references), texts)
+
+
+def _weights_key(case: Case) -> str:
+    """Cases with the same key load the same weights."""
+    overrides = json.dumps(dict(case.config_overrides or {}), sort_keys=True, default=str)
+    return f"{case.model_id}|{case.weights}|{case.family or ''}|{overrides}"
+
+
+def _references(case: Case, handler: TaskHandler, n: int) -> list[str] | None:
+    """The expected text of the case's ``n`` inputs: the case's own, else the handler's
+    (only for the handler's own bench inputs, which its references describe)."""
+    if case.references is not None:
+        return list(case.references(handler, n))
+    if case.inputs is not None:
+        return None
+    refs = handler.bench_references(n)
+    return list(refs) if refs is not None else None
+
+
 def _release_memory() -> None:
     gc.collect()
     try:
@@ -410,6 +506,10 @@ class _Clock:
 
     def __init__(self, budget_s: float | None) -> None:
         self.budget_s = budget_s
+        self.started = time.perf_counter()
+
+    def restart(self) -> None:
+        """Start the budget now (after the preparation, which it does not cover)."""
         self.started = time.perf_counter()
 
     @property
@@ -461,6 +561,8 @@ class BenchRunner:
         self.ours_outputs: dict[tuple[str, int], Sequence[Any]] = {}
         self.base_outputs: dict[tuple[str, int], Sequence[Any]] = {}
         self.input_figures: dict[tuple[str, int], dict[str, float]] = {}
+        # The expected text of each model's inputs per batch size, for the baselines' WER.
+        self.references: dict[tuple[str, int], list[str] | None] = {}
         self.baselined: set[tuple[str, int]] = set()
         self._ours_p50: dict[tuple[str, int], float] = {}
         self.concurrency: ConcurrencyResult | None = None
@@ -480,9 +582,14 @@ class BenchRunner:
 
     def run(self) -> BenchRun:
         started_at = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        import_s = _warm_imports()
-        machine = self.machine or machine_facts()
-        self.machine = machine
+        preparation = self._prepare()
+        import_s = preparation.import_s
+        machine = self.machine
+        assert machine is not None
+        # The budget covers the measurements only: imports, the machine's peaks and weight
+        # builds are the same whatever is measured, and a first run would otherwise lose
+        # minutes of its budget to building synthetic weights that later runs find cached.
+        self.clock.restart()
         cases = self.scenario.ordered()
         steps = sum(len(c.batch_sizes) for c in cases) + (1 if self.scenario.concurrency else 0)
         self.progress.add(steps)
@@ -502,7 +609,8 @@ class BenchRunner:
             self._concurrency_step()
         if self.scenario.budget_s is not None:
             self.notes.append(
-                f"time budget {self.scenario.budget_s:.0f} s; the run took {self.clock.elapsed:.0f} s"
+                f"time budget {self.scenario.budget_s:.0f} s for the measurements, which took "
+                f"{self.clock.elapsed:.0f} s; the preparation before them took {preparation.seconds:.0f} s"
             )
         self.notes.append(
             "Peak memory is the process RSS growth during a measurement (CUDA: max_memory_allocated): "
@@ -517,8 +625,58 @@ class BenchRunner:
             scenario=self.scenario, machine=machine, started_at=started_at, duration_s=self.clock.elapsed,
             import_s=import_s, cases=tuple(self.results), baselines=self._baseline_results(),
             comparisons=self._comparisons(), concurrency=self.concurrency, cuts=tuple(self.cuts),
-            notes=tuple(self.notes),
+            notes=tuple(self.notes), preparation=preparation,
         )
+
+    # -- preparation ---------------------------------------------------------------------
+
+    def _prepare(self) -> Preparation:
+        """Imports, the machine's peaks and every model's weights, before the budget starts."""
+        started = time.perf_counter()
+        import_s = _warm_imports()
+        t0 = time.perf_counter()
+        if self.machine is None:
+            self.machine = machine_facts()
+        machine_s = time.perf_counter() - t0
+        models: dict[str, Case] = {}
+        for case in self.scenario.ordered():
+            models.setdefault(_weights_key(case), case)
+        self.progress.add(len(models))
+        t0 = time.perf_counter()
+        prepared = [self._prepare_weights(case) for case in models.values()]
+        weights_s = time.perf_counter() - t0
+        return Preparation(seconds=time.perf_counter() - started, import_s=import_s, machine_s=machine_s,
+                           weights_s=weights_s, weights=tuple(prepared))
+
+    def _prepare_weights(self, case: Case) -> PreparedWeights:
+        """Resolve (and, for synthetic weights not cached yet, build) one model's weights."""
+        from ..skills import find_skill, get_skill
+        from ..store.weights import SYNTHETIC_MARKER, resolve_weights
+
+        overrides = dict(case.config_overrides or {})
+        common: dict[str, Any] = {"model_id": case.model_id, "family": case.family, "weights": case.weights,
+                                  "config_overrides": overrides}
+        cache_dir = self.cache_dir or default_cache_dir()
+        # Synthetic models live two levels under the cache, each with a marker written last:
+        # one not there before this call was built by it.
+        cached = set(cache_dir.glob(f"*/*/{SYNTHETIC_MARKER}"))
+        started = time.perf_counter()
+        try:
+            skill = get_skill(case.family) if case.family else find_skill(case.model_id)
+            resolved = resolve_weights(skill, case.model_id, weights=case.weights, cache_dir=cache_dir,
+                                       config_overrides=overrides)
+        except Exception as exc:  # noqa: BLE001 - the case reports the same failure when it loads
+            seconds = time.perf_counter() - started
+            self.progress.step(f"weights of {case.model_id}: {_one_line(exc)}")
+            return PreparedWeights(**common, status="failed", reason=_one_line(exc), seconds=seconds)
+        finally:
+            _release_memory()  # a build holds the whole model in memory
+        seconds = time.perf_counter() - started
+        built = resolved.weights == "synthetic" and (resolved.path / SYNTHETIC_MARKER) not in cached
+        what = "built synthetic weights" if built else f"{resolved.weights} weights ({resolved.source})"
+        self.progress.step(f"weights of {case.model_id}: {what} in {seconds:.1f} s")
+        return PreparedWeights(**{**common, "family": skill.name}, status="ok", resolved=resolved.weights,
+                               source=resolved.source, built=built, seconds=seconds)
 
     # -- cases ---------------------------------------------------------------------------
 
@@ -582,6 +740,7 @@ class BenchRunner:
                     self.progress.step(f"skipped {label} batch {batch_size} (predicted over budget)")
                     continue
             items = case.inputs(handler, batch_size) if case.inputs else handler.bench_inputs(batch_size)
+            references = _references(case, handler, batch_size)
             input_type = input_type or (type(items[0]).__name__ if items else "")
             outputs: list[Sequence[Any]] = []
 
@@ -600,7 +759,9 @@ class BenchRunner:
                 self.progress.step(f"failed {label} batch {batch_size}: {_one_line(exc)}")
                 break
             m = dataclasses.replace(m, efficiency=self._efficiency(
-                m, handler, items, params, n_params, n_matmul, prov.precision, device))
+                m, handler, items, params, n_params, n_matmul, prov.precision, device),
+                wer=output_wer(outputs[0] if outputs else [], references))
+            self.references.setdefault((case.model_key, batch_size), references)
             measurements.append(m)
             self.ours_outputs[(case.case_id, batch_size)] = outputs[0] if outputs else []
             self._ours_p50[(case.model_key, batch_size)] = m.latency.p50
@@ -819,8 +980,11 @@ class BenchRunner:
                     record.status, record.reason = "failed", f"batch {batch_size}: {_one_line(exc)}"
                     self.progress.log(f"baseline {baseline.name} of {case.model_id} failed: {record.reason}")
                     break
+                base_outputs = outputs[0] if outputs else []
+                m = dataclasses.replace(
+                    m, wer=output_wer(base_outputs, self.references.get((case.model_key, batch_size))))
                 record.measurements.append(m)
-                self.base_outputs[(baseline_id, batch_size)] = outputs[0] if outputs else []
+                self.base_outputs[(baseline_id, batch_size)] = base_outputs
                 self.progress.log(f"baseline {baseline.name} batch {batch_size}: "
                                   f"{m.throughput.value:.4g} {m.throughput.unit}")
             record.run = None
@@ -971,10 +1135,11 @@ def run_scenario(scenario: Scenario, *, cache_dir: str | Path | None = None, pro
 def run_to_dict(run: BenchRun) -> dict[str, Any]:
     """The run as a JSON-ready dictionary (the report's JSON schema)."""
     return to_jsonable({
-        "schema_version": 1,
+        "schema_version": 2,
         "started_at": run.started_at,
         "duration_s": run.duration_s,
         "import_s": run.import_s,
+        "preparation": dataclasses.asdict(run.preparation) if run.preparation is not None else None,
         "scenario": run.scenario.to_dict(),
         "machine": run.machine.to_dict(),
         "cases": [_case_dict(c) for c in run.cases],

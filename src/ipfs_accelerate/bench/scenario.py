@@ -30,6 +30,7 @@ checkpoint and tasks, on every backend that works here.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -40,10 +41,12 @@ from ..engine.options import BACKENDS, PRECISIONS, WEIGHTS
 
 if TYPE_CHECKING:
     from ..skills.base import TaskHandler
+    from .targets import TargetNeeds
 
 __all__ = ["SUITES", "Case", "Scenario", "from_flags", "load_scenario", "seed_suite"]
 
 InputsBuilder = Callable[["TaskHandler", int], list[Any]]
+ReferencesBuilder = Callable[["TaskHandler", int], list[str]]
 
 _CASE_KEYS = {
     "model", "task", "backend", "backends", "precision", "precisions", "batch_size", "batch_sizes",
@@ -79,6 +82,9 @@ class Case:
         strict: fail instead of falling back to another backend or precision.
         priority: lower runs first; a time budget cuts the highest numbers first.
         inputs: builds ``n`` inputs from the handler; None uses ``handler.bench_inputs(n)``.
+        references: builds the expected output text of each of the ``n`` inputs, for a
+            word error rate of ours and every baseline; None uses
+            ``handler.bench_references(n)`` when ``inputs`` is None (and no WER otherwise).
     """
 
     model_id: str
@@ -98,6 +104,7 @@ class Case:
     strict: bool = False
     priority: int = 0
     inputs: InputsBuilder | None = None
+    references: ReferencesBuilder | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.model_id, str) or not self.model_id:
@@ -133,7 +140,7 @@ class Case:
         return f"{self.model_id}|{self.task or ''}|{self.weights}|{self.family or ''}|{self.device}|{overrides}"
 
     def to_dict(self) -> dict[str, Any]:
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "inputs"}
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("inputs", "references")}
         out["config_overrides"] = dict(self.config_overrides or {})
         out["params"] = dict(self.params)
         out["batch_sizes"] = list(self.batch_sizes)
@@ -324,12 +331,19 @@ def from_flags(
                     concurrency=concurrency)
 
 
-def _estimated_params(skill: Any, model_id: str) -> int:
-    """Parameters of a family's checkpoint, counted on the meta device (no memory, no files)."""
+@functools.cache
+def _estimated_params(family: str, model_id: str) -> int:
+    """Parameters of a family's checkpoint, counted on the meta device (no memory, no files).
+
+    Cached: building the larger architectures, even on the meta device, takes seconds.
+    """
     try:
         import torch
         import transformers
 
+        from ..skills import get_skill
+
+        skill = get_skill(family)
         config = skill.checkpoint(model_id).config()
         with torch.device("meta"):
             model = getattr(transformers, skill.synthetic_class)(config)
@@ -347,6 +361,7 @@ def seed_suite(
     min_seconds: float = 3.0,
     concurrency: int = 64,
     extra_tasks: bool = True,
+    target_needs: Mapping[str, TargetNeeds] | None = None,
 ) -> Scenario:
     """Every registered family on every backend that works here (the seed's set).
 
@@ -356,13 +371,19 @@ def seed_suite(
     it is available and which supports the device; precision fp32, plus fp16 on CUDA and
     int8 where the backend supports them.
 
-    Run order (what a time budget keeps), breadth first:
+    What the performance targets read comes first, so that a time budget cuts it last.
+    A default task whose kind has targets (``target_needs``, by default
+    :data:`ipfs_accelerate.bench.targets.TARGET_NEEDS`) is *target-bearing*. Run order:
 
-    0. every family's default task, fp32, preferred backend, the smallest batch size;
-    1. the same at the other batch sizes;
-    2. fp32 on the other backends;
-    3. the other precisions (int8, fp16 on CUDA);
-    4. the other tasks on the preferred backend, then 5. on the other backends.
+    0. target-bearing tasks, fp32, preferred backend, at the smallest batch size and the
+       targets' batch sizes (the smallest first: the runner predicts a larger batch's
+       cost from it and skips one that would not fit);
+    1. the same at the targets' lower precisions (int8) and batch sizes;
+    2. every other family's default task, fp32, preferred backend, smallest batch size;
+    3. the other batch sizes, fp32, preferred backend;
+    4. fp32 on the other backends (at the batch sizes and the targets' ones);
+    5. the other precisions (int8, fp16 on CUDA);
+    6. the other tasks on the preferred backend, then 7. on the other backends.
 
     Within a priority, smaller models run first (parameters counted on the meta device), so
     that a budget cut falls on the most expensive cases.
@@ -371,7 +392,9 @@ def seed_suite(
     from ..backends import REGISTRY, get_backend
     from ..engine.choice import PREFERENCE, resolve_device
     from ..skills import all_skills
+    from .targets import TARGET_NEEDS
 
+    needs_by_kind = TARGET_NEEDS if target_needs is None else target_needs
     resolved = resolve_device(device)
     kind = "cuda" if resolved.startswith("cuda") else "cpu"
     order = [b for b in PREFERENCE[kind] if b in REGISTRY] + [b for b in REGISTRY if b not in PREFERENCE[kind]]
@@ -388,32 +411,45 @@ def seed_suite(
     for s_index, skill in enumerate(all_skills()):
         model = skill.default_checkpoint
         weights = "pretrained" if model in packaged.get(skill.name, set()) else "synthetic"
-        params = _estimated_params(skill, model)
+        params = _estimated_params(skill.name, model)
         tasks = [skill.default_task] + ([t for t in skill.tasks if t != skill.default_task] if extra_tasks else [])
+        needs = needs_by_kind.get(skill.tasks[skill.default_task].kind)
 
-        def add(priority: int, task: str, backend: str, precision: str, batches: Sequence[int],
+        def add(priority: int, task: str, backend: str, precision: str, batches: Iterable[int],
                 model: str = model, weights: str = weights, params: int = params, s_index: int = s_index,
                 family: str = skill.name) -> None:
+            chosen = tuple(sorted(set(batches)))
+            if not chosen:
+                return
             entries.append((priority, params, s_index, Case(
                 model_id=model, task=task, backend=backend, precision=precision, device=device,
-                batch_sizes=tuple(batches), weights=weights, family=family,
+                batch_sizes=chosen, weights=weights, family=family,
                 min_runs=min_runs, min_seconds=min_seconds, strict=True, priority=priority,
             )))
 
+        target_sizes = set(needs.batch_sizes) if needs is not None else set()
+        target_precisions = set(needs.precisions) if needs is not None else set()
+        every_size = set(sizes) | target_sizes
         for b_index, name in enumerate(backends):
             backend = get_backend(name)
             lower = [p for p in ((["fp16"] if kind == "cuda" else []) + ["int8"])
                      if backend.unsupported(device=resolved, precision=p) is None]
             if b_index == 0:
-                add(0, skill.default_task, name, "fp32", sizes[:1])
-                if sizes[1:]:
-                    add(1, skill.default_task, name, "fp32", sizes[1:])
+                first = {sizes[0]} | target_sizes
+                add(0 if needs is not None else 2, skill.default_task, name, "fp32", first)
+                add(3, skill.default_task, name, "fp32", set(sizes) - first)
+                for precision in lower:
+                    if precision in target_precisions:
+                        add(1, skill.default_task, name, precision, target_sizes)
+                        add(5, skill.default_task, name, precision, set(sizes) - target_sizes)
+                    else:
+                        add(5, skill.default_task, name, precision, sizes)
             else:
-                add(2, skill.default_task, name, "fp32", sizes)
-            for precision in lower:
-                add(3, skill.default_task, name, precision, sizes)
+                add(4, skill.default_task, name, "fp32", every_size)
+                for precision in lower:
+                    add(5, skill.default_task, name, precision, every_size)
             for task in tasks[1:]:
-                add(4 if b_index == 0 else 5, task, name, "fp32", sizes)
+                add(6 if b_index == 0 else 7, task, name, "fp32", sizes)
     entries.sort(key=lambda e: (e[0], e[1], e[2]))
     return Scenario(
         name="seed", suite="seed", cases=tuple(e[3] for e in entries), budget_s=budget_s, baselines=True,
@@ -421,8 +457,10 @@ def seed_suite(
         description=(
             "Every registered family's default checkpoint and tasks on every backend that works on this "
             "machine, fp32 plus the lower precisions each backend supports; real weights where an installed "
-            "package ships them, synthetic weights from the published config otherwise. Breadth first: every "
-            "family at the smallest batch size before the larger batch sizes, other backends and precisions."
+            "package ships them, synthetic weights from the published config otherwise. What the performance "
+            "targets need first (their batch sizes and precisions on the preferred backend), then breadth: "
+            "every other family at the smallest batch size before the larger batch sizes, other backends "
+            "and precisions."
         ),
     )
 

@@ -1,0 +1,105 @@
+"""The seed suite measures what the targets read first: batch sizes and precisions per kind.
+
+Pure checks on ``seed_suite``'s output (nothing is loaded or measured). Kinds come from the
+registry, so no family is named.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from ipfs_accelerate.backends import get_backend
+from ipfs_accelerate.bench.scenario import Case, Scenario, seed_suite
+from ipfs_accelerate.bench.targets import TARGET_NEEDS, TargetNeeds
+from ipfs_accelerate.skills import all_skills, get_skill
+
+
+def _kind(case: Case) -> str:
+    skill = get_skill(case.family or "")
+    return skill.tasks[case.task or skill.default_task].kind
+
+
+def _is_default_task(case: Case) -> bool:
+    return case.task == get_skill(case.family or "").default_task
+
+
+@pytest.fixture(scope="module")
+def suite() -> Scenario:
+    return seed_suite(device="cpu")
+
+
+def _preferred(suite: Scenario) -> str:
+    return suite.ordered()[0].backend
+
+
+def test_target_kinds_get_the_targets_batch_sizes_first(suite):
+    preferred = _preferred(suite)
+    sizes = sorted({b for c in suite.cases for b in c.batch_sizes} - {32})
+    bearing = {s.name for s in all_skills() if s.tasks[s.default_task].kind in TARGET_NEEDS}
+    assert bearing, "some registered kind has targets"
+    for family in bearing:
+        needs = TARGET_NEEDS[_kind(next(c for c in suite.cases if c.family == family))]
+        first = [c for c in suite.cases if c.family == family and c.priority == 0]
+        assert len(first) == 1, family
+        case = first[0]
+        assert case.backend == preferred and case.precision == "fp32" and _is_default_task(case)
+        # The smallest batch first (a larger batch's cost is predicted from it), then the targets'.
+        assert case.batch_sizes == tuple(sorted({sizes[0], *needs.batch_sizes})), family
+        lower = [c for c in suite.cases if c.family == family and c.priority == 1]
+        int8_here = get_backend(preferred).unsupported(device="cpu", precision="int8") is None
+        expected = [p for p in needs.precisions if p != "fp32"] if int8_here else []
+        assert sorted(c.precision for c in lower) == sorted(expected), family
+        assert all(c.backend == preferred and c.batch_sizes == needs.batch_sizes for c in lower)
+
+
+def test_the_issue_batch_sizes_are_in_the_table():
+    assert TARGET_NEEDS["feature-extraction"].batch_sizes == (32,)
+    assert TARGET_NEEDS["feature-extraction"].input_type == "str"
+    assert TARGET_NEEDS["text-generation"].batch_sizes == (1, 8)
+    assert "int8" in TARGET_NEEDS["text-generation"].precisions
+    assert TARGET_NEEDS["automatic-speech-recognition"].batch_sizes == (1,)
+
+
+def test_target_cases_run_before_breadth_and_breadth_before_the_rest(suite):
+    ordered = suite.ordered()
+    priorities = [c.priority for c in ordered]
+    assert priorities == sorted(priorities)
+    for case in ordered:
+        bearing = _kind(case) in TARGET_NEEDS and _is_default_task(case)
+        if case.priority in (0, 1):
+            assert bearing, case.case_id
+        elif case.priority == 2:
+            # Every other family once, fp32, the smallest batch size, preferred backend.
+            assert not bearing and case.precision == "fp32" and case.batch_sizes == (1,), case.case_id
+    breadth = {c.family for c in ordered if c.priority <= 2}
+    assert breadth == {s.name for s in all_skills()}
+
+
+def test_every_case_id_is_unique_and_every_target_figure_is_scheduled(suite):
+    assert len({c.case_id for c in suite.cases}) == len(suite.cases)
+    for skill in all_skills():
+        needs = TARGET_NEEDS.get(skill.tasks[skill.default_task].kind)
+        if needs is None:
+            continue
+        for backend in {c.backend for c in suite.cases if c.family == skill.name}:
+            for precision in needs.precisions:
+                if get_backend(backend).unsupported(device="cpu", precision=precision) is not None:
+                    continue
+                measured = {b for c in suite.cases if c.family == skill.name and c.backend == backend
+                            and c.precision == precision and _is_default_task(c) for b in c.batch_sizes}
+                assert set(needs.batch_sizes) <= measured, (skill.name, backend, precision)
+
+
+def test_the_table_decides_not_the_family():
+    # With no targets there is nothing to put first: breadth leads.
+    plain = seed_suite(device="cpu", target_needs={}, extra_tasks=False)
+    assert {c.priority for c in plain.cases} >= {2, 3}
+    assert not {c.priority for c in plain.cases} & {0, 1}
+    # A made-up need for another kind moves that kind's cases first, at its batch sizes.
+    kind = "text2text-generation"
+    needs = {kind: TargetNeeds(kind=kind, batch_sizes=(4,), precisions=("fp32",))}
+    made_up = seed_suite(device="cpu", target_needs=needs, batch_sizes=(2, 6), extra_tasks=False)
+    first = [c for c in made_up.cases if c.priority == 0]
+    assert first and all(_kind(c) == kind and c.batch_sizes == (2, 4) for c in first)
+    assert not [c for c in made_up.cases if c.priority == 1]  # fp32 only: no lower precision needed
+    assert all(c.batch_sizes == (2,) for c in made_up.cases if c.priority == 2)

@@ -1,0 +1,181 @@
+"""Targets from a run's figures: the speech target's WER condition, the batch sizes targets read.
+
+The runs here are built from figures directly (the thing under test is the evaluation, not
+the measuring), so every expected value is known.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from ipfs_accelerate.bench.machine import MachineFacts
+from ipfs_accelerate.bench.report import render_markdown, report_dict, validate
+from ipfs_accelerate.bench.runner import BaselineResult, BenchRun, CaseResult, Comparison, Measurement, Throughput
+from ipfs_accelerate.bench.scenario import Case, Scenario
+from ipfs_accelerate.bench.stats import Latency
+from ipfs_accelerate.bench.targets import TARGET_NEEDS, WER_MARGIN, evaluate_targets
+
+ASR = "automatic-speech-recognition"
+RTF = "x realtime"
+
+MACHINE = MachineFacts(
+    cpu="test CPU", cpu_count=2, cpu_flags=("avx2",), torch_threads=2, memory_gib=8.0, python="3.11",
+    platform="Linux", fp32_gflops=100.0, memory_bandwidth_gbs=20.0, cuda=None, libraries={"torch": "x"},
+    backends={"torch": {"available": True}},
+)
+
+
+def _m(batch: int, unit: str, value: float, wer: float | None = None) -> Measurement:
+    return Measurement(
+        batch_size=batch, runs=1, seconds=1.0, latency=Latency.from_samples([1.0]),
+        throughput=Throughput(unit=unit, value=value, rate_unit=unit), rates={unit: value}, figures={},
+        peak_rss_mb=1.0, cuda_max_allocated_mb=None, cold_first_call_s=None, warmup_runs=0, min_runs=1,
+        min_seconds=0.0, wer=wer,
+    )
+
+
+def _case(model: str, task: str, kind: str, precision: str, measurements: tuple[Measurement, ...],
+          input_type: str = "str") -> CaseResult:
+    case = Case(model_id=model, task=task, backend="torch", precision=precision,
+                batch_sizes=tuple(m.batch_size for m in measurements))
+    return CaseResult(case=case, status="ok", family="f", task=task, kind=kind, backend="torch",
+                      precision=precision, device="cpu", weights="pretrained", source="package:x",
+                      input_type=input_type, measurements=measurements)
+
+
+def _baseline(case: CaseResult, name: str, role: str, precision: str,
+              measurements: tuple[Measurement, ...]) -> BaselineResult:
+    return BaselineResult(
+        baseline_id=f"{case.case.model_key}#{name}", model_id=case.case.model_id, task=case.task, role=role,
+        name=name, library="lib", version=None, precision=precision, device="cpu", note="", status="ok",
+        measurements=measurements,
+    )
+
+
+def _compare(case: CaseResult, base: BaselineResult) -> list[Comparison]:
+    out = []
+    for m in case.measurements:
+        theirs = next((b for b in base.measurements if b.batch_size == m.batch_size), None)
+        if theirs is None:
+            continue
+        unit = m.throughput.rate_unit
+        out.append(Comparison(
+            case_id=case.case_id, batch_size=m.batch_size, baseline_id=base.baseline_id, baseline_name=base.name,
+            role=base.role, unit=unit, ours=m.rates[unit], theirs=theirs.rates[unit],
+            ratio=m.rates[unit] / theirs.rates[unit],
+        ))
+    return out
+
+
+def _run(cases: list[CaseResult], baselines: list[BaselineResult]) -> BenchRun:
+    comparisons = [c for case in cases for base in baselines
+                   if base.baseline_id.startswith(case.case.model_key + "#") for c in _compare(case, base)]
+    return BenchRun(
+        scenario=Scenario(name="t", cases=tuple(c.case for c in cases)), machine=MACHINE, started_at="now",
+        duration_s=1.0, import_s=0.0, cases=tuple(cases), baselines=tuple(baselines),
+        comparisons=tuple(comparisons), concurrency=None, cuts=(), notes=(),
+    )
+
+
+def _speech_run(our_wer: float | None, *, fp32_reference: bool = True,
+                plain_wer: float | None = 0.05) -> tuple[BenchRun, CaseResult]:
+    """Ours at 20× realtime (batch 1) and 40× (batch 8) against a plain baseline and
+    faster-whisper-like int8 (18×, WER 0.134) and fp32 (13×, WER 0.085) references."""
+    ours = _case("speech", "transcribe", ASR, "fp32", (_m(1, RTF, 20.0, our_wer), _m(8, RTF, 40.0, our_wer)))
+    baselines = [
+        _baseline(ours, "plain asr", "plain", "fp32", (_m(1, RTF, 5.0, plain_wer), _m(8, RTF, 6.0, plain_wer))),
+        _baseline(ours, "ref int8", "reference", "int8", (_m(1, RTF, 18.0, 0.134), _m(8, RTF, 18.0, 0.134))),
+    ]
+    if fp32_reference:
+        baselines.append(_baseline(ours, "ref float32", "reference", "fp32",
+                                   (_m(1, RTF, 13.0, 0.085), _m(8, RTF, 13.0, 0.085))))
+    return _run([ours], baselines), ours
+
+
+def _speech_targets(run: BenchRun) -> dict[str, object]:
+    return {t.name: t for t in evaluate_targets(run) if "realtime factor" in t.name}
+
+
+def test_speech_target_met_within_the_wer_bound():
+    run, _ = _speech_run(0.09)  # 0.09 ≤ 0.085 + 0.02
+    targets = _speech_targets(run)
+    name = f"batch 1 realtime factor ≥ ref int8 at WER ≤ ref float32's + {WER_MARGIN:g}"
+    assert set(targets) == {name, name.replace("≥ ref int8", "≥ ref float32")}
+    target = targets[name]
+    assert target.met is True and target.required == 1.0
+    assert target.value == pytest.approx(20.0 / 18.0)  # batch 1 only: batch 8's 40× does not count
+    # The figure names the WERs compared and whose they are.
+    assert "WER 0.090 (ours) vs 0.085 (ref float32) + 0.02" in target.figure
+    assert "batch 1" in target.figure and "batch 8" not in target.figure
+
+
+def test_speech_target_not_met_when_ours_makes_too_many_errors():
+    run, _ = _speech_run(0.106)  # 0.106 > 0.085 + 0.02, however fast
+    for target in _speech_targets(run).values():
+        assert target.met is False and target.value is None
+        assert "WER 0.106 (ours) vs 0.085 (ref float32)" in target.figure and "too many errors" in target.figure
+
+
+def test_speech_target_bar_is_the_plain_baseline_without_an_fp32_reference():
+    run, _ = _speech_run(0.06, fp32_reference=False, plain_wer=0.03)  # 0.06 > 0.03 + 0.02
+    (target,) = _speech_targets(run).values()
+    assert target.name == f"batch 1 realtime factor ≥ ref int8 at WER ≤ plain asr's + {WER_MARGIN:g}"
+    assert target.met is False and "vs 0.030 (plain asr)" in target.figure
+
+
+def test_speech_target_without_reference_text_is_not_judged():
+    run, _ = _speech_run(None, plain_wer=None)
+    for target in _speech_targets(run).values():
+        # The speed half is reported, but an unchecked WER half means not judged.
+        assert target.met is None and target.value is not None
+        assert "WER not measured" in target.figure
+
+
+def test_wer_reaches_the_json_and_the_markdown():
+    run, _ = _speech_run(0.09)
+    targets = evaluate_targets(run)
+    doc = json.loads(json.dumps(report_dict(run, targets, {"markdown": "m", "json": "j", "plots": []})))
+    assert validate(doc) == []
+    assert [m["wer"] for m in doc["cases"][0]["measurements"]] == [0.09, 0.09]
+    assert {b["name"]: b["measurements"][0]["wer"] for b in doc["baselines"]} == {
+        "plain asr": 0.05, "ref int8": 0.134, "ref float32": 0.085}
+    text = render_markdown(run, targets)
+    audio = text.split("## Audio\n", 1)[1].split("\n## ", 1)[0]
+    assert "| WER vs spoken text | Baselines' WER |" in audio
+    row = next(line for line in audio.splitlines() if line.startswith("| f: `speech`") and "| 1 |" in line)
+    assert "| 0.090 |" in row and "0.134 (ref int8)" in row and "0.085 (ref float32)" in row
+    baselines = text.split("## Baselines\n", 1)[1].split("\n## ", 1)[0]
+    assert "| WER |" in baselines and "| 0.134 |" in baselines
+
+
+def test_embedding_target_reads_only_its_batch_size():
+    batch = TARGET_NEEDS["feature-extraction"].batch_sizes[0]
+    ours = _case("emb", "embed", "feature-extraction", "fp32", (_m(1, "items/s", 100.0),))
+    plain = _baseline(ours, "plain fwd", "plain", "fp32", (_m(1, "items/s", 10.0),))
+    run = _run([ours], [plain])
+    cosine = {"metric": "cosine", "min": 1.0, "mean": 1.0}
+    run = dataclasses.replace(run, comparisons=tuple(
+        dataclasses.replace(c, agreement=cosine) for c in run.comparisons))
+    (target,) = evaluate_targets(run)
+    # 10× at batch 1 does not meet a target stated at batch 32.
+    assert target.name.startswith(f"batch {batch} ") and target.met is None and target.value is None
+    assert f"needs batch {batch}" in target.figure
+
+
+def test_embedding_target_skips_non_text_inputs():
+    ours = _case("video", "embed-video", "feature-extraction", "fp32", (_m(32, "items/s", 1.0),),
+                 input_type="ndarray")
+    assert evaluate_targets(_run([ours], [])) == []
+
+
+def test_generation_targets_say_what_was_not_measured():
+    ours = _case("lm", "generate", "text-generation", "fp32", (_m(1, "tokens/s", 40.0),))
+    plain = _baseline(ours, "plain gen", "plain", "fp32", (_m(1, "tokens/s", 10.0),))
+    targets = {t.name: t for t in evaluate_targets(_run([ours], [plain]))}
+    assert targets["batch 1 ≥ 2× plain transformers tokens/s"].met is True
+    int8 = targets["int8 batch 1 ≥ 4× plain transformers tokens/s"]
+    assert int8.met is None and "needs int8 at batch 1" in int8.figure
+    assert "needs batches 1 and 8" in targets["batch 8 ≥ 4× batch 1 tokens/s"].figure
