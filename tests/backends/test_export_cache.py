@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from ipfs_accelerate._exceptions import BackendUnavailable
 from ipfs_accelerate.backends import _export_cache as cache
 from ipfs_accelerate.backends.onnxruntime import OnnxRuntimeBackend
 from tests.backends._tiny import min_cosine, outputs_of
@@ -185,3 +186,17 @@ def test_two_processes_export_a_key_once(tmp_path: Path) -> None:
     assert log.read_text() == "build\n"  # the lock made the second process wait, then reuse
     assert [status for status, _ in results] == ["hit", "miss"]
     assert results[0][1] == results[1][1]
+
+
+def test_an_export_that_would_not_fit_in_memory_is_refused_before_it_starts(tiny_spec: Any) -> None:
+    import psutil
+
+    from ipfs_accelerate.backends import _direct
+
+    spec = tiny_spec("bert")
+    weights = _direct.fp32_weight_bytes(spec.model_dir)
+    assert weights == sum(f.stat().st_size for f in spec.model_dir.glob("*.safetensors")) > 0
+    _direct.require_export_memory(spec, factor=3.0, what="the test export")  # a tiny model fits
+    factor = 2 * psutil.virtual_memory().total / weights
+    with pytest.raises(BackendUnavailable, match=r"the test export needs about [\d.]+ GB of memory .* GB is available"):
+        _direct.require_export_memory(spec, factor=factor, what="the test export")

@@ -39,6 +39,7 @@ __all__ = [
     "optimum_supports",
     "output_names",
     "plan_export",
+    "require_export_memory",
 ]
 
 # Files of a model directory that the exported copy keeps, so that optimum's loaders and
@@ -250,3 +251,42 @@ def frozen_gc() -> Iterator[None]:
         yield
     finally:
         gc.unfreeze()
+
+
+def fp32_weight_bytes(model_dir: Path) -> int:
+    """The bytes of the model's weights once loaded in fp32 (the precision exports start from)."""
+    files = list(model_dir.glob("*.safetensors")) or list(model_dir.glob("*.bin"))
+    stored = sum(f.stat().st_size for f in files)
+    try:
+        dtype = str(json.loads((model_dir / "config.json").read_text()).get("torch_dtype") or "float32")
+    except (OSError, ValueError):
+        dtype = "float32"
+    return stored * 2 if dtype in ("float16", "bfloat16") else stored
+
+
+def require_export_memory(spec: ModelSpec, *, factor: float, what: str) -> None:
+    """Refuse an export that would not fit in the memory available now.
+
+    An export holds the fp32 model, the traced graph and the serialized copy of the weights
+    at once; a process that runs out of memory is killed without a word (and a benchmark
+    with it), so a clear refusal before starting is worth the estimate's roughness.
+
+    Args:
+        spec: what would be exported.
+        factor: peak memory ÷ fp32 weight bytes, measured for this kind of export.
+        what: the export in words, for the message.
+
+    Raises:
+        BackendUnavailable: the estimate exceeds the memory available.
+    """
+    import psutil
+
+    weights = fp32_weight_bytes(spec.model_dir)
+    need = factor * weights
+    available = psutil.virtual_memory().available
+    if need > available:
+        raise BackendUnavailable(
+            f"{what} needs about {need / 1e9:.1f} GB of memory ({factor:g}× the {weights / 1e9:.1f} GB of fp32 "
+            f"weights) and {available / 1e9:.1f} GB is available; run it with the torch backend or on a machine "
+            "with more memory"
+        )

@@ -61,6 +61,9 @@ _KINDS: dict[str, tuple[str, str]] = {
     "zero-shot-image-classification": ("OVModelForZeroShotImageClassification", "zero-shot-image-classification"),
 }
 _DIRECT_XML = "openvino_model.xml"
+# Peak memory of an export ÷ the fp32 weight bytes: the model, the TorchScript trace and the
+# converted model's constants; an estimate, not measured on a large model yet.
+_EXPORT_MEMORY_FACTOR = 3.0
 
 
 class OpenVINOBackend(Backend):
@@ -350,6 +353,7 @@ def _compiled_models(model: Any) -> list[Any]:
 
 def _export(spec: ModelSpec, plan: _direct.Plan, target: Path) -> dict[str, Any]:
     """Write the fp32 OpenVINO IR of ``spec`` into ``target``."""
+    _direct.require_export_memory(spec, factor=_EXPORT_MEMORY_FACTOR, what="the OpenVINO export")
     if plan.route == "direct":
         return _export_direct(spec, target)
     from optimum.exporters.openvino import main_export
