@@ -193,3 +193,14 @@ def test_scenario_files_and_suite(tmp_path):
     first = suite.ordered()[0]
     assert first.priority == 0 and first.precision == "fp32"
     assert all(c.strict for c in suite.cases)
+
+
+def test_baselines_run_only_at_the_batch_sizes_ours_measured(cache_dir):
+    """A batch size cut from our case is not measured for the baselines either."""
+    case = Case(model_id=MINILM, backend="torch", weights="synthetic", config_overrides=TINY[MINILM], min_runs=2,
+                min_seconds=0.0, batch_sizes=(1, 100_000))
+    run = run_scenario(Scenario(name="cut", cases=(case,), budget_s=40.0, baselines=True), cache_dir=cache_dir)
+    assert [m.batch_size for m in run.cases[0].measurements] == [1]
+    assert any("batch 100000 not measured: predicted" in cut for cut in run.cuts)
+    measured = [b for b in run.baselines if b.measurements]
+    assert measured and all([m.batch_size for m in b.measurements] == [1] for b in measured)

@@ -772,7 +772,8 @@ class BenchRunner:
         del endpoint
         _release_memory()
         if self.scenario.baselines and measurements:
-            self._run_baselines(case, handler, params, resolve_device(case.device), later)
+            self._run_baselines(case, handler, params, resolve_device(case.device), later,
+                                measured=[m.batch_size for m in measurements])
         return CaseResult(
             case=case, status=status, reason=reason, family=prov.family, task=prov.task, kind=handler.kind,
             backend=prov.backend, precision=prov.precision, device=prov.device, weights=prov.weights,
@@ -924,8 +925,10 @@ class BenchRunner:
     # -- baselines ---------------------------------------------------------------------
 
     def _run_baselines(self, case: Case, handler: TaskHandler, params: Any, device: str,
-                       later: Sequence[Case]) -> None:
-        sizes = [b for b in case.batch_sizes if (case.model_key, b) not in self.baselined]
+                       later: Sequence[Case], *, measured: Sequence[int]) -> None:
+        # Only the batch sizes ours measured: a baseline with nothing to compare against
+        # would spend the budget for no figure (a cut batch of 32 videos cost 7 minutes).
+        sizes = [b for b in measured if (case.model_key, b) not in self.baselined]
         if not sizes:
             return
         for role, baseline in all_baselines(handler):
