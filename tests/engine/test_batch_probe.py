@@ -60,7 +60,8 @@ def test_stops_at_out_of_memory_and_run_time_splitting_remains(load_tiny, tmp_pa
     entry = json.loads((tmp_path / CACHE_FILE).read_text())[cache_key(ep)]
     assert "out of memory at batch 8" in entry["stopped"]
     # At run time, Endpoint.run_items halves the batch on out-of-memory and says so.
-    result = ep.run_items(ep.handler.bench_inputs(8), ep.parse_params({}))
+    # Texts of one length, so that all eight would run in one pass.
+    result = ep.run_items([f"sentence number {i} of eight." for i in range(8)], ep.parse_params({}))
     assert len(result.outputs) == 8
     assert any("out of memory" in note for note in result.provenance.notes)
 

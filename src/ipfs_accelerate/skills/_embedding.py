@@ -60,6 +60,7 @@ class TextEmbed(TaskHandler):
     """``embed``: one vector per text, as rows of a float32 matrix."""
 
     name = "embed"
+    pads_to_longest = True
     kind = "feature-extraction"
     torch_class = "AutoModel"
     Params: ClassVar[type] = EmbedParams

@@ -64,7 +64,9 @@ class Prepared:
     Attributes:
         inputs: keyword arguments for the model (torch tensors, on the CPU).
         count: how many caller items this batch holds.
-        notes: facts for the provenance (e.g. which inputs were truncated).
+        notes: facts for the provenance (e.g. which inputs were truncated); an item is
+            named "input #N", N its place in this batch (the endpoint renames it to the
+            caller's place).
         extra: anything the task's later stages need (lengths, original texts …).
         figures: task figures measured while preprocessing (audio seconds, frames …).
     """
@@ -197,6 +199,12 @@ class TaskHandler(abc.ABC):
         raise InvalidInput(f"task {self.name!r} does not stream; only generation tasks do")
 
     # Optional hooks for the batcher and the benchmark; the defaults fit most tasks.
+
+    pads_to_longest: ClassVar[bool] = False
+    """The model pads a batch to its longest item and padding costs compute (text encoders):
+    the endpoint then runs a call's items in passes of similar length. Left False for
+    generators (a decode step costs about the same at any batch size, so one large batch
+    wins) and for inputs of fixed size."""
 
     def item_length(self, item: Any) -> int:
         """A cheap size of one caller item; the batcher sorts a window by it to cut padding.

@@ -61,6 +61,7 @@ class FillMask(TaskHandler):
     """``fill-mask``: for each ``[MASK]`` in each text, the ``top_k`` most likely tokens."""
 
     name = "fill-mask"
+    pads_to_longest = True
     kind = "fill-mask"
     torch_class = "AutoModelForMaskedLM"
     Params: ClassVar[type] = FillMaskParams
