@@ -95,6 +95,7 @@ def export_key(
     precision: str,
     versions: Mapping[str, str],
     extra: Mapping[str, Any] | None = None,
+    cache_dir: Path | None = None,
 ) -> str:
     """The cache key of one export: a SHA-256 over everything that changes its bytes.
 
@@ -105,10 +106,12 @@ def export_key(
         precision: the precision of the exported files.
         versions: the exporting libraries' versions (see :func:`library_versions`).
         extra: anything else the backend's export depends on (the int8 kernel flavour …).
+        cache_dir: the cache root; the source's content hash is kept under ``hashes/``
+            there, so that a large model is hashed once per machine, not once per load.
     """
     recipe = {
         "format": _FORMAT,
-        "content_hash": spec.weights.content_hash(),
+        "content_hash": spec.weights.content_hash(memo_dir=None if cache_dir is None else Path(cache_dir) / "hashes"),
         "kind": spec.kind,
         "torch_class": spec.torch_class,
         "entry": spec.entry,

@@ -162,7 +162,7 @@ class OnnxRuntimeBackend(Backend):
             details["direct_conversion_reason"] = plan.why
 
         fp32 = get_or_build(
-            cache_dir, self.name, export_key(spec, backend=self.name, precision="fp32", versions=versions),
+            cache_dir, self.name, export_key(spec, cache_dir=cache_dir, backend=self.name, precision="fp32", versions=versions),
             functools.partial(_export, spec, plan), describe=describe | {"precision": "fp32"},
         )
         entry, export_s = fp32, fp32.build_s
@@ -170,7 +170,7 @@ class OnnxRuntimeBackend(Backend):
             flavour = _quant_flavour()
             entry = get_or_build(
                 cache_dir, self.name,
-                export_key(spec, backend=self.name, precision="int8", versions=versions, extra={"quantization": flavour, "recipe": _INT8_RECIPE}),
+                export_key(spec, cache_dir=cache_dir, backend=self.name, precision="int8", versions=versions, extra={"quantization": flavour, "recipe": _INT8_RECIPE}),
                 functools.partial(_quantize, spec, plan, fp32.path, flavour),
                 describe=describe | {"precision": "int8"},
             )
@@ -181,7 +181,7 @@ class OnnxRuntimeBackend(Backend):
             _accuracy.check_gate(cosine, what="ONNX Runtime int8 export")
         elif precision == "fp16":
             entry = get_or_build(
-                cache_dir, self.name, export_key(spec, backend=self.name, precision="fp16", versions=versions),
+                cache_dir, self.name, export_key(spec, cache_dir=cache_dir, backend=self.name, precision="fp16", versions=versions),
                 functools.partial(_convert_fp16, fp32.path), describe=describe | {"precision": "fp16"},
             )
             export_s += entry.build_s

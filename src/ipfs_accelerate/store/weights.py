@@ -60,19 +60,46 @@ class ResolvedWeights:
     weights: Literal["pretrained", "synthetic"]
     source: str
 
-    def content_hash(self) -> str:
-        """A SHA-256 over every file's relative path and bytes (cached per mtime)."""
-        return directory_hash(self.path)
+    def content_hash(self, *, memo_dir: Path | None = None) -> str:
+        """A SHA-256 over every file's relative path and bytes (cached per mtime).
+
+        Args:
+            memo_dir: where to keep the hash between processes (see :func:`directory_hash`).
+        """
+        return directory_hash(self.path, memo_dir=memo_dir)
 
 
-def directory_hash(path: Path) -> str:
-    """Hash a directory's files (names and contents); memoised on sizes and mtimes."""
+def directory_hash(path: Path, *, memo_dir: Path | None = None) -> str:
+    """Hash a directory's files (names and contents); memoised on sizes and mtimes.
+
+    Hashing 12 GB of weights takes about two minutes here, so with ``memo_dir`` the result
+    is also kept on disk, keyed by the directory's path and trusted while every file's name,
+    size and modification time are unchanged (the same test as the in-process memo).
+    """
     stamp = tuple(
         (str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns)
         for p in sorted(path.rglob("*"))
         if p.is_file()
     )
-    return _hash_files(str(path), stamp)
+    memo = None
+    if memo_dir is not None:
+        memo = memo_dir / f"{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:32]}.json"
+        try:
+            saved = json.loads(memo.read_text())
+            if saved.get("stamp") == [list(entry) for entry in stamp]:
+                return str(saved["sha256"])
+        except (OSError, ValueError, KeyError, AttributeError):
+            pass  # no memo yet, or an unreadable one: hash again
+    digest = _hash_files(str(path), stamp)
+    if memo is not None:
+        try:
+            memo.parent.mkdir(parents=True, exist_ok=True)
+            tmp = memo.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps({"path": str(path), "stamp": stamp, "sha256": digest}))
+            tmp.replace(memo)
+        except OSError:
+            pass  # a read-only cache only costs the next process the hashing
+    return digest
 
 
 @functools.lru_cache(maxsize=64)
