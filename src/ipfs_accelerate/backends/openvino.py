@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import shutil
 import time
 import warnings
@@ -142,13 +143,13 @@ class OpenVINOBackend(Backend):
         core = ov.Core()
 
         fp32 = get_or_build(
-            cache_dir, self.name, export_key(spec, backend=self.name, precision="fp32", versions=versions),
+            cache_dir, self.name, export_key(spec, cache_dir=cache_dir, backend=self.name, precision="fp32", versions=versions),
             functools.partial(_export, spec, plan), describe=describe | {"precision": "fp32"},
         )
         entry, export_s = fp32, fp32.build_s
         if precision == "int8":
             entry = get_or_build(
-                cache_dir, self.name, export_key(spec, backend=self.name, precision="int8", versions=versions),
+                cache_dir, self.name, export_key(spec, cache_dir=cache_dir, backend=self.name, precision="int8", versions=versions),
                 functools.partial(_compress_int8, spec, plan, fp32.path, target, cache_dir),
                 describe=describe | {"precision": "int8"},
             )
@@ -158,7 +159,7 @@ class OpenVINOBackend(Backend):
             _accuracy.check_gate(cosine, what="OpenVINO int8 export")
         elif precision == "fp16":
             entry = get_or_build(
-                cache_dir, self.name, export_key(spec, backend=self.name, precision="fp16", versions=versions),
+                cache_dir, self.name, export_key(spec, cache_dir=cache_dir, backend=self.name, precision="fp16", versions=versions),
                 functools.partial(_compress_fp16, fp32.path), describe=describe | {"precision": "fp16"},
             )
             export_s += entry.build_s
@@ -463,11 +464,19 @@ def _open(plan: _direct.Plan, path: Path, device: str, config: dict[str, str]) -
     import optimum.intel as oi
 
     cls = getattr(oi, plan.model_class)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        # A local directory of IR: export=False, and no local_files_only (optimum-intel 1.27
-        # then looks the path up as a hub id in the HF cache, fails and logs a warning).
-        return cls.from_pretrained(str(path), export=False, device=device, ov_config=dict(config))
+    # A local directory of IR, so export=False. optimum-intel 1.27 still looks the path up
+    # as a hub id in the HF cache first, fails, and logs a warning that says nothing useful
+    # ("Could not infer whether the model was already converted"): that logger is muted for
+    # the call (its errors still show).
+    base_log = logging.getLogger("optimum.intel.openvino.modeling_base")
+    level = base_log.level
+    base_log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return cls.from_pretrained(str(path), export=False, device=device, ov_config=dict(config))
+    finally:
+        base_log.setLevel(level)
 
 
 @contextlib.contextmanager
