@@ -120,7 +120,7 @@ def test_wer_columns_where_a_section_has_wers(text_report):
     assert "WER" not in _section(text, "Multimodal")
 
 
-def test_preparation_is_reported_apart_from_the_budget(text_report):
+def test_preparation_is_reported_apart_and_counted_in_the_budget(text_report):
     out, doc = text_report
     prep = doc["preparation"]
     (weights,) = prep["weights"]
@@ -128,7 +128,8 @@ def test_preparation_is_reported_apart_from_the_budget(text_report):
     assert weights["family"] == "gpt2"
     assert prep["seconds"] >= prep["weights_s"] >= 0
     text = (out / MARKDOWN_NAME).read_text()
-    assert "before the time budget started" in text.split("## Machine", 1)[0]
+    assert f"({prep['seconds']:.0f} s of preparation first" in text.split("## Machine", 1)[0]
+    assert doc["duration_s"] >= prep["seconds"]  # the budget's clock covers the preparation
     assert "`gpt2`" in _section(text, "Preparation")
 
 

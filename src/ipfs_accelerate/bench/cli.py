@@ -161,7 +161,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     failed = [c for c in run.cases if c.status == "failed"]
     met = sum(t.met is True for t in files.targets)
     judged = sum(t.met is not None for t in files.targets)
-    prep = f" after {run.preparation.seconds:.0f} s of preparation" if run.preparation is not None else ""
+    prep = f" ({run.preparation.seconds:.0f} s of it preparation)" if run.preparation is not None else ""
     print(f"{len(run.cases)} cases ({len(failed)} failed) in {run.duration_s:.0f} s{prep}; "
           f"targets met: {met}/{judged}")
     return 0

@@ -2,7 +2,7 @@
 
 :func:`write_report` writes, into one directory:
 
-* ``benchmark.md``: the preparation before the time budget (imports, the machine's peaks,
+* ``benchmark.md``: the preparation at the start of the time budget (imports, the machine's peaks,
   weights resolved or built, with their seconds), a model status summary (backend,
   precision, pretrained or synthetic weights, status), tables for text generation,
   multimodal, audio, and embeddings and text encoders (our figure, the baselines', the
@@ -369,9 +369,8 @@ def render_markdown(run: BenchRun, targets: Sequence[Target], *, plots: Sequence
         lines += [s.description, ""]
     budget = f", time budget {s.budget_s:.0f} s" if s.budget_s is not None else ""
     prep = run.preparation
-    before = (f"preparation {prep.seconds:.0f} s before the time budget started (see *Preparation*); "
-              if prep is not None else "")
-    lines += [f"Run started {run.started_at}; {before}measurements took {run.duration_s:.0f} s{budget}; "
+    before = (f" ({prep.seconds:.0f} s of preparation first, see *Preparation*)" if prep is not None else "")
+    lines += [f"Run started {run.started_at}; the run took {run.duration_s:.0f} s{before}{budget}; "
               f"{len(run.cases)} cases, {sum(len(c.measurements) for c in run.cases)} measurements, "
               f"{len(run.baselines)} baselines. Every figure is taken after a warm-up, over at least the runs "
               "and seconds shown in the JSON (unless the time budget cut them: see *What was cut*).", ""]
