@@ -160,3 +160,15 @@ def test_speech_pipeline_outputs_are_transcriptions(load_tiny):
     assert all(isinstance(t, Transcription) for t in theirs.outputs)
     agree = agreement(ours.outputs, list(theirs.outputs))
     assert agree is not None and agree["metric"] == "exact_match"
+
+
+def test_whisper_pipeline_decodes_greedily_like_ours(real_whisper, speech_wav):
+    """The pipeline's own default for Whisper is beam search; the baseline asks for ours."""
+    path, _ = speech_wav
+    params = real_whisper.parse_params({"max_new_tokens": 100})
+    ((items, kwargs),) = real_whisper.handler.plain_calls([str(path)], params)
+    assert items == [str(path)]
+    assert kwargs["generate_kwargs"] == {"num_beams": 1, "max_new_tokens": 100, "do_sample": False}
+    ours = real_whisper(str(path), max_new_tokens=100).outputs
+    theirs = plain_baseline(real_whisper.handler).load("cpu")([str(path)], params).outputs
+    assert [t.text.strip() for t in theirs] == [o.text.strip() for o in ours]
