@@ -168,7 +168,9 @@ def test_whisper_pipeline_decodes_greedily_like_ours(real_whisper, speech_wav):
     params = real_whisper.parse_params({"max_new_tokens": 100})
     ((items, kwargs),) = real_whisper.handler.plain_calls([str(path)], params)
     assert items == [str(path)]
-    assert kwargs["generate_kwargs"] == {"num_beams": 1, "max_new_tokens": 100, "do_sample": False}
+    assert kwargs["generate_kwargs"] == {"num_beams": 1, "max_new_tokens": 100, "do_sample": False,
+                                         "repetition_penalty": 1.0, "temperature": None, "top_p": None,
+                                         "top_k": None}
     ours = real_whisper(str(path), max_new_tokens=100).outputs
     theirs = plain_baseline(real_whisper.handler).load("cpu")([str(path)], params).outputs
     assert [t.text.strip() for t in theirs] == [o.text.strip() for o in ours]

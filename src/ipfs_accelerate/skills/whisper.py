@@ -248,14 +248,7 @@ class WhisperTranscribe(TaskHandler):
         openai's implementation): beside our greedy decoding that made the plain baseline
         2.7× slower on a 30 s clip, a difference of settings, not of implementations.
         """
-        generate: dict[str, Any] = {"num_beams": 1, "max_new_tokens": params.max_new_tokens,
-                                    "do_sample": params.temperature > 0}
-        if params.temperature > 0:
-            generate.update(temperature=params.temperature, top_p=params.top_p, top_k=params.top_k)
-        if self.multilingual:
-            generate["task"] = params.task
-            if params.language is not None:
-                generate["language"] = params.language
+        generate = {"num_beams": 1, **self._sampling_kwargs(params), **self._task_options(params)}
         kwargs: dict[str, Any] = {"generate_kwargs": generate}
         if params.timestamps:
             kwargs["return_timestamps"] = True
@@ -304,10 +297,22 @@ class WhisperTranscribe(TaskHandler):
                         extra={"long": longest > WINDOW_S},
                         figures={"audio_seconds": sum(audio_seconds(a, self.rate) for a in audios)})
 
-    def _generate_options(self, prepared: Prepared, params: WhisperParams) -> dict[str, Any]:
+    def _sampling_kwargs(self, params: WhisperParams) -> dict[str, Any]:
+        """``generate`` arguments for sampling and the token cap (ours and the plain baseline's)."""
+        kwargs = _generate_kwargs(params, self.tokenizer, self.config, params.max_new_tokens)
+        kwargs.pop("pad_token_id", None)
+        kwargs.pop("eos_token_id", None)  # Whisper's generation config knows its own ids
+        return kwargs
+
+    def _task_options(self, params: WhisperParams) -> dict[str, Any]:
+        """Task and language, for multilingual checkpoints (English-only ones take neither)."""
         options: dict[str, Any] = {"task": params.task} if self.multilingual else {}
         if params.language is not None and self.multilingual:
             options["language"] = params.language
+        return options
+
+    def _generate_options(self, prepared: Prepared, params: WhisperParams) -> dict[str, Any]:
+        options = self._task_options(params)
         if params.timestamps or prepared.extra["long"]:
             options["return_timestamps"] = True
         return options
@@ -318,9 +323,7 @@ class WhisperTranscribe(TaskHandler):
 
         started = time.perf_counter()
         box: dict[str, float] = {}
-        kwargs = _generate_kwargs(params, self.tokenizer, self.config, params.max_new_tokens)
-        kwargs.pop("pad_token_id", None)
-        kwargs.pop("eos_token_id", None)  # Whisper's generation config knows its own ids
+        kwargs = self._sampling_kwargs(params)
         kwargs["logits_processor"] = LogitsProcessorList([_first_token_clock(started, box)])
         kwargs.update(self._generate_options(prepared, params))
         if kwargs.get("return_timestamps"):
