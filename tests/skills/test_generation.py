@@ -131,3 +131,50 @@ def test_llama_architecture_loads_through_the_opt_family(cache_dir, tmp_path):
     assert res.provenance.weights == "pretrained"  # an unmarked local folder: we cannot know otherwise
     assert res.provenance.source == f"dir:{tmp_path.resolve()}"
     assert len(res.outputs) == 2
+
+
+def test_masked_suppression_matches_transformers_processors():
+    import torch
+    from transformers import GenerationConfig
+    from transformers.generation.logits_process import (
+        SuppressTokensAtBeginLogitsProcessor,
+        SuppressTokensLogitsProcessor,
+    )
+
+    from ipfs_accelerate.skills._generation import masked_suppression
+
+    class Model:  # anything with a generation_config, as optimum's and transformers' models have
+        generation_config = GenerationConfig(suppress_tokens=[1, 5, 99, 150], begin_suppress_tokens=[7, 2])
+
+    model = Model()
+    ours = masked_suppression(model)
+    assert model.generation_config.suppress_tokens is None and model.generation_config.begin_suppress_tokens is None
+    assert [p.__class__.__mro__[1] for p in ours] == [SuppressTokensAtBeginLogitsProcessor, SuppressTokensLogitsProcessor]
+    again = masked_suppression(model)  # the lists are remembered after they moved
+    assert [p.__dict__.keys() for p in again] == [p.__dict__.keys() for p in ours]
+    theirs = [SuppressTokensAtBeginLogitsProcessor([7, 2], begin_index=3), SuppressTokensLogitsProcessor([1, 5, 99, 150])]
+    for processor in again:
+        if hasattr(processor, "set_begin_index"):
+            processor.set_begin_index(3)
+    torch.manual_seed(0)
+    for length in (3, 4, 3):  # at the begin index, after it, and again with the cached mask
+        ids = torch.zeros((2, length), dtype=torch.long)
+        scores = torch.randn(2, 100)
+        a, b = scores, scores.clone()
+        for processor in again:
+            a = processor(ids, a)
+        for processor in theirs:
+            b = processor(ids, b)
+        assert torch.equal(a, b)
+        assert torch.isinf(a[:, [1, 5, 99]]).all() and torch.isinf(a[:, [7, 2]]).all() == (length == 3)
+
+
+def test_nothing_to_suppress_gives_no_processors():
+    from transformers import GenerationConfig
+
+    from ipfs_accelerate.skills._generation import masked_suppression
+
+    class Model:
+        generation_config = GenerationConfig()
+
+    assert masked_suppression(Model()) == []

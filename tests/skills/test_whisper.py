@@ -35,6 +35,29 @@ def test_real_tiny_en_long_audio_has_no_lost_or_repeated_words(real_whisper, lon
     assert all(s["end"] >= s["start"] for s in out.segments)
 
 
+def test_cached_suppression_transcribes_as_transformers_own_processors(real_whisper, speech_wav):
+    """Our mask-once suppression against transformers' per-step processors, on real speech."""
+    import torch
+
+    from ipfs_accelerate.skills._generation import masked_suppression
+
+    path, _ = speech_wav
+    ours = real_whisper(str(path)).outputs[0].text
+    runtime, handler = real_whisper.runtime, real_whisper.handler
+    # The lists have moved out of the generation config; the processors still carry them.
+    assert runtime.model.generation_config.suppress_tokens is None
+    lists = {}
+    for processor in masked_suppression(runtime.model):
+        for name in ("suppress_tokens", "begin_suppress_tokens"):
+            if hasattr(processor, name):
+                lists[name] = getattr(processor, name).tolist()
+    assert len(lists["suppress_tokens"]) > 50 and lists["begin_suppress_tokens"]
+    prepared = handler.preprocess([str(path)], handler.parse_params({}))
+    with torch.inference_mode():
+        out = runtime.model.generate(**runtime.prepare(prepared.inputs), **lists)
+    assert handler.tokenizer.decode(out[0], skip_special_tokens=True).strip() == ours
+
+
 def test_timestamps_give_segments(real_whisper, speech_wav):
     path, _ = speech_wav
     out = real_whisper(str(path), timestamps=True).outputs[0]

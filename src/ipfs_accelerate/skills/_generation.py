@@ -10,9 +10,11 @@ honest counting of new tokens, and streaming.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import threading
 import time
+import weakref
 from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
@@ -27,6 +29,7 @@ __all__ = [
     "GenerationParams",
     "Seq2SeqGenerate",
     "generate",
+    "masked_suppression",
     "split_generated",
     "stream_generate",
 ]
@@ -115,6 +118,84 @@ def _first_token_clock(started: float, box: dict[str, float]) -> Any:
             return scores
 
     return FirstTokenClock()
+
+
+def masked_suppression(model: Any) -> list[Any]:
+    """Processors for the tokens a model's generation config suppresses, with the mask built once.
+
+    transformers' ``SuppressTokensLogitsProcessor`` and ``SuppressTokensAtBeginLogitsProcessor``
+    rebuild a vocabulary-sized mask with ``torch.isin`` at every step, and the second one
+    builds it even on the steps where it suppresses nothing: for Whisper's 51,864-token
+    vocabulary that was 4.5 ms of each ~18 ms decode step on a 2-core CPU. The replacements
+    subclass them (Whisper looks its processors up by class and sets their begin index) and
+    keep one mask per vocabulary size and device.
+
+    On first use the token lists move out of ``model.generation_config`` into this module
+    (``generate`` would otherwise restore transformers' own processors from the model's
+    defaults, whatever the call passes), so a caller of ``model.generate`` that bypasses the
+    skill must add these processors itself.
+
+    Returns:
+        The processors to add to ``logits_processor`` (none when nothing is suppressed).
+    """
+    config = getattr(model, "generation_config", None)
+    with _suppressed_lock:
+        try:
+            lists = _suppressed.get(model)
+        except TypeError:  # an unhashable model object: leave transformers' processors in place
+            return []
+        if lists is None:
+            lists = (list(getattr(config, "suppress_tokens", None) or []),
+                     list(getattr(config, "begin_suppress_tokens", None) or []))
+            _suppressed[model] = lists
+            if config is not None:
+                config.suppress_tokens = None
+                config.begin_suppress_tokens = None
+    suppress, at_begin = lists
+    masked_always, masked_at_begin = _masked_suppression_classes()
+    processors: list[Any] = []
+    if at_begin:
+        # Whisper sets the begin index before each window; 1 is the causal-LM default.
+        processors.append(masked_at_begin(at_begin, begin_index=1))
+    if suppress:
+        processors.append(masked_always(suppress))
+    return processors
+
+
+_suppressed: weakref.WeakKeyDictionary[Any, tuple[list[int], list[int]]] = weakref.WeakKeyDictionary()
+_suppressed_lock = threading.Lock()
+
+
+@functools.cache
+def _masked_suppression_classes() -> tuple[type, type]:
+    import torch
+    from transformers.generation.logits_process import (
+        SuppressTokensAtBeginLogitsProcessor,
+        SuppressTokensLogitsProcessor,
+    )
+
+    def mask(tokens: Any, scores: Any, cache: dict[tuple[int, str], Any]) -> Any:
+        key = (scores.shape[-1], str(scores.device))
+        if key not in cache:
+            built = torch.zeros(scores.shape[-1], dtype=torch.bool, device=scores.device)
+            ids = tokens.to(scores.device)
+            built[ids[(ids >= 0) & (ids < scores.shape[-1])]] = True
+            cache[key] = built
+        return cache[key]
+
+    class MaskedSuppressTokens(SuppressTokensLogitsProcessor):
+        def __call__(self, input_ids: Any, scores: Any) -> Any:
+            masks = self.__dict__.setdefault("_masks", {})
+            return scores.masked_fill(mask(self.suppress_tokens, scores, masks), -float("inf"))
+
+    class MaskedSuppressTokensAtBegin(SuppressTokensAtBeginLogitsProcessor):
+        def __call__(self, input_ids: Any, scores: Any) -> Any:
+            if input_ids.shape[-1] != self.begin_index:
+                return scores
+            masks = self.__dict__.setdefault("_masks", {})
+            return scores.masked_fill(mask(self.begin_suppress_tokens, scores, masks), -float("inf"))
+
+    return MaskedSuppressTokens, MaskedSuppressTokensAtBegin
 
 
 def _stop_criteria(tokenizer: Any, stop: Sequence[str], prompt_len: int) -> Any:

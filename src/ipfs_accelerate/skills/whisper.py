@@ -31,7 +31,14 @@ from .._exceptions import InvalidInput, ModelNotAvailable
 from ..backends.base import Runtime
 from ..media.audio import audio_seconds
 from ._audio import AudioParams, Transcription, audio_as_items, decode_audio_items, pipeline_transcriptions
-from ._generation import GenerationParams, _cut_at_stop, _first_token_clock, _generate_kwargs, stream_generate
+from ._generation import (
+    GenerationParams,
+    _cut_at_stop,
+    _first_token_clock,
+    _generate_kwargs,
+    masked_suppression,
+    stream_generate,
+)
 from .base import Baseline, BaselineRun, Checkpoint, Prepared, Skill, TaskHandler
 
 __all__ = ["WhisperSkill"]
@@ -324,7 +331,8 @@ class WhisperTranscribe(TaskHandler):
         started = time.perf_counter()
         box: dict[str, float] = {}
         kwargs = self._sampling_kwargs(params)
-        kwargs["logits_processor"] = LogitsProcessorList([_first_token_clock(started, box)])
+        suppression = masked_suppression(runtime.model)
+        kwargs["logits_processor"] = LogitsProcessorList([*suppression, _first_token_clock(started, box)])
         kwargs.update(self._generate_options(prepared, params))
         if kwargs.get("return_timestamps"):
             kwargs["return_dict_in_generate"] = True
@@ -359,10 +367,13 @@ class WhisperTranscribe(TaskHandler):
         return {"new_tokens": float(raw.get("new_tokens", 0)), "time_to_first_token_s": raw["ttft"]}
 
     def stream(self, runtime: Runtime, prepared: Prepared, params: WhisperParams) -> Iterator[str]:
+        from transformers import LogitsProcessorList
+
         if prepared.extra["long"]:
             raise InvalidInput(f"streaming takes audio up to {WINDOW_S:g} s; transcribe longer audio without stream")
         extra = self._generate_options(prepared, params)
         extra.pop("return_timestamps", None)
+        extra["logits_processor"] = LogitsProcessorList(masked_suppression(runtime.model))
         return stream_generate(runtime, prepared.inputs, params, tokenizer=self.tokenizer, config=self.config,
                                max_new_tokens=params.max_new_tokens, prompt_len=0, skip_prompt=False, extra=extra)
 
