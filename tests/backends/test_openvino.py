@@ -92,6 +92,10 @@ def test_fp32_matches_torch(name: str, backend: OpenVINOBackend, tiny_spec: Any,
     assert min_cosine(reference, outputs_of(runtime, spec), mask) >= 0.999
 
 
+def test_runtimes_keep_torch_to_one_host_thread(backend: OpenVINOBackend, tiny_spec: Any, export_cache: Path) -> None:
+    assert _load(backend, tiny_spec("bert"), export_cache).host_threads == 1
+
+
 def test_fp32_is_not_silently_compressed(backend: OpenVINOBackend, tiny_spec: Any, export_cache: Path) -> None:
     """openvino.save_model compresses to FP16 by default; the fp32 export must not be."""
     for name in ("bert", "clip-text"):  # optimum's export and a direct conversion

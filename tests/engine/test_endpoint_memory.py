@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -66,8 +65,8 @@ def test_cpu_out_of_memory_at_batch_one_raises(load_tiny):
     base = load_tiny("prajjwal1/bert-tiny", "embed", device="cpu")
     ep = ia.Endpoint(
         family=base.family, handler=base.handler,
-        runtime=SimpleNamespace(backend="torch", device="cpu", precision="fp32", details={},
-                                model=_MemoryBound(base.runtime.model, limit=0), prepare=base.runtime.prepare),
+        runtime=Runtime(backend="torch", device="cpu", precision="fp32", details={},
+                        model=_MemoryBound(base.runtime.model, limit=0), prepare=base.runtime.prepare),
         fallbacks=(), max_batch_size=2,
     )
     with pytest.raises(ia.OutOfMemory, match="even at batch size 1"):

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from .base import ModelSpec
 
 __all__ = [
+    "HOST_THREADS",
     "EntryModule",
     "Plan",
     "copy_model_metadata",
@@ -45,6 +46,10 @@ __all__ = [
 # Files of a model directory that the exported copy keeps, so that optimum's loaders and
 # the direct runners find the config (and generation defaults) next to the graphs.
 _METADATA_FILES = ("config.json", "generation_config.json", "preprocessor_config.json")
+
+# torch's threads while an exported graph runs: its thread pool does the arithmetic, and
+# torch only the host-side glue (see Runtime.host_threads).
+HOST_THREADS = 1
 
 
 @dataclasses.dataclass(frozen=True)

@@ -223,6 +223,7 @@ class OnnxRuntimeBackend(Backend):
             load_s=time.perf_counter() - started,
             # fp16 graphs keep fp32 inputs and outputs, so inputs stay fp32 in every precision.
             prepare=functools.partial(_prepare, device=actual_device, dtype=torch.float32),
+            host_threads=_direct.HOST_THREADS,
         )
 
 

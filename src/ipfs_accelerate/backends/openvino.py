@@ -202,6 +202,7 @@ class OpenVINOBackend(Backend):
             load_s=time.perf_counter() - started,
             # OpenVINO takes host tensors; its models keep fp32 inputs in every precision.
             prepare=functools.partial(_prepare, device="cpu", dtype=torch.float32),
+            host_threads=_direct.HOST_THREADS,
         )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import re
@@ -17,7 +18,7 @@ from .result import Fallback, Provenance, Result
 if TYPE_CHECKING:
     from .batcher import DynamicBatcher
 
-__all__ = ["PASS_LENGTH_RATIO", "PASS_LENGTH_SLACK", "Endpoint", "LoadReport", "length_groups"]
+__all__ = ["PASS_LENGTH_RATIO", "PASS_LENGTH_SLACK", "Endpoint", "LoadReport", "length_groups", "torch_threads"]
 
 # A pass takes items up to this many times the length of its shortest one (at most about a
 # quarter of the computed tokens are padding), or up to PASS_LENGTH_SLACK longer: a pass has
@@ -25,6 +26,30 @@ __all__ = ["PASS_LENGTH_RATIO", "PASS_LENGTH_SLACK", "Endpoint", "LoadReport", "
 PASS_LENGTH_RATIO = 1.25
 PASS_LENGTH_SLACK = 32  # characters of text, about 8 tokens
 _INPUT_REF = re.compile(r"input #(\d+)")
+
+
+@contextlib.contextmanager
+def torch_threads(count: int | None) -> Iterator[None]:
+    """Limit torch to ``count`` intra-op threads in the calling thread for the block.
+
+    With OpenMP the limit belongs to the calling thread (torch's global default changes for
+    the duration too, which a thread starting its first parallel op inside the block would
+    inherit). ``None``, or a limit at or above the current count, changes nothing.
+    """
+    if count is None:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    if before <= count:
+        yield
+        return
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def length_groups(lengths: Sequence[int], max_size: int) -> list[list[int]]:
@@ -285,7 +310,8 @@ class Endpoint:
         t0 = time.perf_counter()
         prepared = self.handler.preprocess(chunk, params)
         t1 = time.perf_counter()
-        raw = self.handler.forward(self.runtime, prepared, params)
+        with torch_threads(self.runtime.host_threads):
+            raw = self.handler.forward(self.runtime, prepared, params)
         t2 = time.perf_counter()
         out = self.handler.postprocess(raw, prepared, params)
         t3 = time.perf_counter()
