@@ -160,12 +160,39 @@ def test_int8_keeps_the_down_projections_in_fp32_when_all_int8_fails(
     runtime = _load(backend, spec, export_cache, "int8")
     attempts = runtime.details["int8_attempts"]
     assert [a.split(":")[0] for a in attempts] == [
-        "every MatMul in int8", f"{len(names)} down-projection MatMuls kept in fp32"]
+        "every MatMul with constant weights in int8", f"{len(names)} down-projection MatMuls kept in fp32"]
     assert "kept in fp32" in runtime.details["quantization"]
     graph = onnx.load(str(Path(runtime.details["export_dir"]) / "model.onnx")).graph
     float_matmuls = {n.name for n in graph.node if n.op_type == "MatMul"}
     assert set(names) <= float_matmuls  # still float MatMuls; the others became MatMulInteger
     assert any(n.op_type == "MatMulInteger" for n in graph.node)
+
+
+def test_int8_quantizes_constant_weights_only_and_fuses_decoders(backend: OnnxRuntimeBackend, tiny_spec: Any,
+                                                                  export_cache: Path) -> None:
+    """Attention's activation × activation products stay float (no re-quantized KV cache),
+    every int8 product has a constant weight, and a known decoder-only architecture is fused
+    first (GPT-2: GELU and residual layer norms) while one outside the optimizer is not."""
+    import onnx
+
+    for name, fused in (("gpt2", True), ("opt", False)):
+        runtime = _load(backend, tiny_spec(name), export_cache, "int8")
+        graph = onnx.load(str(Path(runtime.details["export_dir"]) / "model.onnx")).graph
+        constants = {init.name for init in graph.initializer}
+        integer = [n for n in graph.node if n.op_type in ("MatMulInteger", "DynamicQuantizeMatMul")]
+        assert integer, name
+        assert all(n.input[1] in constants for n in integer), name
+        ops = {n.op_type for n in graph.node}
+        assert ("SkipLayerNormalization" in ops) == fused, name
+        assert ("fusion" in runtime.details) == fused, name
+        if fused:
+            assert "SkipLayerNormalization" in runtime.details["fusion"]
+        assert not (Path(runtime.details["export_dir"]) / "fused-fp32").exists()
+
+
+def test_runtimes_keep_torch_to_one_host_thread(backend: OnnxRuntimeBackend, tiny_spec: Any,
+                                                export_cache: Path) -> None:
+    assert _load(backend, tiny_spec("bert"), export_cache).host_threads == 1
 
 
 def test_int8_gate_refuses_below_threshold(backend: OnnxRuntimeBackend, tiny_spec: Any, export_cache: Path,
