@@ -46,8 +46,8 @@ def test_target_kinds_get_the_targets_batch_sizes_first(suite):
         # The smallest batch first (a larger batch's cost is predicted from it), then the targets'.
         assert case.batch_sizes == tuple(sorted({sizes[0], *needs.batch_sizes})), family
         lower = [c for c in suite.cases if c.family == family and c.priority == 1]
-        int8_here = get_backend(preferred).unsupported(device="cpu", precision="int8") is None
-        expected = [p for p in needs.precisions if p != "fp32"] if int8_here else []
+        expected = [p for p in needs.precisions
+                    if p != "fp32" and get_backend(preferred).unsupported(device="cpu", precision=p) is None]
         assert sorted(c.precision for c in lower) == sorted(expected), family
         assert all(c.backend == preferred and c.batch_sizes == needs.batch_sizes for c in lower)
 

@@ -179,3 +179,19 @@ def test_generation_targets_say_what_was_not_measured():
     int8 = targets["int8 batch 1 ≥ 4× plain transformers tokens/s"]
     assert int8.met is None and "needs int8 at batch 1" in int8.figure
     assert "needs batches 1 and 8" in targets["batch 8 ≥ 4× batch 1 tokens/s"].figure
+
+
+def test_generation_two_times_counts_fp16_weights_and_states_the_fp32_figure():
+    fp32 = _case("lm", "generate", "text-generation", "fp32", (_m(1, "tokens/s", 19.0),))
+    fp16 = _case("lm", "generate", "text-generation", "fp16", (_m(1, "tokens/s", 27.0),))
+    int8 = _case("lm", "generate", "text-generation", "int8", (_m(1, "tokens/s", 50.0),))
+    plain = _baseline(fp32, "plain gen", "plain", "fp32", (_m(1, "tokens/s", 10.0),))
+    targets = {t.name: t for t in evaluate_targets(_run([fp32, fp16, int8], [plain]))}
+    two = targets["batch 1 ≥ 2× plain transformers tokens/s"]
+    # int8 is its own target: the 2× one takes the best unquantized row, and says fp32's.
+    assert two.met is True and two.value == pytest.approx(2.7)
+    assert "torch/fp16: 27 vs 10" in two.figure and "fp32 weights: torch/fp32: 19 vs 10 tokens/s (1.90×)" in two.figure
+    assert targets["int8 batch 1 ≥ 4× plain transformers tokens/s"].met is True
+    # With fp32 alone nothing is added to the figure.
+    only = {t.name: t for t in evaluate_targets(_run([fp32], [plain]))}["batch 1 ≥ 2× plain transformers tokens/s"]
+    assert only.met is False and "fp32 weights:" not in only.figure

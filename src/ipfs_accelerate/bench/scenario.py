@@ -368,8 +368,8 @@ def seed_suite(
     For each family: its default checkpoint, with real weights where an installed package
     ships them and synthetic weights from the published config otherwise (labelled); its
     default task, and its other tasks at a lower priority; every backend whose probe says
-    it is available and which supports the device; precision fp32, plus fp16 on CUDA and
-    int8 where the backend supports them.
+    it is available and which supports the device; precision fp32, plus fp16 on CUDA (and
+    on a CPU where a target reads it) and int8 where the backend supports them.
 
     What the performance targets read comes first, so that a time budget cuts it last.
     A default task whose kind has targets (``target_needs``, by default
@@ -378,7 +378,7 @@ def seed_suite(
     0. target-bearing tasks, fp32, preferred backend, at the smallest batch size and the
        targets' batch sizes (the smallest first: the runner predicts a larger batch's
        cost from it and skips one that would not fit);
-    1. the same at the targets' lower precisions (int8) and batch sizes;
+    1. the same at the targets' lower precisions (int8; fp16 for generation) and batch sizes;
     2. every other family's default task, fp32, preferred backend, smallest batch size;
     3. the other batch sizes, fp32, preferred backend;
     4. fp32 on the other backends (at the batch sizes and the targets' ones);
@@ -432,7 +432,10 @@ def seed_suite(
         every_size = set(sizes) | target_sizes
         for b_index, name in enumerate(backends):
             backend = get_backend(name)
-            lower = [p for p in ((["fp16"] if kind == "cuda" else []) + ["int8"])
+            # fp16 on a CPU only where a target reads it (fp16 weights halve a bandwidth-bound
+            # decode's bytes); elsewhere CPUs compute it in f32 at fp32's speed.
+            fp16 = kind == "cuda" or "fp16" in target_precisions
+            lower = [p for p in ((["fp16"] if fp16 else []) + ["int8"])
                      if backend.unsupported(device=resolved, precision=p) is None]
             if b_index == 0:
                 first = {sizes[0]} | target_sizes

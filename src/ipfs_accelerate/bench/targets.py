@@ -8,9 +8,10 @@ kind                            target
 ==============================  ==========================================================
 feature-extraction (of texts)   batch 32: ≥ 1.5× plain transformers, with cosine ≥ 0.99
                                 to the reference baseline (the plain one when there is none)
-text-generation                 batch 1 ≥ 2× plain transformers tokens/s; int8 ≥ 4×;
-                                batch 8 ≥ 4× batch 1; the share of the weight-bytes ÷
-                                bandwidth bound is reported
+text-generation                 batch 1 ≥ 2× plain transformers tokens/s (fp32 or fp16
+                                weights; the best fp32 figure is stated beside it); int8
+                                ≥ 4×; batch 8 ≥ 4× batch 1; the share of the weight-bytes
+                                ÷ bandwidth bound is reported
 automatic-speech-recognition    batch 1 (one 30 s clip): realtime factor ≥ each reference
                                 baseline's, at a word error rate against the spoken text
                                 no worse than the fp32 reference baseline's + 0.02 (the
@@ -68,8 +69,10 @@ TARGET_NEEDS: Mapping[str, TargetNeeds] = {
     needs.kind: needs for needs in (
         TargetNeeds(kind="feature-extraction", batch_sizes=(EMBEDDING_BATCH,), precisions=("fp32", "int8"),
                     input_type="str"),
+        # fp16: batch-1 decode is bound by the weight bytes, which fp16 weights halve even
+        # where the arithmetic stays f32 (OpenVINO on a CPU without fp16 units).
         TargetNeeds(kind="text-generation", batch_sizes=(GENERATION_BATCH, GENERATION_SCALED_BATCH),
-                    precisions=("fp32", "int8")),
+                    precisions=("fp32", "fp16", "int8")),
         TargetNeeds(kind="automatic-speech-recognition", batch_sizes=(SPEECH_BATCH,), precisions=("fp32", "int8")),
     )
 }
@@ -196,17 +199,23 @@ def _generation_targets(pairs: list[tuple[CaseResult, Comparison]], results: lis
                         subject: str) -> list[Target]:
     one_b, many_b = GENERATION_BATCH, GENERATION_SCALED_BATCH
 
-    def plain_rows(int8: bool) -> list[tuple[float, str]]:
+    def plain_rows(precisions: tuple[str, ...]) -> list[tuple[float, str]]:
         return [
             (c.ratio, f"{_label(r)}: {_fmt(c.ours)} vs {_fmt(c.theirs)} tokens/s")
             for r, c in pairs
-            if c.role == "plain" and c.batch_size == one_b and c.unit == "tokens/s" and (r.precision == "int8") == int8
+            if c.role == "plain" and c.batch_size == one_b and c.unit == "tokens/s" and r.precision in precisions
         ]
 
+    unquantized = _best(plain_rows(("fp32", "fp16", "bf16")), f"batch {one_b} ≥ 2× plain transformers tokens/s",
+                        subject, 2.0, needs=f"batch {one_b} and its plain baseline")
+    fp32 = plain_rows(("fp32",))
+    if fp32 and unquantized.value is not None and max(fp32)[0] < unquantized.value:
+        best = max(fp32)
+        unquantized = dataclasses.replace(unquantized, figure=f"{unquantized.figure}; fp32 weights: {best[1]} "
+                                                             f"({best[0]:.2f}×)")
     out = [
-        _best(plain_rows(False), f"batch {one_b} ≥ 2× plain transformers tokens/s", subject, 2.0,
-              needs=f"batch {one_b} and its plain baseline"),
-        _best(plain_rows(True), f"int8 batch {one_b} ≥ 4× plain transformers tokens/s", subject, 4.0,
+        unquantized,
+        _best(plain_rows(("int8",)), f"int8 batch {one_b} ≥ 4× plain transformers tokens/s", subject, 4.0,
               needs=f"int8 at batch {one_b} and the plain baseline"),
     ]
     scaling: list[tuple[float, str]] = []
