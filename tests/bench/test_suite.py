@@ -23,6 +23,12 @@ def _is_default_task(case: Case) -> bool:
     return case.task == get_skill(case.family or "").default_task
 
 
+def _needs(case: Case) -> TargetNeeds | None:
+    """The targets that read this case's model (its kind, and the weights they are stated for)."""
+    needs = TARGET_NEEDS.get(_kind(case))
+    return needs if needs is not None and needs.applies(weights=case.weights) else None
+
+
 @pytest.fixture(scope="module")
 def suite() -> Scenario:
     return seed_suite(device="cpu")
@@ -35,10 +41,11 @@ def _preferred(suite: Scenario) -> str:
 def test_target_kinds_get_the_targets_batch_sizes_first(suite):
     preferred = _preferred(suite)
     sizes = sorted({b for c in suite.cases for b in c.batch_sizes} - {32})
-    bearing = {s.name for s in all_skills() if s.tasks[s.default_task].kind in TARGET_NEEDS}
+    bearing = {c.family for c in suite.cases if _needs(c) is not None}
     assert bearing, "some registered kind has targets"
     for family in bearing:
-        needs = TARGET_NEEDS[_kind(next(c for c in suite.cases if c.family == family))]
+        needs = _needs(next(c for c in suite.cases if c.family == family))
+        assert needs is not None
         first = [c for c in suite.cases if c.family == family and c.priority == 0]
         assert len(first) == 1, family
         case = first[0]
@@ -55,6 +62,7 @@ def test_target_kinds_get_the_targets_batch_sizes_first(suite):
 def test_the_issue_batch_sizes_are_in_the_table():
     assert TARGET_NEEDS["feature-extraction"].batch_sizes == (32,)
     assert TARGET_NEEDS["feature-extraction"].input_type == "str"
+    assert TARGET_NEEDS["feature-extraction"].weights == "pretrained"  # "MiniLM (real weights)"
     assert TARGET_NEEDS["text-generation"].batch_sizes == (1, 8)
     assert "int8" in TARGET_NEEDS["text-generation"].precisions
     assert TARGET_NEEDS["automatic-speech-recognition"].batch_sizes == (1,)
@@ -65,20 +73,31 @@ def test_target_cases_run_before_breadth_and_breadth_before_the_rest(suite):
     priorities = [c.priority for c in ordered]
     assert priorities == sorted(priorities)
     for case in ordered:
-        bearing = _kind(case) in TARGET_NEEDS and _is_default_task(case)
+        bearing = _needs(case) is not None and _is_default_task(case)
         if case.priority in (0, 1):
             assert bearing, case.case_id
         elif case.priority == 2:
             # Every other family once, fp32, the smallest batch size, preferred backend.
             assert not bearing and case.precision == "fp32" and case.batch_sizes == (1,), case.case_id
+        elif case.priority == 3:
+            # The targets' lower precisions on the other backends, at the targets' batch sizes.
+            needs = _needs(case)
+            assert needs is not None and bearing and case.backend != ordered[0].backend, case.case_id
+            assert case.precision in needs.precisions and case.precision != "fp32", case.case_id
+            assert case.batch_sizes == needs.batch_sizes, case.case_id
     breadth = {c.family for c in ordered if c.priority <= 2}
     assert breadth == {s.name for s in all_skills()}
+    # ONNX Runtime's int8 generation is measured right after breadth when it is installed.
+    if "onnxruntime" in {c.backend for c in ordered} and ordered[0].backend != "onnxruntime":
+        assert any(c.priority == 3 and c.backend == "onnxruntime" and c.precision == "int8"
+                   and _kind(c) == "text-generation" for c in ordered)
 
 
 def test_every_case_id_is_unique_and_every_target_figure_is_scheduled(suite):
     assert len({c.case_id for c in suite.cases}) == len(suite.cases)
     for skill in all_skills():
-        needs = TARGET_NEEDS.get(skill.tasks[skill.default_task].kind)
+        default = next(c for c in suite.cases if c.family == skill.name and _is_default_task(c))
+        needs = _needs(default)
         if needs is None:
             continue
         for backend in {c.backend for c in suite.cases if c.family == skill.name}:
@@ -93,8 +112,8 @@ def test_every_case_id_is_unique_and_every_target_figure_is_scheduled(suite):
 def test_the_table_decides_not_the_family():
     # With no targets there is nothing to put first: breadth leads.
     plain = seed_suite(device="cpu", target_needs={}, extra_tasks=False)
-    assert {c.priority for c in plain.cases} >= {2, 3}
-    assert not {c.priority for c in plain.cases} & {0, 1}
+    assert {c.priority for c in plain.cases} >= {2, 4}
+    assert not {c.priority for c in plain.cases} & {0, 1, 3}
     # A made-up need for another kind moves that kind's cases first, at its batch sizes.
     kind = "text2text-generation"
     needs = {kind: TargetNeeds(kind=kind, batch_sizes=(4,), precisions=("fp32",))}

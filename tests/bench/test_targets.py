@@ -195,3 +195,10 @@ def test_generation_two_times_counts_fp16_weights_and_states_the_fp32_figure():
     # With fp32 alone nothing is added to the figure.
     only = {t.name: t for t in evaluate_targets(_run([fp32], [plain]))}["batch 1 ≥ 2× plain transformers tokens/s"]
     assert only.met is False and "fp32 weights:" not in only.figure
+
+
+def test_embedding_target_reads_real_weights_only():
+    ours = _case("tiny", "embed", "feature-extraction", "fp32", (_m(32, "items/s", 12.0),))
+    ours = dataclasses.replace(ours, weights="synthetic")
+    plain = _baseline(ours, "plain", "plain", "fp32", (_m(32, "items/s", 10.0),))
+    assert evaluate_targets(_run([ours], [plain])) == []

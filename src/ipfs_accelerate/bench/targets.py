@@ -6,8 +6,8 @@ every model of that kind the run measured:
 ==============================  ==========================================================
 kind                            target
 ==============================  ==========================================================
-feature-extraction (of texts)   batch 32: ≥ 1.5× plain transformers, with cosine ≥ 0.99
-                                to the reference baseline (the plain one when there is none)
+feature-extraction (of texts,   batch 32: ≥ 1.5× plain transformers, with cosine ≥ 0.99
+real weights)                   to the reference baseline (the plain one when there is none)
 text-generation                 batch 1 ≥ 2× plain transformers tokens/s (fp32 or fp16
                                 weights; the best fp32 figure is stated beside it); int8
                                 ≥ 4×; batch 8 ≥ 4× batch 1; the share of the weight-bytes
@@ -15,7 +15,7 @@ text-generation                 batch 1 ≥ 2× plain transformers tokens/s (fp3
 automatic-speech-recognition    batch 1 (one 30 s clip): realtime factor ≥ each reference
                                 baseline's, at a word error rate against the spoken text
                                 no worse than the fp32 reference baseline's + 0.02 (the
-                                plain baseline's when no reference runs in fp32)
+                                plain baseline's when no reference runs in fp32); real weights
 (concurrency test)              N callers through the batcher ≥ 3× one-by-one plain
 ==============================  ==========================================================
 
@@ -57,23 +57,33 @@ class TargetNeeds:
             for texts), or None for any; the suite cannot see input types before a model
             loads, so it schedules every case of the kind and the runner's cost
             prediction drops a batch size that would not fit.
+        weights: ``"pretrained"`` where the targets are stated for real weights (a cosine
+            to a reference library, a word error rate), or None for any weights.
     """
 
     kind: str
     batch_sizes: tuple[int, ...]
     precisions: tuple[str, ...]
     input_type: str | None = None
+    weights: str | None = None
+
+    def applies(self, *, weights: str, input_type: str | None = None) -> bool:
+        """Whether these targets read a model with these weights (and inputs, when known)."""
+        if self.weights is not None and weights != self.weights:
+            return False
+        return self.input_type is None or input_type is None or input_type == self.input_type
 
 
 TARGET_NEEDS: Mapping[str, TargetNeeds] = {
     needs.kind: needs for needs in (
         TargetNeeds(kind="feature-extraction", batch_sizes=(EMBEDDING_BATCH,), precisions=("fp32", "int8"),
-                    input_type="str"),
+                    input_type="str", weights="pretrained"),
         # fp16: batch-1 decode is bound by the weight bytes, which fp16 weights halve even
         # where the arithmetic stays f32 (OpenVINO on a CPU without fp16 units).
         TargetNeeds(kind="text-generation", batch_sizes=(GENERATION_BATCH, GENERATION_SCALED_BATCH),
                     precisions=("fp32", "fp16", "int8")),
-        TargetNeeds(kind="automatic-speech-recognition", batch_sizes=(SPEECH_BATCH,), precisions=("fp32", "int8")),
+        TargetNeeds(kind="automatic-speech-recognition", batch_sizes=(SPEECH_BATCH,), precisions=("fp32", "int8"),
+                    weights="pretrained"),
     )
 }
 """Per task kind, what its targets need measured; kinds without targets are absent."""
@@ -146,7 +156,7 @@ def evaluate_targets(run: BenchRun) -> list[Target]:
         kind, subject = results[0].kind, _subject(results[0])
         pairs = _comparisons(run, results)
         needs = TARGET_NEEDS.get(kind or "")
-        if needs is None or (needs.input_type is not None and results[0].input_type != needs.input_type):
+        if needs is None or not needs.applies(weights=results[0].weights, input_type=results[0].input_type):
             continue
         if kind == "feature-extraction":
             out.append(_embedding_target(pairs, subject))
