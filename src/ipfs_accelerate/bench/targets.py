@@ -67,7 +67,7 @@ class TargetNeeds:
     input_type: str | None = None
     weights: str | None = None
 
-    def applies(self, *, weights: str, input_type: str | None = None) -> bool:
+    def applies(self, *, weights: str | None, input_type: str | None = None) -> bool:
         """Whether these targets read a model with these weights (and inputs, when known)."""
         if self.weights is not None and weights != self.weights:
             return False
