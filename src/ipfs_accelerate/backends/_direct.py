@@ -17,11 +17,13 @@ import dataclasses
 import gc
 import json
 import shutil
+import struct
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._exceptions import BackendUnavailable
+from ..store.weights import parameter_counts
 
 if TYPE_CHECKING:
     import torch
@@ -39,6 +41,7 @@ __all__ = [
     "model_type",
     "optimum_supports",
     "output_names",
+    "patched",
     "plan_export",
     "require_export_memory",
 ]
@@ -258,9 +261,40 @@ def frozen_gc() -> Iterator[None]:
         gc.unfreeze()
 
 
+@contextlib.contextmanager
+def patched(*attributes: tuple[Any, str, Any]) -> Iterator[None]:
+    """Swap library attributes (``(owner, name, value)``) for the block; the old values are
+    put back however it ends.
+
+    For the exporters' functions that one export needs replaced (a fix not yet released, a
+    traceable variant): the replacement never outlives the export.
+
+    Raises:
+        AttributeError: an owner lacks the attribute (checked before anything changes).
+    """
+    saved = [(owner, name, getattr(owner, name)) for owner, name, _ in attributes]
+    try:
+        for owner, name, value in attributes:
+            setattr(owner, name, value)
+        yield
+    finally:
+        for owner, name, value in saved:
+            setattr(owner, name, value)
+
+
 def fp32_weight_bytes(model_dir: Path) -> int:
-    """The bytes of the model's weights once loaded in fp32 (the precision exports start from)."""
-    files = list(model_dir.glob("*.safetensors")) or list(model_dir.glob("*.bin"))
+    """The bytes of the model's weights once loaded in fp32 (the precision exports start from).
+
+    Counted from the safetensors headers; for pickled weights, from the file sizes and the
+    config's dtype.
+    """
+    try:
+        parameters, _ = parameter_counts(model_dir)
+    except (OSError, ValueError, struct.error):
+        parameters = 0
+    if parameters:
+        return 4 * parameters
+    files = list(model_dir.glob("*.bin"))
     stored = sum(f.stat().st_size for f in files)
     try:
         dtype = str(json.loads((model_dir / "config.json").read_text()).get("torch_dtype") or "float32")

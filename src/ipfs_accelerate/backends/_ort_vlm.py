@@ -76,19 +76,18 @@ def _traceable() -> Iterator[None]:
     from optimum.exporters.onnx import model_patcher as patches
     from transformers.cache_utils import DynamicLayer
 
-    masks = masking.ALL_MASK_ATTENTION_FUNCTIONS
-    saved = (masks["sdpa"], masks["eager"], masking.find_packed_sequence_indices, DynamicLayer.update)
-    masks.register("sdpa", patches.sdpa_mask_without_vmap)
-    masks.register("eager", patches.eager_mask_without_vmap)
-    masking.find_packed_sequence_indices = patches.find_packed_sequence_indices_patched
-    DynamicLayer.update = patches.patched_dynamic_layer_update  # type: ignore[method-assign]
-    try:
+    # The mask registry's class-wide mapping is swapped whole (``registry[key] = f`` would
+    # leave an instance override behind that shadows later registrations, e.g. by
+    # optimum-intel's own exporter).
+    registry = type(masking.ALL_MASK_ATTENTION_FUNCTIONS)
+    traceable = {**registry._global_mapping, "sdpa": patches.sdpa_mask_without_vmap,
+                 "eager": patches.eager_mask_without_vmap}
+    with _direct.patched(
+        (registry, "_global_mapping", traceable),
+        (masking, "find_packed_sequence_indices", patches.find_packed_sequence_indices_patched),
+        (DynamicLayer, "update", patches.patched_dynamic_layer_update),
+    ):
         yield
-    finally:
-        masks.register("sdpa", saved[0])
-        masks.register("eager", saved[1])
-        masking.find_packed_sequence_indices = saved[2]
-        DynamicLayer.update = saved[3]  # type: ignore[method-assign]
 
 
 def _modules() -> tuple[type, type]:

@@ -520,11 +520,8 @@ def _named_state_variables() -> Iterator[list[str]]:
             assign = ov.opset13.assign(read_value, variable_id)
             model.add_sinks([assign])
 
-    stateful.insert_state_for_nodes = insert_state_for_nodes
-    try:
+    with _direct.patched((stateful, "insert_state_for_nodes", insert_state_for_nodes)):
         yield notes
-    finally:
-        stateful.insert_state_for_nodes = original
 
 
 @contextlib.contextmanager
@@ -565,8 +562,5 @@ def _stacked_vision_feature_layers() -> Iterator[list[str]]:
             selected = selected[:, 1:]
         return self.multi_modal_projector(selected)
 
-    setattr(model_patcher, name, vision_embed_forward)
-    try:
+    with _direct.patched((model_patcher, name, vision_embed_forward)):
         yield notes
-    finally:
-        setattr(model_patcher, name, original)

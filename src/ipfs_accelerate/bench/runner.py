@@ -49,6 +49,7 @@ from ..engine.choice import resolve_device
 from ..engine.options import default_cache_dir
 from ..engine.result import to_jsonable
 from ..skills.base import Baseline, BaselineRun, TaskHandler
+from ..store.weights import parameter_counts
 from .baselines import all_baselines, library_version, score_agreement
 from .machine import MachineFacts, machine_facts
 from .progress import Progress
@@ -375,28 +376,6 @@ class BenchRun:
 # -- helpers ---------------------------------------------------------------------------
 
 
-def model_size(model_dir: Path) -> tuple[int, int]:
-    """``(all parameters, matmul parameters)`` from the safetensors headers in ``model_dir``.
-
-    Matmul parameters are the 2-D tensors outside embedding tables: a token costs about
-    ``2 × matmul parameters`` floating-point operations in an encoder.
-    """
-    total = matmul = 0
-    for path in sorted(Path(model_dir).glob("*.safetensors")):
-        with open(path, "rb") as fh:
-            (length,) = struct.unpack("<Q", fh.read(8))
-            header = json.loads(fh.read(length))
-        for name, info in header.items():
-            if name == "__metadata__" or not isinstance(info, dict):
-                continue
-            shape = info.get("shape") or []
-            count = int(np.prod(shape)) if shape else 1
-            total += count
-            if len(shape) == 2 and "embed" not in name.lower():
-                matmul += count
-    return total, matmul
-
-
 def agreement(ours: Sequence[Any], theirs: Sequence[Any]) -> dict[str, Any] | None:
     """Cosine similarity for vectors; for texts the exact-match rate and the mean word error
     rate of ours against theirs; for scored candidates (labels, tokens) ``score_agreement``;
@@ -714,7 +693,7 @@ class BenchRunner:
             load_info.update(total_s=report.total_s, resolve_s=report.resolve_s, backend_load_s=report.backend_load_s)
         fallbacks = tuple({k: str(v) for k, v in dataclasses.asdict(f).items()} for f in endpoint.fallbacks)
         try:
-            n_params, n_matmul = model_size(handler.model_dir)
+            n_params, n_matmul = parameter_counts(handler.model_dir)
         except (OSError, ValueError, struct.error):
             n_params, n_matmul = 0, 0
         notes: list[str] = []

@@ -20,8 +20,10 @@ import dataclasses
 import functools
 import hashlib
 import json
+import math
 import os
 import shutil
+import struct
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -36,6 +38,7 @@ __all__ = [
     "SYNTHETIC_MARKER",
     "ResolvedWeights",
     "directory_hash",
+    "parameter_counts",
     "resolve_weights",
 ]
 
@@ -67,6 +70,32 @@ class ResolvedWeights:
             memo_dir: where to keep the hash between processes (see :func:`directory_hash`).
         """
         return directory_hash(self.path, memo_dir=memo_dir)
+
+
+def parameter_counts(model_dir: Path) -> tuple[int, int]:
+    """``(all parameters, matmul parameters)`` from the safetensors headers in ``model_dir``.
+
+    Only the headers are read, never the weights. Matmul parameters are the 2-D tensors
+    outside embedding tables: a token costs about ``2 × matmul parameters`` floating-point
+    operations in an encoder. ``(0, 0)`` when the folder holds no safetensors files.
+
+    Raises:
+        OSError, ValueError, struct.error: a file is unreadable or its header malformed.
+    """
+    total = matmul = 0
+    for path in sorted(Path(model_dir).glob("*.safetensors")):
+        with open(path, "rb") as fh:
+            (length,) = struct.unpack("<Q", fh.read(8))
+            header = json.loads(fh.read(length))
+        for name, info in header.items():
+            if name == "__metadata__" or not isinstance(info, dict):
+                continue
+            shape = info.get("shape") or []
+            count = math.prod(shape)
+            total += count
+            if len(shape) == 2 and "embed" not in name.lower():
+                matmul += count
+    return total, matmul
 
 
 def directory_hash(path: Path, *, memo_dir: Path | None = None) -> str:
