@@ -14,13 +14,12 @@ Export routes (decided per spec by :func:`._direct.plan_export`):
 Precisions: fp32; int8 through dynamic quantization (onnxruntime's ``quantize_dynamic``:
 the MatMuls with constant weights, weights int8 per channel, activations quantized at run
 time; decoder-only generators fused by onnxruntime's transformer optimizer first) on the
-CPU provider, refused when it fails the accuracy gate; fp16 (graphs converted to fp16 with fp32 inputs and outputs) on
-the CUDA provider only. Exports are cached (see :mod:`._export_cache`).
+CPU provider, refused when it fails the accuracy gate; fp16 (graphs converted to fp16 with
+fp32 inputs and outputs) on the CUDA provider only. Exports are cached (see :mod:`._export_cache`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import importlib
 import importlib.util
@@ -28,12 +27,12 @@ import logging
 import shutil
 import time
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 from .._exceptions import BackendUnavailable
+from .._logs import quiet_loggers
 from . import _accuracy, _direct, _ort_vlm
 from ._export_cache import CacheEntry, export_key, get_or_build, library_versions
 from .base import Backend, BackendProbe, ModelSpec, Runtime, module_exists
@@ -69,9 +68,9 @@ _EXPORT_MEMORY_FACTOR = 3.5
 # Names how _quantize chooses the nodes it quantizes; a change invalidates cached int8 exports.
 _INT8_RECIPE = "fused-decoders, const-weight-matmuls, all-then-down-projections-fp32"
 # The weight type each dynamic-quantization flavour uses (optimum's AutoQuantizationConfig).
+_WEIGHT_TYPES = {"avx2": "QUInt8", "avx512_vnni": "QInt8", "arm64": "QInt8"}
 # Fused fp32 graphs are written here inside the int8 export while it is built, then removed.
 _FUSED_DIR = "fused-fp32"
-_WEIGHT_TYPES = {"avx2": "QUInt8", "avx512_vnni": "QInt8", "arm64": "QInt8"}
 # Encoder-decoder exports hold a merged decoder (one graph with and without past) and the
 # two separate decoders it was merged from; the loader prefers the merged one.
 _MERGED = "decoder_model_merged.onnx"
@@ -490,8 +489,9 @@ def _quantize(spec: ModelSpec, plan: _direct.Plan, fp32_dir: Path, flavour: str,
     Two attempts, the first that passes the accuracy gate is kept: every MatMul with a
     constant weight in int8, then the same with the down-projections
     (:func:`_expanding_reductions`) kept in fp32. The real MiniLM measured here: cosine
-    0.986 with all of them in int8 (refused), 0.993 with its six down-projections in fp32. When neither passes, the last attempt stays in
-    the cache with its cosine, and loading refuses it.
+    0.986 with all of them in int8 (refused), 0.993 with its six down-projections in fp32.
+    When neither passes, the last attempt stays in the cache with its cosine, and loading
+    refuses it.
     """
     from onnx import TensorProto
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -580,33 +580,19 @@ def _fused_sources(spec: ModelSpec, fp32_dir: Path, files: list[str], target: Pa
     done = []
     for name in files:
         try:
-            with warnings.catch_warnings(), _quiet_loggers("onnxruntime.transformers", "fusion", "onnx_model"):
+            with warnings.catch_warnings(), quiet_loggers("onnxruntime.transformers", "fusion", "onnx_model"):
                 warnings.simplefilter("ignore")
                 optimized = optimize_model(str(fp32_dir / name), model_type=model_type, opt_level=0)
                 counts = {op: n for op, n in optimized.get_fused_operator_statistics().items() if n}
                 optimized.save_model_to_file(
                     str(fused_dir / name), use_external_data_format=_graph_bytes(fp32_dir, name) > _EXTERNAL_DATA_BYTES)
         except Exception as exc:  # noqa: BLE001 - the optimizer's failures are many; unfused still works
-            logging.getLogger("ipfs_accelerate").info("graph fusion skipped for %s: %s", name, exc)
+            log.info("graph fusion skipped for %s: %s", name, exc)
             continue
         sources[name] = fused_dir / name
         done.append(", ".join(f"{n} {op}" for op, n in sorted(counts.items())) or "nothing to fuse")
     how = f"onnxruntime.transformers.optimizer(model_type={model_type!r}): {'; '.join(done)}" if done else ""
     return sources, how
-
-
-@contextlib.contextmanager
-def _quiet_loggers(*names: str) -> Iterator[None]:
-    """Silence the optimizer's per-fusion INFO/WARNING lines for the block."""
-    loggers = [logging.getLogger(n) for n in names]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        for lg, level in zip(loggers, levels, strict=True):
-            lg.setLevel(level)
 
 
 def _convert_fp16(fp32_dir: Path, target: Path) -> dict[str, Any]:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import logging
 import shutil
 import time
 import warnings
@@ -38,6 +37,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from .._exceptions import BackendUnavailable
+from .._logs import quiet_loggers
 from . import _accuracy, _direct
 from ._export_cache import CacheEntry, export_key, get_or_build, library_versions
 from .base import Backend, BackendProbe, ModelSpec, Runtime, module_exists
@@ -469,15 +469,9 @@ def _open(plan: _direct.Plan, path: Path, device: str, config: dict[str, str]) -
     # as a hub id in the HF cache first, fails, and logs a warning that says nothing useful
     # ("Could not infer whether the model was already converted"): that logger is muted for
     # the call (its errors still show).
-    base_log = logging.getLogger("optimum.intel.openvino.modeling_base")
-    level = base_log.level
-    base_log.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return cls.from_pretrained(str(path), export=False, device=device, ov_config=dict(config))
-    finally:
-        base_log.setLevel(level)
+    with warnings.catch_warnings(), quiet_loggers("optimum.intel.openvino.modeling_base"):
+        warnings.simplefilter("ignore")
+        return cls.from_pretrained(str(path), export=False, device=device, ov_config=dict(config))
 
 
 @contextlib.contextmanager

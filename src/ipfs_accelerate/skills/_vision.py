@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from .._exceptions import InvalidInput
+from .._logs import quiet_loggers
 from ._generation import (
     CausalLMGenerate,
     GenerationParams,
@@ -70,21 +71,11 @@ def load_processor(path: Path) -> Any:
     too. Its log line announcing that choice is silenced: the choice is deliberate (the fast
     image processors need torchvision, which must not be installed here).
     """
-    import logging
-
     from transformers import AutoProcessor
 
     # Both places that may announce the choice (per processor class or via AutoImageProcessor).
-    loggers = [logging.getLogger(f"transformers.{name}") for name in
-               ("processing_utils", "models.auto.image_processing_auto")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-    try:
+    with quiet_loggers("transformers.processing_utils", "transformers.models.auto.image_processing_auto"):
         return AutoProcessor.from_pretrained(path, local_files_only=True)
-    finally:
-        for lg, level in zip(loggers, levels, strict=True):
-            lg.setLevel(level)
 
 
 # --------------------------------------------------------------------------- inputs

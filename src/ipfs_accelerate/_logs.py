@@ -1,0 +1,27 @@
+"""Muting a library's log lines for the length of one call."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+
+__all__ = ["quiet_loggers"]
+
+
+@contextlib.contextmanager
+def quiet_loggers(*names: str) -> Iterator[None]:
+    """Raise the named loggers to ERROR for the block, then restore their levels.
+
+    For a library's INFO/WARNING lines that say nothing useful about what we asked of it
+    (a deliberate choice announced, a lookup it is bound to fail); its errors still show.
+    """
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
