@@ -190,6 +190,26 @@ def test_int8_quantizes_constant_weights_only_and_fuses_decoders(backend: OnnxRu
         assert not (Path(runtime.details["export_dir"]) / "fused-fp32").exists()
 
 
+def test_a_failed_fusion_is_reported_and_the_unfused_graph_kept(backend: OnnxRuntimeBackend, tiny_spec: Any,
+                                                                 export_cache: Path, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from onnxruntime.transformers import optimizer
+
+    from ipfs_accelerate.backends.onnxruntime import _fused_sources
+
+    spec = tiny_spec("gpt2")
+    fp32_dir = Path(_load(backend, spec, export_cache).details["export_dir"])
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("no fusion for this graph\nsecond line")
+
+    monkeypatch.setattr(optimizer, "optimize_model", broken)
+    sources, how = _fused_sources(spec, fp32_dir, ["model.onnx"], tmp_path)
+    assert sources == {"model.onnx": fp32_dir / "model.onnx"}
+    assert how == ("onnxruntime.transformers.optimizer(model_type='gpt2'): "
+                   "model.onnx left unfused (RuntimeError: no fusion for this graph)")
+
+
 def test_runtimes_keep_torch_to_one_host_thread(backend: OnnxRuntimeBackend, tiny_spec: Any,
                                                 export_cache: Path) -> None:
     assert _load(backend, tiny_spec("bert"), export_cache).host_threads == 1

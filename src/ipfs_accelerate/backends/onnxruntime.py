@@ -562,10 +562,12 @@ def _fused_sources(spec: ModelSpec, fp32_dir: Path, files: list[str], target: Pa
     (GPT-2 int8: 3,100 nodes to 1,400, 14.8 → 13.8 ms per token here). Only decoder-only
     generators whose ``model_type`` the optimizer knows are fused: encoders at batch size
     are compute-bound and gain nothing, and their fused attention would quantize as a whole.
-    Any failure keeps the unfused graph (the accuracy gate judges what is kept).
+    A failure keeps the unfused graph, and says so in what is returned (the accuracy gate
+    judges what is kept).
 
     Returns:
-        The graph file to quantize for each name, and what was fused ("" when nothing).
+        The graph file to quantize for each name, and what was fused or left unfused and why
+        ("" when fusion does not apply).
     """
     sources = {name: fp32_dir / name for name in files}
     model_type = _direct.model_type(spec)
@@ -588,6 +590,7 @@ def _fused_sources(spec: ModelSpec, fp32_dir: Path, files: list[str], target: Pa
                     str(fused_dir / name), use_external_data_format=_graph_bytes(fp32_dir, name) > _EXTERNAL_DATA_BYTES)
         except Exception as exc:  # noqa: BLE001 - the optimizer's failures are many; unfused still works
             log.info("graph fusion skipped for %s: %s", name, exc)
+            done.append(f"{name} left unfused ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})")
             continue
         sources[name] = fused_dir / name
         done.append(", ".join(f"{n} {op}" for op, n in sorted(counts.items())) or "nothing to fuse")
