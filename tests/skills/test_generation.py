@@ -178,3 +178,68 @@ def test_nothing_to_suppress_gives_no_processors():
         generation_config = GenerationConfig()
 
     assert masked_suppression(Model()) == []
+
+
+def _both_loops(ep, prompts, tokenizer=None, **params):
+    """The greedy loop's output and generate()'s, on the same prepared inputs."""
+    from ipfs_accelerate.skills import _generation as g
+
+    parsed = ep.parse_params(params)
+    prepared = ep.handler.preprocess(prompts, parsed)
+    tokenizer = tokenizer or ep.handler.tokenizer
+    common = {"tokenizer": tokenizer, "config": ep.handler.lm_config,
+              "max_new_tokens": prepared.extra["max_new_tokens"]}
+    assert g.greedy_applies(ep.runtime.model, prepared.inputs, parsed)
+    ours = g.greedy_generate(ep.runtime, prepared.inputs, parsed, **common)
+    theirs = g.generate(ep.runtime, prepared.inputs, parsed, prompt_len=prepared.extra["prompt_len"], **common)
+    return ours, theirs
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime", "openvino"])
+@pytest.mark.parametrize("model_id", CAUSAL)
+def test_greedy_loop_picks_the_tokens_generate_picks(load_tiny, model_id, backend):
+    import copy
+
+    ep = load_tiny(model_id, backend=backend)
+    ours, theirs = _both_loops(ep, PROMPTS, max_new_tokens=8)  # left-padded: the prompts differ in length
+    assert ours.token_ids == theirs.token_ids and ours.texts == theirs.texts
+    assert ours.new_tokens == theirs.new_tokens == 16
+    assert ours.time_to_first_token_s > 0
+
+    # A row that reaches end-of-sequence early is padded while the other goes on.
+    tokenizer = copy.deepcopy(ep.handler.tokenizer)
+    tokenizer.eos_token_id = theirs.token_ids[0][2]
+    ours, theirs = _both_loops(ep, PROMPTS, tokenizer=tokenizer, max_new_tokens=8)
+    assert ours.token_ids == theirs.token_ids and ours.new_tokens == theirs.new_tokens
+    assert len(ours.token_ids[0]) <= 2 < ours.new_tokens
+
+
+def test_greedy_loop_stops_at_stop_strings_as_generate_does(load_tiny):
+    ep = load_tiny("gpt2")
+    full = ep(PROMPTS, max_new_tokens=12).outputs
+    stop = full[1].strip()[2:4]
+    ours, theirs = _both_loops(ep, PROMPTS, max_new_tokens=12, stop=[stop])
+    assert ours.token_ids == theirs.token_ids and ours.texts == theirs.texts
+    assert stop not in ours.texts[1] and full[1].startswith(ours.texts[1])
+
+
+def test_greedy_loop_only_where_it_matches_generate(load_tiny):
+    from transformers import GenerationConfig
+
+    from ipfs_accelerate.skills._generation import GenerationParams, greedy_applies
+
+    ep = load_tiny("gpt2")
+    text = {"input_ids": 0, "attention_mask": 0}
+    greedy = GenerationParams()
+    assert greedy_applies(ep.runtime.model, text, greedy)
+    assert not greedy_applies(ep.runtime.model, text, GenerationParams(temperature=0.7))
+    assert not greedy_applies(ep.runtime.model, text, GenerationParams(repetition_penalty=1.2))
+    assert not greedy_applies(ep.runtime.model, {**text, "pixel_values": 0}, greedy)
+
+    class Model:  # a checkpoint whose generation config adds a logits processor
+        generation_config = GenerationConfig(no_repeat_ngram_size=3, eos_token_id=2)
+
+    assert not greedy_applies(Model(), text, greedy)
+    Model.generation_config = GenerationConfig(eos_token_id=2, pad_token_id=0, max_length=64)
+    assert greedy_applies(Model(), text, greedy)
+    assert not greedy_applies(object(), text, greedy)

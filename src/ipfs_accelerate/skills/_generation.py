@@ -1,10 +1,13 @@
 """Generation controls, implemented once and shared by every generating family.
 
-The loop itself is the runtime's ``model.generate`` (transformers' GenerationMixin, which
+The loop is the runtime's ``model.generate`` (transformers' GenerationMixin, which
 optimum's ONNX Runtime and OpenVINO models share), so the KV cache is used on every
-backend. This module adds what callers need around it: validated parameters, seeded
-sampling that leaves the global RNG alone, stop strings, a time-to-first-token clock,
-honest counting of new tokens, and streaming.
+backend. The exception is plain greedy decoding of text prompts (see :func:`greedy_applies`):
+there a short loop over the model's forward pass picks the same tokens without
+``generate()``'s per-step machinery, which cost 1.5 ms of each 16 ms int8 GPT-2 step on a
+2-core CPU. This module adds what callers need around either loop: validated parameters,
+seeded sampling that leaves the global RNG alone, stop strings, a time-to-first-token
+clock, honest counting of new tokens, and streaming.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import math
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
 from .._exceptions import InvalidInput
@@ -29,6 +32,8 @@ __all__ = [
     "GenerationParams",
     "Seq2SeqGenerate",
     "generate",
+    "greedy_applies",
+    "greedy_generate",
     "masked_suppression",
     "split_generated",
     "stream_generate",
@@ -283,6 +288,90 @@ def generate(
                    box.get("ttft", time.perf_counter() - started))
 
 
+# Generation-config fields that add nothing to greedy decoding: special ids, bookkeeping, and
+# the sampling warpers, which transformers applies only when sampling.
+_GREEDY_NEUTRAL = frozenset({
+    "bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id", "max_length",
+    "max_new_tokens", "use_cache", "transformers_version", "_from_model_config", "do_sample",
+    "temperature", "top_p", "top_k", "min_p", "typical_p", "epsilon_cutoff", "eta_cutoff",
+})
+
+
+def greedy_applies(model: Any, inputs: Mapping[str, Any], params: GenerationParams) -> bool:
+    """Whether :func:`greedy_generate` picks exactly the tokens ``model.generate`` would.
+
+    That holds for greedy decoding (no sampling, no repetition penalty) of token ids and an
+    attention mask alone (no images, no encoder) when the model's generation config asks for
+    nothing beyond greedy search: no beams, no forced or suppressed tokens, no minimum
+    length. Anything else goes through ``generate``.
+    """
+    if params.do_sample or params.repetition_penalty != 1.0:
+        return False
+    if set(inputs) != {"input_ids", "attention_mask"}:
+        return False
+    config = getattr(model, "generation_config", None)
+    try:
+        asked = set(config.to_diff_dict()) if config is not None else None
+    except (AttributeError, TypeError, ValueError):
+        asked = None
+    return asked is not None and asked <= _GREEDY_NEUTRAL
+
+
+def greedy_generate(
+    runtime: Runtime,
+    inputs: dict[str, Any],
+    params: GenerationParams,
+    *,
+    tokenizer: Any,
+    config: Any,
+    max_new_tokens: int,
+) -> GenerationOutput:
+    """Greedy decoding of a left-padded batch with the KV cache, one forward pass per token.
+
+    Same arguments as :func:`generate` (the prompt is every leading position); only for
+    the cases :func:`greedy_applies` accepts. Rows that reach end-of-sequence or a stop
+    string are padded until every row has, as ``generate`` does.
+    """
+    import torch
+
+    started = time.perf_counter()
+    kwargs = _generate_kwargs(params, tokenizer, config, max_new_tokens)
+    eos, pad = kwargs["eos_token_id"], kwargs["pad_token_id"]
+    stop = _stop_criteria(tokenizer, params.stop, 0) if params.stop else None
+    model = runtime.model
+    ttft: float | None = None
+    with torch.inference_mode():
+        prepared = runtime.prepare(inputs)
+        ids, mask = prepared["input_ids"], prepared["attention_mask"]
+        prompt_len = int(ids.shape[1])
+        eos_ids = torch.tensor([e for e in (eos if isinstance(eos, (list, tuple)) else [eos]) if e is not None],
+                               dtype=ids.dtype, device=ids.device)
+        # Left padding: positions count real tokens only, as generate() computes them.
+        positions = mask.long().cumsum(-1) - 1
+        positions.masked_fill_(mask == 0, 1)
+        sequences, step_ids, past = ids, ids, None
+        unfinished = torch.ones(ids.shape[0], dtype=torch.bool, device=ids.device)
+        for _ in range(max_new_tokens):
+            out = model(input_ids=step_ids, attention_mask=mask, position_ids=positions,
+                        past_key_values=past, use_cache=True)
+            tokens = out.logits[:, -1, :].argmax(-1)
+            if ttft is None:
+                ttft = time.perf_counter() - started
+            if pad is not None:
+                tokens = torch.where(unfinished, tokens, torch.full_like(tokens, pad))
+            sequences = torch.cat([sequences, tokens[:, None]], dim=-1)
+            unfinished &= ~torch.isin(tokens, eos_ids)
+            if stop is not None:
+                unfinished &= ~stop(sequences[:, prompt_len:], None).to(unfinished.device)
+            if not bool(unfinished.any()):
+                break
+            past, step_ids = out.past_key_values, tokens[:, None]
+            mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)
+            positions = positions[:, -1:] + 1
+    return _decode(sequences.cpu(), prompt_len, tokenizer, params, eos, pad,
+                   ttft if ttft is not None else time.perf_counter() - started)
+
+
 def split_generated(row: Sequence[int], *, eos: Any, pad: Any) -> tuple[list[int], int]:
     """The new tokens of one generated row up to its end-of-sequence, and how many were generated.
 
@@ -447,6 +536,9 @@ class CausalLMGenerate(_GenerateBase):
         return self.config
 
     def forward(self, runtime: Runtime, prepared: Prepared, params: GenerationParams) -> GenerationOutput:
+        if greedy_applies(runtime.model, prepared.inputs, params):
+            return greedy_generate(runtime, prepared.inputs, params, tokenizer=self.tokenizer,
+                                   config=self.lm_config, max_new_tokens=prepared.extra["max_new_tokens"])
         return generate(runtime, prepared.inputs, params, tokenizer=self.tokenizer, config=self.lm_config,
                         max_new_tokens=prepared.extra["max_new_tokens"], prompt_len=prepared.extra["prompt_len"])
 
