@@ -118,3 +118,57 @@ def test_multilingual_tokenizer_has_the_published_special_ids(load_tiny):
     assert res.outputs[0].language == "fr"
     with pytest.raises(ia.InvalidInput, match="unknown language"):
         ep(audio, language="klingon")
+
+
+def _greedy_loop_and_generate(ep, monkeypatch, items, **params):
+    """Transcripts and token counts from the greedy loop, then from generate() on the same inputs."""
+    parsed = ep.handler.parse_params(params)
+    assert ep.handler._greedy_prompt(ep.runtime.model, ep.handler.preprocess(items, parsed), parsed) is not None
+    ours = ep(items, **params)
+    with monkeypatch.context() as patch:
+        patch.setattr(ep.handler, "_greedy_prompt", lambda *args: None)
+        theirs = ep(items, **params)
+    return ours, theirs
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime", "openvino"])
+def test_greedy_loop_transcribes_as_generate_does(load_tiny, monkeypatch, backend):
+    ep = load_tiny(TINY_EN, backend=backend)
+    rng = np.random.default_rng(0)
+    clips = [((rng.standard_normal(16000 * n) * 0.1).astype(np.float32), 16000) for n in (3, 1)]
+    ours, theirs = _greedy_loop_and_generate(ep, monkeypatch, clips, max_new_tokens=12)
+    assert [o.text for o in ours.outputs] == [o.text for o in theirs.outputs]
+    assert ours.timings["new_tokens"] == theirs.timings["new_tokens"] > 0
+
+
+def test_greedy_loop_on_real_speech_and_a_given_language(real_whisper, load_tiny, monkeypatch, speech_wav):
+    path, _ = speech_wav
+    ours, theirs = _greedy_loop_and_generate(real_whisper, monkeypatch, [str(path)])
+    assert ours.outputs[0].text == theirs.outputs[0].text and len(ours.outputs[0].text.split()) > 5
+    multilingual = load_tiny("openai/whisper-tiny")
+    audio = [(np.sin(np.arange(16000) / 5).astype(np.float32) * 0.3, 16000)]
+    for task in ("transcribe", "translate"):
+        ours, theirs = _greedy_loop_and_generate(multilingual, monkeypatch, audio, language="fr", task=task,
+                                                 max_new_tokens=6)
+        assert ours.outputs[0].text == theirs.outputs[0].text
+        assert ours.timings["new_tokens"] == theirs.timings["new_tokens"]
+
+
+def test_generate_decodes_what_the_greedy_loop_cannot(real_whisper, load_tiny, speech_wav):
+    path, _ = speech_wav
+    handler, model = real_whisper.handler, real_whisper.runtime.model
+
+    def prompt(items, **params):
+        parsed = handler.parse_params(params)
+        return handler._greedy_prompt(model, handler.preprocess(items, parsed), parsed)
+
+    assert prompt([str(path)]) == [50257, 50362]  # <|startoftranscript|><|notimestamps|>
+    assert prompt([str(path)], timestamps=True) is None
+    assert prompt([str(path)], temperature=0.5) is None
+    long = (np.zeros(16000 * 31, dtype=np.float32), 16000)
+    assert prompt([long]) is None
+    multilingual = load_tiny("openai/whisper-tiny")
+    audio = [(np.zeros(8000, dtype=np.float32), 16000)]
+    parsed = multilingual.handler.parse_params({})
+    assert multilingual.handler._greedy_prompt(  # no language given: generate() detects it
+        multilingual.runtime.model, multilingual.handler.preprocess(audio, parsed), parsed) is None

@@ -34,6 +34,7 @@ __all__ = [
     "generate",
     "greedy_applies",
     "greedy_generate",
+    "greedy_seq2seq",
     "masked_suppression",
     "split_generated",
     "stream_generate",
@@ -370,6 +371,65 @@ def greedy_generate(
             positions = positions[:, -1:] + 1
     return _decode(sequences.cpu(), prompt_len, tokenizer, params, eos, pad,
                    ttft if ttft is not None else time.perf_counter() - started)
+
+
+def greedy_seq2seq(
+    runtime: Runtime,
+    inputs: dict[str, Any],
+    *,
+    decoder_prompt: Sequence[int],
+    eos: Any,
+    pad: Any,
+    max_new_tokens: int,
+    processors: Sequence[Any] = (),
+    started: float | None = None,
+) -> tuple[Any, float]:
+    """Greedy decoding for an encoder-decoder: the encoder once, then one decoder step per token.
+
+    The caller vouches that ``generate`` would do no more than this: start every row from
+    ``decoder_prompt``, apply ``processors`` (``processor(ids, scores)``, as transformers'
+    logits processors) and take the most likely token, padding rows that reached
+    end-of-sequence until all have or ``max_new_tokens`` are generated. The runtime's model
+    needs ``get_encoder()`` and a forward pass taking ``encoder_outputs``,
+    ``decoder_input_ids`` and ``past_key_values`` (transformers', optimum's ONNX Runtime and
+    OpenVINO models all do).
+
+    Returns:
+        ``(sequences, time_to_first_token_s)``: the decoder prompt followed by the new tokens,
+        one row per input, as ``generate`` returns them.
+    """
+    import torch
+
+    started = time.perf_counter() if started is None else started
+    model = runtime.model
+    ttft: float | None = None
+    with torch.inference_mode():
+        prepared = runtime.prepare(inputs)
+        encoded = model.get_encoder()(**prepared)
+        mask = prepared.get("attention_mask")
+        rows = int(next(iter(prepared.values())).shape[0])
+        sequences = torch.tensor([list(decoder_prompt)] * rows, dtype=torch.long)
+        step_ids, past = sequences, None
+        eos_ids = torch.tensor([e for e in (eos if isinstance(eos, (list, tuple)) else [eos]) if e is not None],
+                               dtype=torch.long)
+        unfinished = torch.ones(rows, dtype=torch.bool)
+        for _ in range(max_new_tokens):
+            out = model(encoder_outputs=encoded, attention_mask=mask, decoder_input_ids=step_ids.to(encoded[0].device),
+                        past_key_values=past, use_cache=True)
+            scores = out.logits[:, -1, :].to(device="cpu", dtype=torch.float32, copy=True)
+            for processor in processors:
+                scores = processor(sequences, scores)
+            tokens = scores.argmax(-1)
+            if ttft is None:
+                ttft = time.perf_counter() - started
+            if pad is not None:
+                tokens = torch.where(unfinished, tokens, torch.full_like(tokens, pad))
+            sequences = torch.cat([sequences, tokens[:, None]], dim=-1)
+            unfinished &= ~torch.isin(tokens, eos_ids)
+            if not bool(unfinished.any()):
+                break
+            past, step_ids = out.past_key_values, tokens[:, None]
+    return sequences, ttft if ttft is not None else time.perf_counter() - started
 
 
 def split_generated(row: Sequence[int], *, eos: Any, pad: Any) -> tuple[list[int], int]:

@@ -36,6 +36,7 @@ from ._generation import (
     _cut_at_stop,
     _first_token_clock,
     _generate_kwargs,
+    greedy_seq2seq,
     masked_suppression,
     stream_generate,
 )
@@ -199,6 +200,17 @@ def _multilingual_processor(out_dir: Path) -> None:
     generation.save_pretrained(out_dir)
 
 
+# Whisper generation-config fields that add nothing to one greedy window without timestamps:
+# ids, the timestamp and alignment settings, the language tables, and the suppressed tokens
+# (applied by masked_suppression's processors).
+_WHISPER_GREEDY_NEUTRAL = frozenset({
+    "bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id", "max_length", "use_cache",
+    "transformers_version", "_from_model_config", "forced_decoder_ids", "is_multilingual", "lang_to_id",
+    "task_to_id", "alignment_heads", "max_initial_timestamp_index", "no_timestamps_token_id", "prev_sot_token_id",
+    "return_timestamps", "suppress_tokens", "begin_suppress_tokens",
+})
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class WhisperParams(GenerationParams, AudioParams):
     """Parameters of Whisper ``transcribe``: the shared generation controls plus
@@ -324,6 +336,40 @@ class WhisperTranscribe(TaskHandler):
             options["return_timestamps"] = True
         return options
 
+    def _greedy_prompt(self, model: Any, prepared: Prepared, params: WhisperParams) -> list[int] | None:
+        """The decoder prompt Whisper's ``generate`` would start from, when a plain greedy loop
+        decodes as it would: one window, no timestamps, greedy, the language known (English-only,
+        or given), and nothing in the generation config beyond Whisper's own ids and the
+        suppressed tokens. None otherwise (``generate`` then runs)."""
+        config = getattr(model, "generation_config", None)
+        if (config is None or params.do_sample or params.repetition_penalty != 1.0 or params.timestamps
+                or prepared.extra["long"] or getattr(config, "return_timestamps", False)):
+            return None
+        try:
+            asked = set(config.to_diff_dict())
+        except (AttributeError, TypeError, ValueError):
+            return None
+        if not asked <= _WHISPER_GREEDY_NEUTRAL:
+            return None
+        start, no_timestamps = config.decoder_start_token_id, getattr(config, "no_timestamps_token_id", None)
+        if start is None or no_timestamps is None or config.eos_token_id is None:
+            return None
+        prompt = [int(start)]
+        if self.multilingual:
+            if params.language is None:
+                return None  # generate() detects the language first
+            from transformers.models.whisper.tokenization_whisper import TO_LANGUAGE_CODE
+
+            wanted = params.language.lower()
+            code = TO_LANGUAGE_CODE.get(wanted, wanted)
+            lang_ids, task_ids = getattr(config, "lang_to_id", None) or {}, getattr(config, "task_to_id", None) or {}
+            if f"<|{code}|>" not in lang_ids or params.task not in task_ids:
+                return None
+            prompt += [int(lang_ids[f"<|{code}|>"]), int(task_ids[params.task])]
+        prompt.append(int(no_timestamps))
+        window = int(getattr(self.config, "max_target_positions", 448))
+        return prompt if len(prompt) + params.max_new_tokens <= window else None
+
     def forward(self, runtime: Runtime, prepared: Prepared, params: WhisperParams) -> Any:
         import torch
         from transformers import LogitsProcessorList
@@ -332,6 +378,18 @@ class WhisperTranscribe(TaskHandler):
         box: dict[str, float] = {}
         kwargs = self._sampling_kwargs(params)
         suppression = masked_suppression(runtime.model)
+        prompt = self._greedy_prompt(runtime.model, prepared, params)
+        if prompt is not None:
+            # One window, greedy: a short loop over the decoder picks generate()'s tokens
+            # without its per-step machinery (about 1.5 ms of a 10 ms int8 step here).
+            for processor in suppression:
+                if hasattr(processor, "set_begin_index"):
+                    processor.set_begin_index(len(prompt))
+            config = runtime.model.generation_config
+            sequences, ttft = greedy_seq2seq(runtime, prepared.inputs, decoder_prompt=prompt, eos=config.eos_token_id,
+                                             pad=config.pad_token_id, max_new_tokens=params.max_new_tokens,
+                                             processors=suppression, started=started)
+            return {"out": sequences, "ttft": ttft}
         kwargs["logits_processor"] = LogitsProcessorList([*suppression, _first_token_clock(started, box)])
         kwargs.update(self._generate_options(prepared, params))
         if kwargs.get("return_timestamps"):
