@@ -9,6 +9,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -87,6 +88,8 @@ def test_json_matches_the_schema(report_dir):
             assert m["latency"]["p50"] <= m["latency"]["p99"]
         assert case["measurements"][0]["cold_first_call_s"] > 0
         assert case["load"]["total_s"] > 0
+        # The backend's facts about what ran travel with each case (here torch's dtype and version).
+        assert case["runtime"]["dtype"] == "float32" and case["runtime"]["torch"] == doc["machine"]["libraries"]["torch"]
     gen = cases["gpt2"]["measurements"][0]
     assert gen["throughput"]["unit"] == "tokens/s" and "time_to_first_token_s" in gen["figures"]
     assert "fraction_of_bandwidth_bound" in gen["efficiency"]
@@ -196,3 +199,22 @@ def test_baselines_run_only_at_the_batch_sizes_ours_measured(cache_dir):
     assert any("batch 100000 not measured: predicted" in cut for cut in run.cuts)
     measured = [b for b in run.baselines if b.measurements]
     assert measured and all([m.batch_size for m in b.measurements] == [1] for b in measured)
+
+
+def test_runtime_details_are_made_json_safe():
+    from ipfs_accelerate.bench.runner import _json_safe
+
+    details = {"path": Path("/tmp/x"), "cosine": float("nan"), "providers": ("CPUExecutionProvider",),
+               "nested": {"n": np.int64(3), "ok": True}, "obj": object}
+    safe = _json_safe(details)
+    assert safe["path"] == "/tmp/x" and safe["cosine"] is None and safe["providers"] == ["CPUExecutionProvider"]
+    assert safe["nested"] == {"n": 3, "ok": True} and "object" in safe["obj"]
+    json.dumps(safe, allow_nan=False)
+
+
+def test_a_missed_target_never_rounds_up_to_its_requirement():
+    from ipfs_accelerate.bench.report import _against
+
+    assert _against(3.998, 4.0) == "3.998" and _against(0.99996, 1.0) == "0.99996"
+    assert _against(4.08, 4.0) == "4.08" and _against(4.0, 4.0) == "4" and _against(2.7, None) == "2.7"
+    assert _against(None, 4.0) == "–"

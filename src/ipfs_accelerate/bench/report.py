@@ -123,7 +123,7 @@ SCHEMA: dict[str, Any] = {
         "device": Nullable(str), "weights": Nullable(str), "source": Nullable(str),
         "fallbacks": ListOf({"stage": str, "tried": str, "reason": str, "next": str}),
         "notes": ListOf(str), "load": Nullable(MapOf(NUM)), "model_params": Nullable(int), "input_type": str,
-        "measurements": ListOf(MEASUREMENT),
+        "measurements": ListOf(MEASUREMENT), "runtime": MapOf(object),
     }),
     "baselines": ListOf({
         "baseline_id": str, "model_id": str, "task": Nullable(str), "role": str, "name": str, "library": str,
@@ -232,6 +232,19 @@ def _n(x: float | None, digits: int = 3) -> str:
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
         return "–"
     return f"{x:.{digits}g}"
+
+
+def _against(value: float | None, required: float | None) -> str:
+    """``value`` to three significant digits, or more where three would cross ``required``
+    (3.998 against 4 reads "3.998", not "4" beside "not met")."""
+    text = _n(value)
+    if value is None or required is None or text == "–":
+        return text
+    digits = 3
+    while digits < 8 and (float(text) >= required) != (value >= required):
+        digits += 1
+        text = _n(value, digits)
+    return text
 
 
 def _ms(x: float | None) -> str:
@@ -478,7 +491,7 @@ def render_markdown(run: BenchRun, targets: Sequence[Target], *, plots: Sequence
         ]
 
     lines += ["## Performance targets", ""]
-    rows = [[t.name, t.subject, "–" if t.required is None else _n(t.required), _n(t.value),
+    rows = [[t.name, t.subject, "–" if t.required is None else _n(t.required), _against(t.value, t.required),
              {True: "met", False: "**not met**", None: "–"}[t.met], t.figure] for t in targets]
     lines += _table(["Target", "Applies to", "Required", "Best measured", "Met", "Figures"], rows)
 

@@ -32,11 +32,12 @@ from __future__ import annotations
 import dataclasses
 import gc
 import json
+import math
 import statistics
 import struct
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -164,6 +165,8 @@ class CaseResult:
         model_params: parameters in the model's safetensors files.
         input_type: the Python type of the benchmark inputs (``str``, ``ndarray``, ``Image`` …).
         measurements: one per batch size that ran.
+        runtime: the backend's facts about what ran (``Provenance.runtime``: execution
+            providers or devices, export and quantization recipe, int8 gate cosine, fusion …).
     """
 
     case: Case
@@ -183,6 +186,7 @@ class CaseResult:
     model_params: int | None = None
     input_type: str = ""
     measurements: tuple[Measurement, ...] = ()
+    runtime: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def case_id(self) -> str:
@@ -755,6 +759,7 @@ class BenchRunner:
             backend=prov.backend, precision=prov.precision, device=prov.device, weights=prov.weights,
             source=prov.source, fallbacks=fallbacks, notes=tuple(dict.fromkeys(notes)), load=load_info,
             model_params=n_params or None, input_type=input_type, measurements=tuple(measurements),
+            runtime=_json_safe(dict(prov.runtime)),
         )
 
     def _too_costly(self, predicted_s: float) -> bool:
@@ -1128,6 +1133,20 @@ def run_to_dict(run: BenchRun) -> dict[str, Any]:
         "cuts": list(run.cuts),
         "notes": list(run.notes),
     })
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` with anything JSON cannot hold as text (paths, objects) and non-finite numbers as null."""
+    value = to_jsonable(value)
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, (str, int, bool)):
+        return value
+    return str(value)
 
 
 def _case_dict(result: CaseResult) -> dict[str, Any]:
