@@ -57,6 +57,16 @@ def test_auto_picks_openvino_on_a_cpu_and_reads_back_the_device(load_tiny):
     assert res.provenance.runtime.get("execution_devices") or res.provenance.runtime
 
 
+@needs_ort
+@needs_ov
+def test_int8_generation_prefers_onnxruntime_and_int8_encoders_openvino(load_tiny):
+    gen = load_tiny("gpt2", backend="auto", precision="int8")("Hello", max_new_tokens=2)
+    assert (gen.provenance.backend, gen.provenance.precision) == ("onnxruntime", "int8")
+    assert not gen.provenance.fallbacks
+    emb = load_tiny("prajjwal1/bert-tiny", "embed", backend="auto", precision="int8")(["hello world"])
+    assert (emb.provenance.backend, emb.provenance.precision) == ("openvino", "int8")
+
+
 @pytest.fixture(scope="module")
 def minilm_reference():
     st = pytest.importorskip("sentence_transformers")
