@@ -243,3 +243,23 @@ def test_greedy_loop_only_where_it_matches_generate(load_tiny):
     Model.generation_config = GenerationConfig(eos_token_id=2, pad_token_id=0, max_length=64)
     assert greedy_applies(Model(), text, greedy)
     assert not greedy_applies(object(), text, greedy)
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime", "openvino"])
+def test_encoder_decoder_greedy_loop_picks_the_tokens_generate_picks(load_tiny, backend):
+    from ipfs_accelerate.skills import _generation as g
+
+    ep = load_tiny("google/t5-efficient-tiny", backend=backend)
+    full = ep(PROMPTS, max_new_tokens=8).outputs
+    stop = full[1].strip()[2:4]
+    assert len(stop) == 2, full  # the random model writes enough to cut
+    for params in ({"max_new_tokens": 8}, {"max_new_tokens": 8, "stop": [stop]}):
+        parsed = ep.parse_params(params)
+        prepared = ep.handler.preprocess(PROMPTS, parsed)
+        assert g.greedy_applies(ep.runtime.model, prepared.inputs, parsed)
+        ours = ep.handler.forward(ep.runtime, prepared, parsed)
+        theirs = g.generate(ep.runtime, prepared.inputs, parsed, tokenizer=ep.handler.tokenizer, config=ep.handler.config,
+                            max_new_tokens=prepared.extra["max_new_tokens"], prompt_len=1)
+        assert ours.token_ids == theirs.token_ids and ours.texts == theirs.texts
+        assert ours.new_tokens == theirs.new_tokens > 0
+    assert stop not in ours.texts[1] and full[1].startswith(ours.texts[1])

@@ -301,10 +301,10 @@ _GREEDY_NEUTRAL = frozenset({
 def greedy_applies(model: Any, inputs: Mapping[str, Any], params: GenerationParams) -> bool:
     """Whether :func:`greedy_generate` picks exactly the tokens ``model.generate`` would.
 
-    That holds for greedy decoding (no sampling, no repetition penalty) of token ids and an
-    attention mask alone (no images, no encoder) when the model's generation config asks for
-    nothing beyond greedy search: no beams, no forced or suppressed tokens, no minimum
-    length. Anything else goes through ``generate``.
+    (or :func:`greedy_seq2seq`, for an encoder-decoder). That holds for greedy decoding (no
+    sampling, no repetition penalty) of token ids and an attention mask alone (no images)
+    when the model's generation config asks for nothing beyond greedy search: no beams, no
+    forced or suppressed tokens, no minimum length. Anything else goes through ``generate``.
     """
     if params.do_sample or params.repetition_penalty != 1.0:
         return False
@@ -382,6 +382,7 @@ def greedy_seq2seq(
     pad: Any,
     max_new_tokens: int,
     processors: Sequence[Any] = (),
+    stop: Any = None,
     started: float | None = None,
 ) -> tuple[Any, float]:
     """Greedy decoding for an encoder-decoder: the encoder once, then one decoder step per token.
@@ -389,7 +390,8 @@ def greedy_seq2seq(
     The caller vouches that ``generate`` would do no more than this: start every row from
     ``decoder_prompt``, apply ``processors`` (``processor(ids, scores)``, as transformers'
     logits processors) and take the most likely token, padding rows that reached
-    end-of-sequence until all have or ``max_new_tokens`` are generated. The runtime's model
+    end-of-sequence (or, with ``stop``, a stopping criterion called on the new tokens) until
+    all have or ``max_new_tokens`` are generated. The runtime's model
     needs ``get_encoder()`` and a forward pass taking ``encoder_outputs``,
     ``decoder_input_ids`` and ``past_key_values`` (transformers', optimum's ONNX Runtime and
     OpenVINO models all do).
@@ -426,6 +428,8 @@ def greedy_seq2seq(
                 tokens = torch.where(unfinished, tokens, torch.full_like(tokens, pad))
             sequences = torch.cat([sequences, tokens[:, None]], dim=-1)
             unfinished &= ~torch.isin(tokens, eos_ids)
+            if stop is not None:
+                unfinished &= ~stop(sequences[:, len(decoder_prompt):], None)
             if not bool(unfinished.any()):
                 break
             past, step_ids = out.past_key_values, tokens[:, None]
@@ -633,6 +637,16 @@ class Seq2SeqGenerate(_GenerateBase):
                         extra={"max_new_tokens": max_new, "prompt_tokens": int(encoded["attention_mask"].sum())})
 
     def forward(self, runtime: Runtime, prepared: Prepared, params: GenerationParams) -> GenerationOutput:
+        start = getattr(getattr(runtime.model, "generation_config", None), "decoder_start_token_id", None)
+        if isinstance(start, int) and greedy_applies(runtime.model, prepared.inputs, params):
+            started = time.perf_counter()
+            kwargs = _generate_kwargs(params, self.tokenizer, self.config, prepared.extra["max_new_tokens"])
+            eos, pad = kwargs["eos_token_id"], kwargs["pad_token_id"]
+            stop = _stop_criteria(self.tokenizer, params.stop, 0) if params.stop else None
+            sequences, ttft = greedy_seq2seq(runtime, prepared.inputs, decoder_prompt=[start], eos=eos, pad=pad,
+                                             max_new_tokens=prepared.extra["max_new_tokens"], stop=stop,
+                                             started=started)
+            return _decode(sequences, 1, self.tokenizer, params, eos, pad, ttft)
         # Encoder-decoder outputs start with the decoder start token, not the prompt.
         return generate(runtime, prepared.inputs, params, tokenizer=self.tokenizer, config=self.config,
                         max_new_tokens=prepared.extra["max_new_tokens"], prompt_len=1)
