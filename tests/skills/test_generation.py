@@ -201,6 +201,7 @@ def test_greedy_loop_picks_the_tokens_generate_picks(load_tiny, model_id, backen
     import copy
 
     ep = load_tiny(model_id, backend=backend)
+    assert ep.runtime.backend == backend and not ep.fallbacks
     ours, theirs = _both_loops(ep, PROMPTS, max_new_tokens=8)  # left-padded: the prompts differ in length
     assert ours.token_ids == theirs.token_ids and ours.texts == theirs.texts
     assert ours.new_tokens == theirs.new_tokens == 16
@@ -250,6 +251,7 @@ def test_encoder_decoder_greedy_loop_picks_the_tokens_generate_picks(load_tiny, 
     from ipfs_accelerate.skills import _generation as g
 
     ep = load_tiny("google/t5-efficient-tiny", backend=backend)
+    assert ep.runtime.backend == backend and not ep.fallbacks
     full = ep(PROMPTS, max_new_tokens=8).outputs
     stop = full[1].strip()[2:4]
     assert len(stop) == 2, full  # the random model writes enough to cut

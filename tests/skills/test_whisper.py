@@ -134,6 +134,7 @@ def _greedy_loop_and_generate(ep, monkeypatch, items, **params):
 @pytest.mark.parametrize("backend", ["torch", "onnxruntime", "openvino"])
 def test_greedy_loop_transcribes_as_generate_does(load_tiny, monkeypatch, backend):
     ep = load_tiny(TINY_EN, backend=backend)
+    assert ep.runtime.backend == backend and not ep.fallbacks
     rng = np.random.default_rng(0)
     clips = [((rng.standard_normal(16000 * n) * 0.1).astype(np.float32), 16000) for n in (3, 1)]
     ours, theirs = _greedy_loop_and_generate(ep, monkeypatch, clips, max_new_tokens=12)

@@ -18,7 +18,7 @@ import math
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
 from .._exceptions import InvalidInput
@@ -338,39 +338,27 @@ def greedy_generate(
     started = time.perf_counter()
     kwargs = _generate_kwargs(params, tokenizer, config, max_new_tokens)
     eos, pad = kwargs["eos_token_id"], kwargs["pad_token_id"]
-    stop = _stop_criteria(tokenizer, params.stop, 0) if params.stop else None
     model = runtime.model
-    ttft: float | None = None
     with torch.inference_mode():
         prepared = runtime.prepare(inputs)
         ids, mask = prepared["input_ids"], prepared["attention_mask"]
-        prompt_len = int(ids.shape[1])
-        eos_ids = torch.tensor([e for e in (eos if isinstance(eos, (list, tuple)) else [eos]) if e is not None],
-                               dtype=ids.dtype, device=ids.device)
         # Left padding: positions count real tokens only, as generate() computes them.
         positions = mask.long().cumsum(-1) - 1
         positions.masked_fill_(mask == 0, 1)
-        sequences, step_ids, past = ids, ids, None
-        unfinished = torch.ones(ids.shape[0], dtype=torch.bool, device=ids.device)
-        for _ in range(max_new_tokens):
+
+        def step(step_ids: Any, past: Any) -> tuple[Any, Any]:
+            nonlocal mask, positions
+            if past is not None:
+                mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)
+                positions = positions[:, -1:] + 1
             out = model(input_ids=step_ids, attention_mask=mask, position_ids=positions,
                         past_key_values=past, use_cache=True)
-            tokens = out.logits[:, -1, :].argmax(-1)
-            if ttft is None:
-                ttft = time.perf_counter() - started
-            if pad is not None:
-                tokens = torch.where(unfinished, tokens, torch.full_like(tokens, pad))
-            sequences = torch.cat([sequences, tokens[:, None]], dim=-1)
-            unfinished &= ~torch.isin(tokens, eos_ids)
-            if stop is not None:
-                unfinished &= ~stop(sequences[:, prompt_len:], None).to(unfinished.device)
-            if not bool(unfinished.any()):
-                break
-            past, step_ids = out.past_key_values, tokens[:, None]
-            mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)
-            positions = positions[:, -1:] + 1
-    return _decode(sequences.cpu(), prompt_len, tokenizer, params, eos, pad,
-                   ttft if ttft is not None else time.perf_counter() - started)
+            return out.logits[:, -1, :], out.past_key_values
+
+        sequences, ttft = _greedy_tokens(step, ids, eos=eos, pad=pad, max_new_tokens=max_new_tokens,
+                                         stop=_stop_criteria(tokenizer, params.stop, 0) if params.stop else None,
+                                         started=started)
+    return _decode(sequences.cpu(), int(ids.shape[1]), tokenizer, params, eos, pad, ttft)
 
 
 def greedy_seq2seq(
@@ -391,10 +379,9 @@ def greedy_seq2seq(
     ``decoder_prompt``, apply ``processors`` (``processor(ids, scores)``, as transformers'
     logits processors) and take the most likely token, padding rows that reached
     end-of-sequence (or, with ``stop``, a stopping criterion called on the new tokens) until
-    all have or ``max_new_tokens`` are generated. The runtime's model
-    needs ``get_encoder()`` and a forward pass taking ``encoder_outputs``,
-    ``decoder_input_ids`` and ``past_key_values`` (transformers', optimum's ONNX Runtime and
-    OpenVINO models all do).
+    all have or ``max_new_tokens`` are generated. The runtime's model needs ``get_encoder()``
+    and a forward pass taking ``encoder_outputs``, ``decoder_input_ids`` and
+    ``past_key_values`` (transformers', optimum's ONNX Runtime and OpenVINO models all do).
 
     Returns:
         ``(sequences, time_to_first_token_s)``: the decoder prompt followed by the new tokens,
@@ -404,36 +391,81 @@ def greedy_seq2seq(
 
     started = time.perf_counter() if started is None else started
     model = runtime.model
-    ttft: float | None = None
     with torch.inference_mode():
         prepared = runtime.prepare(inputs)
-        encoded = model.get_encoder()(**prepared)
+        encoder = model.get_encoder()
+        encoder_inputs = dict(prepared)
+        if "attention_mask" not in encoder_inputs and "attention_mask" in _parameters(encoder.forward):
+            encoder_inputs["attention_mask"] = None  # optimum's ONNX Runtime speech encoder requires the argument
+        encoded = encoder(**encoder_inputs)
         mask = prepared.get("attention_mask")
         rows = int(next(iter(prepared.values())).shape[0])
-        sequences = torch.tensor([list(decoder_prompt)] * rows, dtype=torch.long)
-        step_ids, past = sequences, None
-        eos_ids = torch.tensor([e for e in (eos if isinstance(eos, (list, tuple)) else [eos]) if e is not None],
-                               dtype=torch.long)
-        unfinished = torch.ones(rows, dtype=torch.bool)
-        for _ in range(max_new_tokens):
+
+        def step(step_ids: Any, past: Any) -> tuple[Any, Any]:
             out = model(encoder_outputs=encoded, attention_mask=mask, decoder_input_ids=step_ids.to(encoded[0].device),
                         past_key_values=past, use_cache=True)
-            scores = out.logits[:, -1, :].to(device="cpu", dtype=torch.float32, copy=True)
-            for processor in processors:
-                scores = processor(sequences, scores)
-            tokens = scores.argmax(-1)
-            if ttft is None:
-                ttft = time.perf_counter() - started
-            if pad is not None:
-                tokens = torch.where(unfinished, tokens, torch.full_like(tokens, pad))
-            sequences = torch.cat([sequences, tokens[:, None]], dim=-1)
-            unfinished &= ~torch.isin(tokens, eos_ids)
-            if stop is not None:
-                unfinished &= ~stop(sequences[:, len(decoder_prompt):], None)
-            if not bool(unfinished.any()):
-                break
-            past, step_ids = out.past_key_values, tokens[:, None]
+            # On the host in fp32, as generate() hands scores to its processors.
+            return out.logits[:, -1, :].to(device="cpu", dtype=torch.float32, copy=True), out.past_key_values
+
+        return _greedy_tokens(step, torch.tensor([list(decoder_prompt)] * rows, dtype=torch.long), eos=eos, pad=pad,
+                              max_new_tokens=max_new_tokens, processors=processors, stop=stop, started=started)
+
+
+def _greedy_tokens(
+    step: Callable[[Any, Any], tuple[Any, Any]],
+    prompt: Any,
+    *,
+    eos: Any,
+    pad: Any,
+    max_new_tokens: int,
+    processors: Sequence[Any] = (),
+    stop: Any = None,
+    started: float,
+) -> tuple[Any, float]:
+    """The token loop both greedy decoders share.
+
+    ``step(ids, past)`` runs the model on the ids not yet seen (the whole ``prompt`` first,
+    with ``past`` None) and returns the last position's scores and the new cache. Rows that
+    produce an end-of-sequence token, or that ``stop`` (a transformers stopping criterion,
+    called on the new tokens) ends, get ``pad`` from then on; the loop ends when every row
+    has ended or after ``max_new_tokens``.
+
+    Returns:
+        ``(prompt followed by the new tokens, seconds from started to the first token)``.
+    """
+    import torch
+
+    eos_ids = torch.tensor([e for e in (eos if isinstance(eos, (list, tuple)) else [eos]) if e is not None],
+                           dtype=prompt.dtype, device=prompt.device)
+    unfinished = torch.ones(prompt.shape[0], dtype=torch.bool, device=prompt.device)
+    sequences, step_ids, past = prompt, prompt, None
+    ttft: float | None = None
+    for _ in range(max_new_tokens):
+        scores, past = step(step_ids, past)
+        for processor in processors:
+            scores = processor(sequences, scores)
+        tokens = scores.argmax(-1).to(prompt.device)
+        if ttft is None:
+            ttft = time.perf_counter() - started
+        if pad is not None:
+            tokens = torch.where(unfinished, tokens, torch.full_like(tokens, pad))
+        sequences = torch.cat([sequences, tokens[:, None]], dim=-1)
+        unfinished &= ~torch.isin(tokens, eos_ids)
+        if stop is not None:
+            unfinished &= ~stop(sequences[:, prompt.shape[1]:], None).to(unfinished.device)
+        if not bool(unfinished.any()):
+            break
+        step_ids = tokens[:, None]
     return sequences, ttft if ttft is not None else time.perf_counter() - started
+
+
+def _parameters(function: Any) -> frozenset[str]:
+    import inspect
+
+    try:
+        return frozenset(inspect.signature(function).parameters)
+    except (TypeError, ValueError):
+        return frozenset()
 
 
 def split_generated(row: Sequence[int], *, eos: Any, pad: Any) -> tuple[list[int], int]:
