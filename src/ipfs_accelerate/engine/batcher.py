@@ -20,8 +20,9 @@ How a batch is formed (ideas from the peers):
   compute time of a larger batch stays under ``max_latency_s``; when the fit says a batch
   costs no fixed overhead (``b ≤ 0``) waiting cannot pay and it dispatches at once.
 * Like infinity, the items of a window are sorted by length (``TaskHandler.item_length``)
-  before ``Endpoint.run_items`` splits them into forward passes, so similar lengths pad
-  together; the outputs are put back in each caller's order.
+  when ``Endpoint.run_items`` splits them into forward passes (for tasks that pad to the
+  longest item), so similar lengths pad together; the outputs come back in each caller's
+  order.
 * Like Triton, each caller's ``Result.timings`` separates ``queue_s`` (waiting) from the
   batch's compute seconds.
 
@@ -144,12 +145,11 @@ class DynamicBatcher:
             endpoint's ``max_batch_size``; ``"auto"`` probes the largest batch the memory
             at hand allows (:func:`~ipfs_accelerate.engine.batch_probe.probe_max_batch`,
             cached per model, backend, precision and device). A window larger than the
-            endpoint's own ``max_batch_size`` is sorted by length and run as several passes.
+            endpoint's own ``max_batch_size`` runs as several passes of similar length.
         max_wait_s: the longest the oldest request waits for company before its batch runs.
         max_queue: the most requests waiting; more raise Overloaded.
         max_latency_s: stop waiting once the oldest request's wait plus the predicted
             compute time of a larger batch would exceed this; None: only ``max_wait_s``.
-        sort_by_length: sort a window's items by ``handler.item_length`` to cut padding.
         start: start the worker now (else on the first submit).
 
     Raises:
@@ -164,7 +164,6 @@ class DynamicBatcher:
         max_wait_s: float = 0.005,
         max_queue: int = 1024,
         max_latency_s: float | None = None,
-        sort_by_length: bool = True,
         start: bool = True,
     ) -> None:
         if max_batch_size == "auto":
@@ -186,7 +185,6 @@ class DynamicBatcher:
         self.max_wait_s = float(max_wait_s)
         self.max_queue = max_queue
         self.max_latency_s = None if max_latency_s is None else float(max_latency_s)
-        self.sort_by_length = sort_by_length
         self.latency = LatencyModel()
         self._queue: deque[_Request] = deque()
         self._cond = threading.Condition()
@@ -366,13 +364,10 @@ class DynamicBatcher:
             return
         params = batch[0].params
         flat = [(r_index, item) for r_index, request in enumerate(batch) for item in request.items]
-        order = list(range(len(flat)))
-        if self.sort_by_length and len(batch) > 1:
-            lengths = [self._length(item) for _, item in flat]
-            order.sort(key=lambda i: lengths[i])
         started = time.perf_counter()
         try:
-            result = self.endpoint.run_items([flat[i][1] for i in order], params)
+            # run_items groups the items by length itself and returns outputs in this order.
+            result = self.endpoint.run_items([item for _, item in flat], params)
         except Exception as exc:  # noqa: BLE001 - isolated below: each request is retried alone
             self._count("batches")
             self._count("batched_items", len(flat))
@@ -386,10 +381,7 @@ class DynamicBatcher:
         self._count("batches")
         self._count("batched_items", len(flat))
         per_request: list[list[Any]] = [[] for _ in batch]
-        unsorted: list[Any] = [None] * len(flat)
-        for position, index in enumerate(order):
-            unsorted[index] = result.outputs[position]
-        for (r_index, _), output in zip(flat, unsorted, strict=True):
+        for (r_index, _), output in zip(flat, result.outputs, strict=True):
             per_request[r_index].append(output)
         for r_index, request in enumerate(batch):
             self._succeed(request, result, per_request[r_index], started, compute_s,
@@ -432,8 +424,3 @@ class DynamicBatcher:
         request.future.set_exception(exc)
         self._count("failed")
 
-    def _length(self, item: Any) -> int:
-        try:
-            return int(self.endpoint.handler.item_length(item))
-        except Exception:  # noqa: BLE001 - a length is only a sorting hint
-            return len(str(item))

@@ -207,7 +207,7 @@ class TaskHandler(abc.ABC):
     wins) and for inputs of fixed size."""
 
     def item_length(self, item: Any) -> int:
-        """A cheap size of one caller item; the batcher sorts a window by it to cut padding.
+        """A cheap size of one caller item; ``Endpoint.run_items`` groups items by it to cut padding.
 
         The default is ``len(item)`` (characters of a text, samples of an audio array …)
         and 0 for items without a length.
