@@ -77,3 +77,29 @@ def test_peak_rss_sees_an_allocation():
         for offset in range(0, size, mmap.PAGESIZE):
             block[offset] = 1
     assert meter.growth > 32 * 2**20
+
+
+def _kernel_mark_available() -> bool:
+    from ipfs_accelerate.engine import batch_probe
+
+    return batch_probe._reset_high_water_mark()
+
+
+@pytest.mark.skipif(not _kernel_mark_available(), reason="needs Linux's /proc/self/clear_refs")
+def test_peak_rss_sees_a_transient_allocation_without_a_sampler():
+    import mmap
+
+    size = 64 * 2**20
+    with PeakRSS(interval_s=10.0) as meter:  # a sampler this slow would see nothing
+        with mmap.mmap(-1, size) as block:
+            for offset in range(0, size, mmap.PAGESIZE):
+                block[offset] = 1
+        # the block is unmapped again: only the kernel's mark remembers it
+        with PeakRSS() as inner:
+            pass
+    assert meter.method == "kernel high-water mark" and meter._thread is None
+    assert meter.growth > 32 * 2**20
+    assert inner.method.startswith("sampled")  # the mark was held by the outer meter
+    with PeakRSS() as again:
+        pass
+    assert again.method == "kernel high-water mark"  # released on exit

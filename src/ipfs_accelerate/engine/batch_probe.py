@@ -3,7 +3,8 @@
 :func:`probe_max_batch` runs the task's benchmark inputs (``TaskHandler.bench_inputs``) at
 batch 1, 2, 4 … and stops at the memory budget, at an out-of-memory error, at a time cap
 or at ``max_batch``. Memory is what the runs add above the loaded model: the process's
-peak RSS on the CPU (sampled in a thread), ``torch.cuda.max_memory_allocated`` on CUDA.
+peak RSS on the CPU (the kernel's high-water mark on Linux, else sampled in a thread),
+``torch.cuda.max_memory_allocated`` on CUDA.
 The answer is cached in ``<cache_dir>/batch_probe.json`` under the model's content hash,
 task, backend, precision and device, so each combination is probed once per machine.
 
@@ -41,11 +42,18 @@ def rss_bytes() -> int:
 
 
 class PeakRSS:
-    """Samples the process RSS in a thread; ``growth`` is the peak above the start.
+    """The process's peak RSS over a block; ``growth`` is the peak above the start.
+
+    On Linux the kernel keeps the peak itself (``VmHWM``), and writing 5 to
+    ``/proc/self/clear_refs`` resets it to the current RSS: the block is measured exactly,
+    transient allocations included, and nothing runs beside it. Elsewhere, where
+    ``clear_refs`` is not writable, or while another meter holds the kernel's mark (nested
+    or concurrent meters), a thread samples the RSS every ``interval_s``. Sampling costs:
+    on 2 cores a 5 ms sampler took about 10 % of a GPT-2 int8 decode on ONNX Runtime.
 
     Args:
-        interval_s: seconds between samples (short calls may slip between two samples;
-            the sample at exit bounds that from below).
+        interval_s: seconds between samples when sampling (short calls may slip between two
+            samples; the sample at exit bounds that from below).
         baseline: the RSS to measure growth from; None takes the RSS at entry.
     """
 
@@ -53,17 +61,25 @@ class PeakRSS:
         self.interval_s = interval_s
         self.baseline = baseline
         self.peak = 0
+        self.method = ""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._holds_mark = False
 
     def __enter__(self) -> PeakRSS:
+        global _mark_held
         now = rss_bytes()
         if self.baseline is None:
             self.baseline = now
         self.peak = now
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._sample, name="ipfs-accelerate-rss", daemon=True)
-        self._thread.start()
+        with _mark_lock:
+            self._holds_mark = not _mark_held and _reset_high_water_mark()
+            _mark_held = _mark_held or self._holds_mark
+        self.method = "kernel high-water mark" if self._holds_mark else f"sampled every {self.interval_s * 1e3:g} ms"
+        if not self._holds_mark:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._sample, name="ipfs-accelerate-rss", daemon=True)
+            self._thread.start()
         return self
 
     def _sample(self) -> None:
@@ -71,15 +87,47 @@ class PeakRSS:
             self.peak = max(self.peak, rss_bytes())
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
+        global _mark_held
+        if self._holds_mark:
+            self.peak = max(self.peak, _high_water_mark() or 0)
+            with _mark_lock:
+                _mark_held = self._holds_mark = False
+        else:
+            self._stop.set()
+            if self._thread is not None:
+                self._thread.join()
         self.peak = max(self.peak, rss_bytes())
 
     @property
     def growth(self) -> int:
         """Peak RSS minus the baseline, in bytes (never negative)."""
         return max(0, self.peak - int(self.baseline or 0))
+
+
+_mark_lock = threading.Lock()
+_mark_held = False  # one meter at a time may reset the process-wide mark
+
+
+def _reset_high_water_mark() -> bool:
+    """Reset the kernel's peak RSS of this process to its current RSS (Linux); False if not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return False
+    return _high_water_mark() is not None
+
+
+def _high_water_mark() -> int | None:
+    """The kernel's peak RSS of this process in bytes (``VmHWM``), or None where it has none."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 class CudaPeak:
