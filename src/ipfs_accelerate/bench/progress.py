@@ -47,6 +47,9 @@ class Progress:
                 self._bar = RichProgress(
                     TextColumn("[bold]bench[/bold]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     TextColumn("{task.description}"), console=Console(file=self.stream), transient=False,
+                    # Redrawn once a second, not rich's ten: the redraw thread runs beside the
+                    # measurements and takes CPU time from the model on a small machine.
+                    refresh_per_second=1,
                 )
 
     def __enter__(self) -> Progress:
