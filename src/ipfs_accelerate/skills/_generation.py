@@ -36,6 +36,7 @@ __all__ = [
     "greedy_generate",
     "greedy_seq2seq",
     "masked_suppression",
+    "plain_greedy",
     "split_generated",
     "stream_generate",
 ]
@@ -306,16 +307,20 @@ def greedy_applies(model: Any, inputs: Mapping[str, Any], params: GenerationPara
     when the model's generation config asks for nothing beyond greedy search: no beams, no
     forced or suppressed tokens, no minimum length. Anything else goes through ``generate``.
     """
+    return set(inputs) == {"input_ids", "attention_mask"} and plain_greedy(model, params, neutral=_GREEDY_NEUTRAL)
+
+
+def plain_greedy(model: Any, params: GenerationParams, *, neutral: frozenset[str]) -> bool:
+    """Greedy decoding (no sampling, no repetition penalty) with a generation config that
+    sets nothing outside ``neutral``: the part of the greedy-loop check every family shares."""
     if params.do_sample or params.repetition_penalty != 1.0:
-        return False
-    if set(inputs) != {"input_ids", "attention_mask"}:
         return False
     config = getattr(model, "generation_config", None)
     try:
         asked = set(config.to_diff_dict()) if config is not None else None
     except (AttributeError, TypeError, ValueError):
         asked = None
-    return asked is not None and asked <= _GREEDY_NEUTRAL
+    return asked is not None and asked <= neutral
 
 
 def greedy_generate(

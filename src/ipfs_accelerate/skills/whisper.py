@@ -38,6 +38,7 @@ from ._generation import (
     _generate_kwargs,
     greedy_seq2seq,
     masked_suppression,
+    plain_greedy,
     stream_generate,
 )
 from .base import Baseline, BaselineRun, Checkpoint, Prepared, Skill, TaskHandler
@@ -341,15 +342,10 @@ class WhisperTranscribe(TaskHandler):
         decodes as it would: one window, no timestamps, greedy, the language known (English-only,
         or given), and nothing in the generation config beyond Whisper's own ids and the
         suppressed tokens. None otherwise (``generate`` then runs)."""
-        config = getattr(model, "generation_config", None)
-        if (config is None or params.do_sample or params.repetition_penalty != 1.0 or params.timestamps
-                or prepared.extra["long"] or getattr(config, "return_timestamps", False)):
+        if params.timestamps or prepared.extra["long"] or not plain_greedy(model, params, neutral=_WHISPER_GREEDY_NEUTRAL):
             return None
-        try:
-            asked = set(config.to_diff_dict())
-        except (AttributeError, TypeError, ValueError):
-            return None
-        if not asked <= _WHISPER_GREEDY_NEUTRAL:
+        config = model.generation_config
+        if getattr(config, "return_timestamps", False):
             return None
         start, no_timestamps = config.decoder_start_token_id, getattr(config, "no_timestamps_token_id", None)
         if start is None or no_timestamps is None or config.eos_token_id is None:
@@ -376,7 +372,6 @@ class WhisperTranscribe(TaskHandler):
 
         started = time.perf_counter()
         box: dict[str, float] = {}
-        kwargs = self._sampling_kwargs(params)
         suppression = masked_suppression(runtime.model)
         prompt = self._greedy_prompt(runtime.model, prepared, params)
         if prompt is not None:
@@ -390,6 +385,7 @@ class WhisperTranscribe(TaskHandler):
                                              pad=config.pad_token_id, max_new_tokens=params.max_new_tokens,
                                              processors=suppression, started=started)
             return {"out": sequences, "ttft": ttft}
+        kwargs = self._sampling_kwargs(params)
         kwargs["logits_processor"] = LogitsProcessorList([*suppression, _first_token_clock(started, box)])
         kwargs.update(self._generate_options(prepared, params))
         if kwargs.get("return_timestamps"):
