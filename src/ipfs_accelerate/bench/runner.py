@@ -30,7 +30,6 @@ and parameters), and once, after the first tier of cases, the concurrency test.
 from __future__ import annotations
 
 import dataclasses
-import gc
 import json
 import math
 import statistics
@@ -44,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from ..engine.batch_probe import CudaPeak, PeakRSS, rss_bytes
+from ..engine.batch_probe import CudaPeak, PeakRSS, release_freed_memory, rss_bytes
 from ..engine.batcher import DynamicBatcher
 from ..engine.choice import resolve_device
 from ..engine.options import default_cache_dir
@@ -446,16 +445,6 @@ def _references(case: Case, handler: TaskHandler, n: int) -> list[str] | None:
     return list(refs) if refs is not None else None
 
 
-def _release_memory() -> None:
-    gc.collect()
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)  # give freed heap back, so RSS growth stays honest
-    except (OSError, AttributeError):
-        pass
-
-
 def _warm_imports() -> float:
     started = time.perf_counter()
     import torch  # noqa: F401
@@ -579,7 +568,7 @@ class BenchRunner:
                 self._concurrency_step()
             result = self._run_case(case, cases[index + 1:])
             self.results.append(result)
-            _release_memory()
+            release_freed_memory()
             if self.scenario.concurrency and self.concurrency is None and self._concurrency_case() is result \
                     and result.weights == "pretrained":
                 # Right after the first real-weights text embedding case: a target, so run it early.
@@ -650,7 +639,7 @@ class BenchRunner:
             self.progress.step(f"weights of {case.model_id}: {_one_line(exc)}")
             return PreparedWeights(**common, status="failed", reason=_one_line(exc), seconds=seconds)
         finally:
-            _release_memory()  # a build holds the whole model in memory
+            release_freed_memory()  # a build holds the whole model in memory
         seconds = time.perf_counter() - started
         built = resolved.weights == "synthetic" and (resolved.path / SYNTHETIC_MARKER) not in cached
         what = "built synthetic weights" if built else f"{resolved.weights} weights ({resolved.source})"
@@ -750,7 +739,7 @@ class BenchRunner:
             self.progress.step(f"{label} batch {batch_size}: {m.throughput.value:.4g} {m.throughput.unit}, "
                                f"p50 {m.latency.p50 * 1000:.1f} ms")
         del endpoint
-        _release_memory()
+        release_freed_memory()
         if self.scenario.baselines and measurements:
             self._run_baselines(case, handler, params, resolve_device(case.device), later,
                                 measured=[m.batch_size for m in measurements])
@@ -972,7 +961,7 @@ class BenchRunner:
                 self.progress.log(f"baseline {baseline.name} batch {batch_size}: "
                                   f"{m.throughput.value:.4g} {m.throughput.unit}")
             record.run = None
-            _release_memory()
+            release_freed_memory()
         self.baselined |= {(case.model_key, b) for b in sizes}
 
     def _baseline_results(self) -> tuple[BaselineResult, ...]:
@@ -1027,7 +1016,7 @@ class BenchRunner:
                                f"{c.ratio_vs_plain:.2f}x one-by-one plain")
         else:
             self.progress.step(f"concurrency: {c.status} ({c.reason})")
-        _release_memory()
+        release_freed_memory()
 
     def _run_concurrency(self) -> ConcurrencyResult:
         from .. import load

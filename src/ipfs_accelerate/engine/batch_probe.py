@@ -29,7 +29,7 @@ from .options import default_cache_dir
 if TYPE_CHECKING:
     from .endpoint import Endpoint
 
-__all__ = ["CudaPeak", "PeakRSS", "cache_key", "probe_max_batch", "rss_bytes"]
+__all__ = ["CudaPeak", "PeakRSS", "cache_key", "probe_max_batch", "release_freed_memory", "rss_bytes"]
 
 CACHE_FILE = "batch_probe.json"
 
@@ -39,6 +39,23 @@ def rss_bytes() -> int:
     import psutil
 
     return int(psutil.Process().memory_info().rss)
+
+
+def release_freed_memory() -> None:
+    """Collect garbage and hand the C heap's free pages back to the system (glibc).
+
+    Before an RSS measurement: memory freed earlier but kept by the allocator is reused
+    without growing the RSS, so a block that needs it would read as needing nothing.
+    """
+    import gc
+
+    gc.collect()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 class PeakRSS:
@@ -247,11 +264,16 @@ def probe_max_batch(
     budget = budget_bytes if budget_bytes is not None else _default_budget(device)
     handler = endpoint.handler
     params = handler.parse_params({})
-    baseline = None if device.startswith("cuda") else rss_bytes()
+    on_cpu = not device.startswith("cuda")
+    if on_cpu:
+        release_freed_memory()
+    baseline = rss_bytes() if on_cpu else None
     best, n, stopped = 1, 1, f"reached max_batch {max_batch}"
     growth: dict[str, int] = {}
     while n <= max_batch:
         items = handler.bench_inputs(n)
+        if on_cpu:
+            release_freed_memory()  # each batch's growth counts new pages, not pages an earlier one left
         started = time.perf_counter()
         try:
             with _meter(device, baseline) as meter:
