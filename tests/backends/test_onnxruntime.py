@@ -10,7 +10,12 @@ import pytest
 
 from ipfs_accelerate._exceptions import BackendUnavailable
 from ipfs_accelerate.backends import _accuracy, get_backend
-from ipfs_accelerate.backends.onnxruntime import OnnxRuntimeBackend
+from ipfs_accelerate.backends.onnxruntime import (
+    _WEIGHT_FORMATS,
+    OnnxRuntimeBackend,
+    _quant_flavour,
+    _weight_format_name,
+)
 from tests.backends._tiny import decoder_step_lengths, first_step_logits, greedy, min_cosine, outputs_of
 
 pytest.importorskip("onnxruntime")
@@ -159,13 +164,44 @@ def test_int8_keeps_the_down_projections_in_fp32_when_all_int8_fails(
     monkeypatch.undo()
     runtime = _load(backend, spec, export_cache, "int8")
     attempts = runtime.details["int8_attempts"]
+    formats = _WEIGHT_FORMATS[_quant_flavour()]
     assert [a.split(":")[0] for a in attempts] == [
-        "every MatMul with constant weights in int8", f"{len(names)} down-projection MatMuls kept in fp32"]
+        f"{_weight_format_name(*weight_format)}, {how}" for weight_format in formats
+        for how in ("every MatMul with constant weights in int8", f"{len(names)} down-projection MatMuls kept in fp32")]
     assert "kept in fp32" in runtime.details["quantization"]
     graph = onnx.load(str(Path(runtime.details["export_dir"]) / "model.onnx")).graph
     float_matmuls = {n.name for n in graph.node if n.op_type == "MatMul"}
     assert set(names) <= float_matmuls  # still float MatMuls; the others became MatMulInteger
-    assert any(n.op_type == "MatMulInteger" for n in graph.node)
+    integer = [n for n in graph.node if n.op_type == "MatMulInteger"]
+    assert integer
+    # The last format's weights are what stayed in the cache.
+    weight_type = getattr(onnx.TensorProto, {"QInt8": "INT8", "QUInt8": "UINT8"}[formats[-1][0]])
+    weights = {init.name: init for init in graph.initializer}
+    assert all(weights[n.input[1]].data_type == weight_type for n in integer)
+
+
+def test_int8_weights_on_avx2_are_7_bit_int8_first(backend: OnnxRuntimeBackend, tiny_spec: Any, export_cache: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without VNNI the first format is int8 in a 7-bit range: VPMADDUBSW's pairwise 16-bit sums
+    cannot saturate, and the uint8 × int8 kernel is the fast one (uint8 weights come second)."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    from ipfs_accelerate.backends import onnxruntime as ort_backend
+
+    monkeypatch.setattr(ort_backend, "_quant_flavour", lambda: "avx2")
+    runtime = _load(backend, tiny_spec("gpt2"), export_cache, "int8")
+    assert runtime.details["int8_attempts"][0].startswith("int8 weights (7-bit range), every MatMul")
+    assert runtime.details["quantization"].startswith("dynamic, per-channel weights, avx2 kernels, int8 weights (7-bit range)")
+    graph = onnx.load(str(Path(runtime.details["export_dir"]) / "model.onnx")).graph
+    weights = {init.name: init for init in graph.initializer}
+    integer = [n for n in graph.node if n.op_type in ("MatMulInteger", "DynamicQuantizeMatMul")]
+    assert integer
+    for node in integer:
+        values = numpy_helper.to_array(weights[node.input[1]])
+        # Symmetric 7-bit: |w| ≤ 64, so a pair of uint8 × int8 products stays under 2¹⁵.
+        assert values.dtype == np.int8 and np.abs(values.astype(np.int16)).max() <= 64, node.name
 
 
 def test_int8_quantizes_constant_weights_only_and_fuses_decoders(backend: OnnxRuntimeBackend, tiny_spec: Any,

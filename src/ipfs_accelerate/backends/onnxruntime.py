@@ -66,9 +66,20 @@ _VLM_KIND = "image-text-to-text"
 # 0.5B synthetic, 3.3 GB of weights, peaked at 11.4 GB: 3.5×).
 _EXPORT_MEMORY_FACTOR = 3.5
 # Names how _quantize chooses the nodes it quantizes; a change invalidates cached int8 exports.
-_INT8_RECIPE = "fused-decoders, const-weight-matmuls, all-then-down-projections-fp32"
-# The weight type each dynamic-quantization flavour uses (optimum's AutoQuantizationConfig).
-_WEIGHT_TYPES = {"avx2": "QUInt8", "avx512_vnni": "QInt8", "arm64": "QInt8"}
+_INT8_RECIPE = "fused-decoders, const-weight-matmuls, formats-then-down-projections-fp32"
+# The weight formats each dynamic-quantization flavour tries, fastest first:
+# (onnxruntime QuantType name, reduce_range). Without VNNI, x86 multiplies uint8 activations
+# by int8 weights with VPMADDUBSW, whose pairwise 16-bit sums saturate for full-range int8
+# weights; 7-bit weights (reduce_range) cannot saturate (2 × 255 × 64 < 2¹⁵) and keep that
+# fast kernel. uint8 weights take the slower uint8 × uint8 kernel without the limit, at one
+# more bit. Measured here, GPT-2 size at batch 1: 14.5 ms per step with 7-bit int8 weights,
+# 15.7 ms with uint8 (logit cosine to fp32 0.9985 and 0.9993); the real MiniLM at batch 32
+# runs alike either way (sentence cosine 0.9938 and 0.9937 with the down-projections in fp32).
+_WEIGHT_FORMATS: dict[str, tuple[tuple[str, bool], ...]] = {
+    "avx2": (("QInt8", True), ("QUInt8", False)),
+    "avx512_vnni": (("QInt8", False),),
+    "arm64": (("QInt8", False),),
+}
 # Fused fp32 graphs are written here inside the int8 export while it is built, then removed.
 _FUSED_DIR = "fused-fp32"
 # Encoder-decoder exports hold a merged decoder (one graph with and without past) and the
@@ -358,9 +369,10 @@ def _quant_flavour() -> str:
     """The dynamic-quantization configuration that suits this CPU.
 
     On x86 CPUs without VNNI, int8 matrix products multiply uint8 activations by int8
-    weights with an instruction that saturates 16-bit sums; per-channel int8 weights hit
-    that limit and lose accuracy (measured here: a worse error than per-tensor). optimum's
-    ``avx2`` configuration quantizes weights to uint8 instead, which has no such limit.
+    weights with an instruction that saturates 16-bit sums; per-channel full-range int8
+    weights hit that limit and lose accuracy (measured here: a worse error than per-tensor).
+    The ``avx2`` flavour therefore quantizes weights to a 7-bit range, or to uint8 (optimum's
+    ``avx2`` configuration), see :data:`_WEIGHT_FORMATS`.
     """
     import platform
 
@@ -486,12 +498,12 @@ def _expanding_reductions(path: Path) -> list[str]:
 def _quantize(spec: ModelSpec, plan: _direct.Plan, fp32_dir: Path, flavour: str, target: Path) -> dict[str, Any]:
     """Quantize the fp32 export dynamically into ``target``, then measure it (the gate).
 
-    Two attempts, the first that passes the accuracy gate is kept: every MatMul with a
-    constant weight in int8, then the same with the down-projections
-    (:func:`_expanding_reductions`) kept in fp32. The real MiniLM measured here: cosine
-    0.986 with all of them in int8 (refused), 0.993 with its six down-projections in fp32.
-    When neither passes, the last attempt stays in the cache with its cosine, and loading
-    refuses it.
+    For each weight format of the flavour (:data:`_WEIGHT_FORMATS`, fastest first), two
+    attempts: every MatMul with a constant weight in int8, then the same with the
+    down-projections (:func:`_expanding_reductions`) kept in fp32. The first attempt that
+    passes the accuracy gate is kept. The real MiniLM measured here: cosine 0.986 with all of
+    them in int8 (refused), 0.993 with its six down-projections in fp32. When none passes, the
+    last attempt stays in the cache with its cosine, and loading refuses it.
     """
     from onnx import TensorProto
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -500,7 +512,6 @@ def _quantize(spec: ModelSpec, plan: _direct.Plan, fp32_dir: Path, flavour: str,
     # Conv is left in float: ConvInteger is slow on CPUs, and convolutions whose weight is
     # computed (weight normalisation) cannot be quantized at all.
     operators = [op for op in IntegerOpsRegistry if op != "Conv"]
-    weight_type = _WEIGHT_TYPES[flavour]
     files = _onnx_files(fp32_dir)
     if _MERGED in files:  # the loader uses the merged decoder; quantizing the others is wasted work
         files = [f for f in files if f not in _UNMERGED]
@@ -508,11 +519,16 @@ def _quantize(spec: ModelSpec, plan: _direct.Plan, fp32_dir: Path, flavour: str,
     reference = _open(plan, fp32_dir, ["CPUExecutionProvider"], None)
     sources, fusion = _fused_sources(spec, fp32_dir, files, target)
     keep_fp32 = {name: _expanding_reductions(sources[name]) for name in files}
-    attempts = [("every MatMul with constant weights in int8", False)]
-    if any(keep_fp32.values()):
-        attempts.append((f"{sum(map(len, keep_fp32.values()))} down-projection MatMuls kept in fp32", True))
+    kept = sum(map(len, keep_fp32.values()))
+    attempts = [
+        (weight_type, reduce_range, exclude)
+        for weight_type, reduce_range in _WEIGHT_FORMATS[flavour]
+        for exclude in ((False, True) if kept else (False,))
+    ]
     tried: list[str] = []
-    for how, exclude in attempts:
+    for weight_type, reduce_range, exclude in attempts:
+        how = (f"{_weight_format_name(weight_type, reduce_range)}, "
+               + (f"{kept} down-projection MatMuls kept in fp32" if exclude else "every MatMul with constant weights in int8"))
         for leftover in target.iterdir():
             if leftover.name != _FUSED_DIR:  # the fused sources stay until the last attempt
                 leftover.unlink() if leftover.is_file() else shutil.rmtree(leftover)
@@ -526,7 +542,7 @@ def _quantize(spec: ModelSpec, plan: _direct.Plan, fp32_dir: Path, flavour: str,
                 # decode step: GPT-2 int8 16.3 → 14.8 ms per token here, and less error).
                 quantize_dynamic(
                     sources[name], target / name, op_types_to_quantize=operators, per_channel=True,
-                    weight_type=getattr(QuantType, weight_type),
+                    reduce_range=reduce_range, weight_type=getattr(QuantType, weight_type),
                     nodes_to_exclude=keep_fp32[name] if exclude else None,
                     use_external_data_format=_graph_bytes(fp32_dir, name) > _EXTERNAL_DATA_BYTES,
                     extra_options={
@@ -549,9 +565,15 @@ def _quantize(spec: ModelSpec, plan: _direct.Plan, fp32_dir: Path, flavour: str,
     shutil.rmtree(target / _FUSED_DIR, ignore_errors=True)
     return {
         "int8_gate_cosine": cosine,
-        "quantization": f"dynamic, per-channel weights, {flavour} ({weight_type} weights), {how}",
+        "quantization": f"dynamic, per-channel weights, {flavour} kernels, {how}",
         "int8_attempts": tried,
     } | ({"fusion": fusion} if fusion else {})
+
+
+def _weight_format_name(weight_type: str, reduce_range: bool) -> str:
+    """How a weight format reads in provenance: "int8 weights (7-bit range)", "uint8 weights"."""
+    kind = {"QInt8": "int8", "QUInt8": "uint8"}[weight_type]
+    return f"{kind} weights" + (" (7-bit range)" if reduce_range else "")
 
 
 def _fused_sources(spec: ModelSpec, fp32_dir: Path, files: list[str], target: Path) -> tuple[dict[str, Path], str]:
