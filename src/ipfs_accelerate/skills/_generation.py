@@ -33,6 +33,7 @@ __all__ = [
     "Seq2SeqGenerate",
     "generate",
     "greedy_applies",
+    "greedy_ends",
     "greedy_generate",
     "greedy_seq2seq",
     "masked_suppression",
@@ -241,6 +242,18 @@ def _generate_kwargs(params: GenerationParams, tokenizer: Any, config: Any, max_
     return kwargs
 
 
+def greedy_ends(params: GenerationParams, tokenizer: Any, config: Any, max_new_tokens: int) -> tuple[Any, Any, Any]:
+    """What ends a greedy loop, as generate() would be given it.
+
+    Returns:
+        The end-of-sequence id(s), the pad id, and a stopping criterion for the stop strings
+        called on the new tokens only (None without stop strings).
+    """
+    kwargs = _generate_kwargs(params, tokenizer, config, max_new_tokens)
+    stop = _stop_criteria(tokenizer, params.stop, 0) if params.stop else None
+    return kwargs["eos_token_id"], kwargs["pad_token_id"], stop
+
+
 def _cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
     cuts = [text.index(s) for s in stop if s in text]
     return (text[: min(cuts)], True) if cuts else (text, False)
@@ -341,8 +354,7 @@ def greedy_generate(
     import torch
 
     started = time.perf_counter()
-    kwargs = _generate_kwargs(params, tokenizer, config, max_new_tokens)
-    eos, pad = kwargs["eos_token_id"], kwargs["pad_token_id"]
+    eos, pad, stop = greedy_ends(params, tokenizer, config, max_new_tokens)
     model = runtime.model
     with torch.inference_mode():
         prepared = runtime.prepare(inputs)
@@ -360,8 +372,7 @@ def greedy_generate(
                         past_key_values=past, use_cache=True)
             return out.logits[:, -1, :], out.past_key_values
 
-        sequences, ttft = _greedy_tokens(step, ids, eos=eos, pad=pad, max_new_tokens=max_new_tokens,
-                                         stop=_stop_criteria(tokenizer, params.stop, 0) if params.stop else None,
+        sequences, ttft = _greedy_tokens(step, ids, eos=eos, pad=pad, max_new_tokens=max_new_tokens, stop=stop,
                                          started=started)
     return _decode(sequences.cpu(), int(ids.shape[1]), tokenizer, params, eos, pad, ttft)
 
@@ -677,9 +688,7 @@ class Seq2SeqGenerate(_GenerateBase):
         start = getattr(getattr(runtime.model, "generation_config", None), "decoder_start_token_id", None)
         if isinstance(start, int) and greedy_applies(runtime.model, prepared.inputs, params):
             started = time.perf_counter()
-            kwargs = _generate_kwargs(params, self.tokenizer, self.config, prepared.extra["max_new_tokens"])
-            eos, pad = kwargs["eos_token_id"], kwargs["pad_token_id"]
-            stop = _stop_criteria(self.tokenizer, params.stop, 0) if params.stop else None
+            eos, pad, stop = greedy_ends(params, self.tokenizer, self.config, prepared.extra["max_new_tokens"])
             sequences, ttft = greedy_seq2seq(runtime, prepared.inputs, decoder_prompt=[start], eos=eos, pad=pad,
                                              max_new_tokens=prepared.extra["max_new_tokens"], stop=stop,
                                              started=started)
