@@ -207,8 +207,9 @@ def test_int8_weights_on_avx2_are_7_bit_int8_first(backend: OnnxRuntimeBackend, 
 def test_int8_quantizes_constant_weights_only_and_fuses_decoders(backend: OnnxRuntimeBackend, tiny_spec: Any,
                                                                   export_cache: Path) -> None:
     """Attention's activation × activation products stay float (no re-quantized KV cache),
-    every int8 product has a constant weight, and a known decoder-only architecture is fused
-    first (GPT-2: GELU and residual layer norms) while one outside the optimizer is not."""
+    every int8 product has a constant weight, a decoder-only architecture the optimizer knows
+    is fused first (GPT-2: GELU and residual layer norms) while one outside it is not, and
+    both get one MultiHeadAttention node per layer."""
     import onnx
 
     for name, fused in (("gpt2", True), ("opt", False)):
@@ -218,32 +219,47 @@ def test_int8_quantizes_constant_weights_only_and_fuses_decoders(backend: OnnxRu
         integer = [n for n in graph.node if n.op_type in ("MatMulInteger", "DynamicQuantizeMatMul")]
         assert integer, name
         assert all(n.input[1] in constants for n in integer), name
-        ops = {n.op_type for n in graph.node}
+        ops = [n.op_type for n in graph.node]
         assert ("SkipLayerNormalization" in ops) == fused, name
-        assert ("fusion" in runtime.details) == fused, name
-        if fused:
-            assert "SkipLayerNormalization" in runtime.details["fusion"]
+        assert ("SkipLayerNormalization" in runtime.details["fusion"]) == fused, name
+        layers = sum(1 for i in graph.input if i.name.endswith(".key"))
+        assert ops.count("MultiHeadAttention") == layers and "Softmax" not in ops, name
+        assert f"cached attention: {layers} MultiHeadAttention" in runtime.details["fusion"], name
         assert not (Path(runtime.details["export_dir"]) / "fused-fp32").exists()
 
 
-def test_a_failed_fusion_is_reported_and_the_unfused_graph_kept(backend: OnnxRuntimeBackend, tiny_spec: Any,
-                                                                 export_cache: Path, tmp_path: Path,
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failed_rewrite_is_reported_and_the_graph_before_it_kept(backend: OnnxRuntimeBackend, tiny_spec: Any,
+                                                                    export_cache: Path, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import onnx
     from onnxruntime.transformers import optimizer
 
+    from ipfs_accelerate.backends import _ort_attention
     from ipfs_accelerate.backends.onnxruntime import _fused_sources
 
     spec = tiny_spec("gpt2")
     fp32_dir = Path(_load(backend, spec, export_cache).details["export_dir"])
+    layers = sum(1 for i in onnx.load(str(fp32_dir / "model.onnx"), load_external_data=False).graph.input
+                 if i.name.endswith(".key"))
 
     def broken(*args: Any, **kwargs: Any) -> Any:
-        raise RuntimeError("no fusion for this graph\nsecond line")
+        raise RuntimeError("no rewrite for this graph\nsecond line")
 
+    # The optimizer fails: the attention rewrite still runs, on the exported graph.
     monkeypatch.setattr(optimizer, "optimize_model", broken)
     sources, how = _fused_sources(spec, fp32_dir, ["model.onnx"], tmp_path)
+    assert sources == {"model.onnx": tmp_path / "fused-fp32" / "model.onnx"}
+    optimizer_part, attention_part = how.split("; ")
+    assert optimizer_part == ("onnxruntime.transformers.optimizer(model_type='gpt2'): "
+                              "model.onnx left unfused (RuntimeError: no rewrite for this graph)")
+    assert attention_part.startswith(f"cached attention: {layers} MultiHeadAttention, ")
+    assert [n.op_type for n in onnx.load(str(sources["model.onnx"])).graph.node].count("MultiHeadAttention") == layers
+    # Both fail: the exported graph is quantized as it is.
+    monkeypatch.setattr(_ort_attention, "shrink_decoder", broken)
+    (tmp_path / "again").mkdir()
+    sources, how = _fused_sources(spec, fp32_dir, ["model.onnx"], tmp_path / "again")
     assert sources == {"model.onnx": fp32_dir / "model.onnx"}
-    assert how == ("onnxruntime.transformers.optimizer(model_type='gpt2'): "
-                   "model.onnx left unfused (RuntimeError: no fusion for this graph)")
+    assert how.endswith("; cached attention: model.onnx left as it is (RuntimeError: no rewrite for this graph)")
 
 
 def test_runtimes_keep_torch_to_one_host_thread(backend: OnnxRuntimeBackend, tiny_spec: Any,

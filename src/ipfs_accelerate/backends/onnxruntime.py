@@ -66,7 +66,7 @@ _VLM_KIND = "image-text-to-text"
 # 0.5B synthetic, 3.3 GB of weights, peaked at 11.4 GB: 3.5×).
 _EXPORT_MEMORY_FACTOR = 3.5
 # Names how _quantize chooses the nodes it quantizes; a change invalidates cached int8 exports.
-_INT8_RECIPE = "fused-decoders, const-weight-matmuls, formats-then-down-projections-fp32"
+_INT8_RECIPE = "fused-decoders, cached-attention-fused, const-weight-matmuls, formats-then-down-projections-fp32"
 # The weight formats each dynamic-quantization flavour tries, fastest first:
 # (onnxruntime QuantType name, reduce_range). Without VNNI, x86 multiplies uint8 activations
 # by int8 weights with VPMADDUBSW, whose pairwise 16-bit sums saturate for full-range int8
@@ -578,47 +578,71 @@ def _weight_format_name(weight_type: str, reduce_range: bool) -> str:
 
 
 def _fused_sources(spec: ModelSpec, fp32_dir: Path, files: list[str], target: Path) -> tuple[dict[str, Path], str]:
-    """The graphs to quantize: fused by onnxruntime's transformer optimizer where it can.
+    """The graphs to quantize: decoder-only generators with fewer, larger nodes.
 
-    A decoder's step at batch 1 runs some thousand small nodes around a few dozen matrix
-    products; the optimizer fuses GELU, layer norms with their residual adds and the like
-    (GPT-2 int8: 3,100 nodes to 1,400, 14.8 → 13.8 ms per token here). Only decoder-only
-    generators whose ``model_type`` the optimizer knows are fused: encoders at batch size
-    are compute-bound and gain nothing, and their fused attention would quantize as a whole.
-    A failure keeps the unfused graph, and says so in what is returned (the accuracy gate
-    judges what is kept).
+    A decoder's step at batch 1 runs several hundred small nodes around a few dozen matrix
+    products, and each node costs ONNX Runtime some microseconds. Two rewrites, in turn:
+    onnxruntime's transformer optimizer, for a ``model_type`` it knows (GELU, layer norms
+    with their residual adds; GPT-2 int8: 3,100 nodes to 1,400, 14.8 → 13.8 ms per token
+    here), then :func:`._ort_attention.shrink_decoder`, for any decoder (each cached
+    self-attention into one MultiHeadAttention node, static shape reads into constants).
+    Encoders are not rewritten: at batch size they are compute-bound and gain nothing. A
+    rewrite that fails is skipped, and what is returned says so (the accuracy gate judges
+    what is kept).
 
     Returns:
-        The graph file to quantize for each name, and what was fused or left unfused and why
-        ("" when fusion does not apply).
+        The graph file to quantize for each name, and what was rewritten or left and why
+        ("" when rewriting does not apply).
     """
     sources = {name: fp32_dir / name for name in files}
+    if spec.kind != "text-generation":
+        return sources, ""
+    import onnx
+
+    from ._ort_attention import shrink_decoder
+
+    fused_dir = target / _FUSED_DIR
+    fused_dir.mkdir(exist_ok=True)
     model_type = _direct.model_type(spec)
     try:
         from onnxruntime.transformers.optimizer import MODEL_TYPES, optimize_model
     except ImportError:
-        return sources, ""
-    if spec.kind != "text-generation" or model_type not in MODEL_TYPES:
-        return sources, ""
-    fused_dir = target / _FUSED_DIR
-    fused_dir.mkdir(exist_ok=True)
-    done = []
+        MODEL_TYPES = {}
+    optimizer = f"onnxruntime.transformers.optimizer(model_type={model_type!r})"
+    done: list[str] = []
     for name in files:
+        external = _graph_bytes(fp32_dir, name) > _EXTERNAL_DATA_BYTES
+        if model_type in MODEL_TYPES:
+            try:
+                with warnings.catch_warnings(), quiet_loggers("onnxruntime.transformers", "fusion", "onnx_model"):
+                    warnings.simplefilter("ignore")
+                    optimized = optimize_model(str(fp32_dir / name), model_type=model_type, opt_level=0)
+                    counts = {op: n for op, n in optimized.get_fused_operator_statistics().items() if n}
+                    optimized.save_model_to_file(str(fused_dir / name), use_external_data_format=external)
+                sources[name] = fused_dir / name
+                done.append(f"{optimizer}: " + (", ".join(f"{n} {op}" for op, n in sorted(counts.items())) or "nothing to fuse"))
+            except Exception as exc:  # noqa: BLE001 - the optimizer's failures are many; unfused still works
+                log.info("graph fusion skipped for %s: %s", name, exc)
+                done.append(f"{optimizer}: {name} left unfused ({_first_line(exc)})")
         try:
-            with warnings.catch_warnings(), quiet_loggers("onnxruntime.transformers", "fusion", "onnx_model"):
-                warnings.simplefilter("ignore")
-                optimized = optimize_model(str(fp32_dir / name), model_type=model_type, opt_level=0)
-                counts = {op: n for op, n in optimized.get_fused_operator_statistics().items() if n}
-                optimized.save_model_to_file(
-                    str(fused_dir / name), use_external_data_format=_graph_bytes(fp32_dir, name) > _EXTERNAL_DATA_BYTES)
-        except Exception as exc:  # noqa: BLE001 - the optimizer's failures are many; unfused still works
-            log.info("graph fusion skipped for %s: %s", name, exc)
-            done.append(f"{name} left unfused ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})")
-            continue
-        sources[name] = fused_dir / name
-        done.append(", ".join(f"{n} {op}" for op, n in sorted(counts.items())) or "nothing to fuse")
-    how = f"onnxruntime.transformers.optimizer(model_type={model_type!r}): {'; '.join(done)}" if done else ""
-    return sources, how
+            model = onnx.load(str(sources[name]))
+            counts = shrink_decoder(model)
+            if any(counts.values()):
+                onnx.save(model, str(fused_dir / f"{name}.shrunk"), save_as_external_data=external,
+                          location=f"{name}.shrunk_data" if external else None)
+                (fused_dir / f"{name}.shrunk").replace(fused_dir / name)
+                sources[name] = fused_dir / name
+            done.append("cached attention: " + (", ".join(f"{n} {what}" for what, n in counts.items()) if any(counts.values())
+                                                else f"{name}: nothing matched"))
+        except Exception as exc:  # noqa: BLE001 - a graph the rewrite does not understand runs as it is
+            log.info("attention fusion skipped for %s: %s", name, exc)
+            done.append(f"cached attention: {name} left as it is ({_first_line(exc)})")
+    return sources, "; ".join(done)
+
+
+def _first_line(exc: BaseException) -> str:
+    """``Type: first line of the message``, for a reason in provenance."""
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
 
 
 def _convert_fp16(fp32_dir: Path, target: Path) -> dict[str, Any]:

@@ -1,0 +1,88 @@
+"""The decoder rewrite against the exported graph it rewrites, run by ONNX Runtime itself."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("optimum.onnxruntime")
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from ipfs_accelerate.backends._ort_attention import shrink_decoder
+from ipfs_accelerate.backends.onnxruntime import OnnxRuntimeBackend
+
+
+def _export(spec: Any, cache: Path) -> Path:
+    runtime = OnnxRuntimeBackend().load(spec, device="cpu", precision="fp32", cache_dir=cache)
+    return Path(runtime.details["export_dir"]) / "model.onnx"
+
+
+def _session(model: Any) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def _decode(session: ort.InferenceSession, ids: np.ndarray, mask: np.ndarray, steps: int) -> tuple[list[Any], list[Any]]:
+    """Prefill a left-padded batch, then ``steps`` greedy steps; every step's logits and caches."""
+    names = [i.name for i in session.get_inputs()]
+    caches = [n for n in names if n.startswith("past_key_values.")]
+    shape = next(i.shape for i in session.get_inputs() if i.name == caches[0])
+    past = {n: np.zeros((ids.shape[0], shape[1], 0, shape[3]), np.float32) for n in caches}
+    logits, presents = [], []
+    step_ids = ids
+    for _ in range(steps + 1):
+        feed = {"input_ids": step_ids, "attention_mask": mask, **past}
+        if "position_ids" in names:
+            positions = np.maximum(mask.cumsum(-1) - 1, 0)
+            feed["position_ids"] = positions[:, -step_ids.shape[1]:]
+        out = session.run(None, feed)
+        logits.append(out[0])
+        presents.append(out[1:])
+        past = dict(zip(caches, out[1:], strict=True))
+        step_ids = out[0][:, -1:].argmax(-1).astype(np.int64)
+        mask = np.concatenate([mask, np.ones((mask.shape[0], 1), np.int64)], axis=1)
+    return logits, presents
+
+
+@pytest.mark.parametrize("name", ["gpt2", "opt"])
+def test_fused_decoder_computes_what_the_export_computes(name: str, tiny_spec: Any, export_cache: Path) -> None:
+    """Every layer fused; a left-padded batch decodes to the same logits and caches (real positions)."""
+    spec = tiny_spec(name)
+    path = _export(spec, export_cache)
+    original = onnx.load(str(path))
+    rewritten = onnx.load(str(path))
+    counts = shrink_decoder(rewritten)
+    config = json.loads((spec.model_dir / "config.json").read_text())
+    layers = config.get("num_hidden_layers", config.get("n_layer"))
+    assert counts["MultiHeadAttention"] == layers
+    ops = [n.op_type for n in rewritten.graph.node]
+    assert ops.count("MultiHeadAttention") == layers and "Softmax" not in ops
+    assert len(rewritten.graph.node) < len(original.graph.node)
+
+    rng = np.random.default_rng(0)
+    ids = rng.integers(3, 90, (2, 7)).astype(np.int64)
+    mask = np.ones_like(ids)
+    mask[1, :3] = 0  # the second row is left-padded
+    expected, expected_caches = _decode(_session(original), ids, mask, steps=3)
+    got, got_caches = _decode(_session(rewritten), ids, mask, steps=3)
+    real = mask.astype(bool)
+    for step, (a, b) in enumerate(zip(expected, got, strict=True)):
+        rows = real if step == 0 else np.ones(a.shape[:2], bool)
+        np.testing.assert_allclose(b[rows], a[rows], atol=1e-4, rtol=1e-4)
+    for a, b in zip(expected_caches[-1], got_caches[-1], strict=True):
+        keep = np.concatenate([real, np.ones((2, a.shape[2] - real.shape[1]), bool)], axis=1)
+        np.testing.assert_allclose(b.transpose(0, 2, 1, 3)[keep], a.transpose(0, 2, 1, 3)[keep], atol=1e-4, rtol=1e-4)
+
+
+def test_a_graph_without_a_kv_cache_gets_no_attention_node(tiny_spec: Any, export_cache: Path) -> None:
+    model = onnx.load(str(_export(tiny_spec("bert"), export_cache)))
+    assert shrink_decoder(model)["MultiHeadAttention"] == 0
+    assert "MultiHeadAttention" not in {n.op_type for n in model.graph.node}
