@@ -794,6 +794,9 @@ class BenchRunner:
 
             def sync() -> None:
                 torch.cuda.synchronize()
+        # Pages an earlier figure freed would be reused without growing the RSS: hand them back
+        # first, so this figure's growth is its own.
+        release_freed_memory()
         rss_meter = PeakRSS()
         cuda_meter = CudaPeak(device) if on_cuda else None
         cold_s: float | None = None
