@@ -1,4 +1,4 @@
-"""Muting a library's log lines for the length of one call."""
+"""Log lines: muting a library's for the length of one call, and an error in one line."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import contextlib
 import logging
 from collections.abc import Iterator
 
-__all__ = ["quiet_loggers"]
+__all__ = ["one_line", "quiet_loggers"]
 
 
 @contextlib.contextmanager
@@ -25,3 +25,10 @@ def quiet_loggers(*names: str) -> Iterator[None]:
     finally:
         for logger, level in zip(loggers, levels, strict=True):
             logger.setLevel(level)
+
+
+def one_line(exc: BaseException) -> str:
+    """``Type: first line of the message`` (at most 300 characters), for a reason recorded
+    in a report or in provenance, where a multi-line library message would break the table."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:300] if text else ''}".rstrip(": ")

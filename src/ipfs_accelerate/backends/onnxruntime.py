@@ -32,7 +32,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from .._exceptions import BackendUnavailable
-from .._logs import quiet_loggers
+from .._logs import one_line, quiet_loggers
 from . import _accuracy, _direct, _ort_vlm
 from ._export_cache import CacheEntry, export_key, get_or_build, library_versions
 from .base import Backend, BackendProbe, ModelSpec, Runtime, module_exists
@@ -623,7 +623,7 @@ def _fused_sources(spec: ModelSpec, fp32_dir: Path, files: list[str], target: Pa
                 done.append(f"{optimizer}: " + (", ".join(f"{n} {op}" for op, n in sorted(counts.items())) or "nothing to fuse"))
             except Exception as exc:  # noqa: BLE001 - the optimizer's failures are many; unfused still works
                 log.info("graph fusion skipped for %s: %s", name, exc)
-                done.append(f"{optimizer}: {name} left unfused ({_first_line(exc)})")
+                done.append(f"{optimizer}: {name} left unfused ({one_line(exc)})")
         try:
             model = onnx.load(str(sources[name]))
             counts = shrink_decoder(model)
@@ -636,13 +636,8 @@ def _fused_sources(spec: ModelSpec, fp32_dir: Path, files: list[str], target: Pa
                                                 else f"{name}: nothing matched"))
         except Exception as exc:  # noqa: BLE001 - a graph the rewrite does not understand runs as it is
             log.info("attention fusion skipped for %s: %s", name, exc)
-            done.append(f"cached attention: {name} left as it is ({_first_line(exc)})")
+            done.append(f"cached attention: {name} left as it is ({one_line(exc)})")
     return sources, "; ".join(done)
-
-
-def _first_line(exc: BaseException) -> str:
-    """``Type: first line of the message``, for a reason in provenance."""
-    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
 
 
 def _convert_fp16(fp32_dir: Path, target: Path) -> dict[str, Any]:

@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from .._logs import one_line
 from ..engine.batch_probe import CudaPeak, PeakRSS, release_freed_memory, rss_bytes
 from ..engine.batcher import DynamicBatcher
 from ..engine.choice import resolve_device
@@ -458,11 +459,6 @@ def _warm_imports() -> float:
     return time.perf_counter() - started
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0][:300] if text else ''}".rstrip(": ")
-
-
 def _throughput(rates: dict[str, float], figures: dict[str, float]) -> Throughput:
     if "x realtime" in rates:
         return Throughput(unit="x realtime", value=rates["x realtime"], rate_unit="x realtime")
@@ -636,8 +632,8 @@ class BenchRunner:
                                        config_overrides=overrides)
         except Exception as exc:  # noqa: BLE001 - the case reports the same failure when it loads
             seconds = time.perf_counter() - started
-            self.progress.step(f"weights of {case.model_id}: {_one_line(exc)}")
-            return PreparedWeights(**common, status="failed", reason=_one_line(exc), seconds=seconds)
+            self.progress.step(f"weights of {case.model_id}: {one_line(exc)}")
+            return PreparedWeights(**common, status="failed", reason=one_line(exc), seconds=seconds)
         finally:
             release_freed_memory()  # a build holds the whole model in memory
         seconds = time.perf_counter() - started
@@ -675,8 +671,8 @@ class BenchRunner:
             )
             params = endpoint.parse_params({**endpoint.handler.bench_params(), **case.params})
         except Exception as exc:  # noqa: BLE001 - any failure to load is reported, not raised
-            self.progress.step(f"failed {label}: {_one_line(exc)}", advance=len(case.batch_sizes))
-            return CaseResult(case=case, status="failed", reason=_one_line(exc), family=case.family, task=case.task)
+            self.progress.step(f"failed {label}: {one_line(exc)}", advance=len(case.batch_sizes))
+            return CaseResult(case=case, status="failed", reason=one_line(exc), family=case.family, task=case.task)
         load_rss = max(0, rss_bytes() - rss_before) / 2**20
         handler = endpoint.handler
         prov = endpoint.provenance(batch_size=0)
@@ -724,8 +720,8 @@ class BenchRunner:
                 m = self._measure(call, case, batch_size, device=device, cold=b_index == 0,
                                   units_left=self._units_left(later, left))
             except Exception as exc:  # noqa: BLE001 - a failing run is reported with its reason
-                status, reason = "failed", f"batch {batch_size}: {_one_line(exc)}"
-                self.progress.step(f"failed {label} batch {batch_size}: {_one_line(exc)}")
+                status, reason = "failed", f"batch {batch_size}: {one_line(exc)}"
+                self.progress.step(f"failed {label} batch {batch_size}: {one_line(exc)}")
                 break
             m = dataclasses.replace(m, efficiency=self._efficiency(
                 m, handler, items, params, n_params, n_matmul, prov.precision, device),
@@ -921,7 +917,7 @@ class BenchRunner:
                 record.run = baseline.load(device)
                 record.load_s = time.perf_counter() - started
             except Exception as exc:  # noqa: BLE001 - a missing reference library is reported
-                record.status, record.reason = "failed", _one_line(exc)
+                record.status, record.reason = "failed", one_line(exc)
                 self.progress.log(f"baseline {baseline.name} of {case.model_id} failed: {record.reason}")
                 continue
             for b_index, batch_size in enumerate(sizes):
@@ -953,7 +949,7 @@ class BenchRunner:
                                       units_left=self._units_left(later, len(sizes) - b_index),
                                       extra_figures=extra)
                 except Exception as exc:  # noqa: BLE001
-                    record.status, record.reason = "failed", f"batch {batch_size}: {_one_line(exc)}"
+                    record.status, record.reason = "failed", f"batch {batch_size}: {one_line(exc)}"
                     self.progress.log(f"baseline {baseline.name} of {case.model_id} failed: {record.reason}")
                     break
                 base_outputs = outputs[0] if outputs else []
@@ -1011,7 +1007,7 @@ class BenchRunner:
         try:
             self.concurrency = self._run_concurrency()
         except Exception as exc:  # noqa: BLE001 - reported, the run goes on
-            self.concurrency = ConcurrencyResult(status="failed", reason=_one_line(exc),
+            self.concurrency = ConcurrencyResult(status="failed", reason=one_line(exc),
                                                  callers=self.scenario.concurrency)
         c = self.concurrency
         if c.status == "ok":
