@@ -30,6 +30,8 @@ from typing import Any
 
 __all__ = ["shrink_decoder"]
 
+# The most elements a constant read as an index or a slice bound has (a shape's rank at most).
+_SMALL = 16
 # The additive mask's floor: finite, so a fully masked row's softmax stays finite.
 _FLOAT_MIN = "ipfs_accelerate/attention_mask_floor"
 
@@ -74,14 +76,19 @@ def _inferred_shapes(model: Any) -> dict[str, list[int | None]]:
 
 
 def _constants(graph: Any) -> dict[str, Any]:
-    """Name → numpy value of every initializer and Constant node output."""
+    """Name → numpy value of the small initializers and Constant node outputs.
+
+    Only indices and slice bounds are ever read (a handful of elements each); converting the
+    weights too would copy the whole model, twice per rewrite.
+    """
+    import math
+
     from onnx import numpy_helper
 
-    values = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
-    for node in graph.node:
-        if node.op_type == "Constant" and len(node.attribute) == 1 and node.attribute[0].name == "value":
-            values[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
-    return values
+    tensors = [(init.name, init) for init in graph.initializer]
+    tensors += [(node.output[0], node.attribute[0].t) for node in graph.node
+                if node.op_type == "Constant" and len(node.attribute) == 1 and node.attribute[0].name == "value"]
+    return {name: numpy_helper.to_array(t) for name, t in tensors if math.prod(t.dims) <= _SMALL}
 
 
 def _attribute(node: Any, name: str, default: Any = None) -> Any:
