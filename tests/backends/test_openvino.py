@@ -157,7 +157,8 @@ def test_int8_close_to_torch_and_gated(name: str, backend: OpenVINOBackend, tiny
     spec = tiny_spec(name)
     runtime = _load(backend, spec, export_cache, "int8")
     assert runtime.precision == "int8" and runtime.details["int8_gate_cosine"] >= 0.99
-    assert "u8" in _constant_types(Path(runtime.details["export_dir"]))  # the weights really are 8-bit
+    assert "i8" in _constant_types(Path(runtime.details["export_dir"]))  # the weights really are 8-bit (symmetric)
+    assert runtime.details["weights"] == "int8 (nncf INT8_SYM, per channel)"
     reference = torch_runtime(spec)
     if spec.generates:
         assert min_cosine(first_step_logits(reference, spec), first_step_logits(runtime, spec)) >= 0.99

@@ -11,8 +11,8 @@ cpu         openvino → onnxruntime → torch
 
 One exception, measured: int8 text generation on a CPU tries ONNX Runtime first. Its
 int8 products (with the decoder graph fused where onnxruntime knows the architecture)
-decode a GPT-2-size model at 61–66 tokens/s on 2 AVX2 cores, OpenVINO's int8 weight
-decompression at 42; for encoders and Whisper OpenVINO's int8 stays ahead.
+decode a GPT-2-size model at 61–79 tokens/s on 2 AVX2 cores, OpenVINO's int8 weight
+decompression at about 60; for encoders and Whisper OpenVINO's int8 stays ahead.
 
 ``precision="auto"`` picks fp16 on CUDA (bf16 for models that overflow in fp16, fp32 where
 the card lacks bf16) and fp32 on CPUs: bf16 only pays on CPUs with native bf16 (AVX512-BF16
