@@ -125,6 +125,37 @@ def test_generate_matches_torch_with_kv_cache(name: str, backend: OpenVINOBacken
     assert lengths[-7:] == [1] * 7  # one new token per step: the KV cache is used
 
 
+@pytest.mark.parametrize("name", ["t5", "whisper"])
+def test_decoder_step_gives_the_models_logits(name: str, backend: OpenVINOBackend, tiny_spec: Any,
+                                              export_cache: Path) -> None:
+    """Runtime.decoder_step, straight on the stateful decoder's request, against the model's
+    own forward pass: the same tokens fed for four steps give the same logits."""
+    import torch
+
+    spec = tiny_spec(name)
+    runtime = _load(backend, spec, export_cache)
+    assert runtime.decoder_step is not None
+    model, inputs = runtime.model, runtime.prepare(spec.example_inputs())
+    with torch.inference_mode():
+        encoded = model.get_encoder()(**inputs)
+        mask = inputs.get("attention_mask")
+        rows = next(iter(inputs.values())).shape[0]
+        ids = torch.full((rows, 1), model.config.decoder_start_token_id, dtype=torch.long)
+        steps, expected, past = [ids], [], None
+        for _ in range(4):
+            out = model(encoder_outputs=encoded, attention_mask=mask, decoder_input_ids=steps[-1],
+                        past_key_values=past, use_cache=True)
+            expected.append(out.logits[:, -1, :].float().clone())
+            past = out.past_key_values
+            steps.append(expected[-1].argmax(-1, keepdim=True))
+        fixed = {"encoder_hidden_states": encoded[0]} | ({"encoder_attention_mask": mask} if mask is not None else {})
+        for index, expect in enumerate(expected):
+            got = runtime.decoder_step({**fixed, "input_ids": steps[index]}, index == 0)
+            assert got.dtype == torch.float32 and got.shape == expect.shape
+            torch.testing.assert_close(got, expect, rtol=1e-5, atol=1e-5)
+    assert _load(backend, tiny_spec("gpt2"), export_cache).decoder_step is None  # not an encoder-decoder
+
+
 def test_speech_seq2seq_uses_whisper_generate(backend: OpenVINOBackend, tiny_spec: Any, export_cache: Path) -> None:
     """language / task / return_timestamps come from transformers' own Whisper generate."""
     from transformers.models.whisper.generation_whisper import WhisperGenerationMixin

@@ -76,6 +76,12 @@ class Runtime:
             backend that computes in its own thread pool sets 1: torch's OpenMP workers spin
             after every small op and take the cores that pool needs (GPT-2 int8 on ONNX
             Runtime, 2 cores: 24 ms per token with torch on 2 threads, 16 ms on 1).
+        decoder_step: for an encoder-decoder whose decoder keeps its KV cache inside the
+            runtime, one decoder pass without the model wrapper's per-call bookkeeping:
+            ``decoder_step(inputs, reset)`` takes host torch tensors named as the decoder's
+            inputs (``input_ids``, ``encoder_hidden_states``, ``encoder_attention_mask``), empties
+            the cache first when ``reset``, and returns the last position's logits as an fp32
+            host tensor. None where the runtime offers none (greedy loops call ``model``).
     """
 
     backend: str
@@ -86,6 +92,7 @@ class Runtime:
     load_s: float = 0.0
     prepare: Callable[[Mapping[str, Any]], dict[str, Any]] = dict
     host_threads: int | None = None
+    decoder_step: Callable[[Mapping[str, Any], bool], Any] | None = None
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

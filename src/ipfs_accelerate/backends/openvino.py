@@ -210,7 +210,46 @@ class OpenVINOBackend(Backend):
             # OpenVINO takes host tensors; its models keep fp32 inputs in every precision.
             prepare=functools.partial(_prepare, device="cpu", dtype=torch.float32),
             host_threads=_direct.HOST_THREADS,
+            decoder_step=_stateful_decoder_step(model),
         )
+
+
+# The inputs a stateful optimum seq2seq decoder may have for a direct step to feed them all.
+_DECODER_STEP_INPUTS = frozenset({"input_ids", "encoder_hidden_states", "encoder_attention_mask", "beam_idx"})
+
+
+def _stateful_decoder_step(model: Any) -> Any:
+    """A :attr:`Runtime.decoder_step` straight on the infer request of optimum's stateful
+    seq2seq decoder, or None when the model has none (or inputs this step does not feed).
+
+    optimum's path through the model's and the decoder's ``forward`` (argument routing, input
+    conversion, a logits copy, output objects) cost about 0.4 ms of a 7 ms Whisper tiny.en
+    int8 decoder step here: 30–35 ms of a 1.3 s, 29 s clip (two A/B runs, alternating in
+    one process), same transcripts.
+    """
+    import numpy as np
+    import torch
+
+    decoder = getattr(model, "decoder", None)
+    if decoder is None or not getattr(decoder, "stateful", False) or not callable(getattr(decoder, "compile", None)):
+        return None
+    names = frozenset(getattr(decoder, "input_names", None) or ())
+    if not {"input_ids", "encoder_hidden_states", "beam_idx"} <= names <= _DECODER_STEP_INPUTS:
+        return None
+
+    def step(inputs: Any, reset: bool) -> Any:
+        decoder.compile()
+        request = decoder.request
+        if reset:
+            request.reset_state()
+        feed = {name: value.numpy() for name, value in inputs.items() if name in names}
+        # One cache row per input row, none reordered (beams would reorder them).
+        feed["beam_idx"] = np.arange(feed["input_ids"].shape[0], dtype=np.int32)
+        request.infer(feed, share_inputs=True)
+        logits = request.get_tensor("logits").data[:, -1, :]
+        return torch.from_numpy(np.array(logits, dtype=np.float32))
+
+    return step
 
 
 class OVGraphModel:

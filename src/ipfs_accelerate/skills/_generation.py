@@ -397,7 +397,8 @@ def greedy_seq2seq(
     end-of-sequence (or, with ``stop``, a stopping criterion called on the new tokens) until
     all have or ``max_new_tokens`` are generated. The runtime's model needs ``get_encoder()``
     and a forward pass taking ``encoder_outputs``, ``decoder_input_ids`` and
-    ``past_key_values`` (transformers', optimum's ONNX Runtime and OpenVINO models all do).
+    ``past_key_values`` (transformers', optimum's ONNX Runtime and OpenVINO models all do);
+    where the runtime offers a :attr:`Runtime.decoder_step`, the steps go straight to it.
 
     Returns:
         ``(sequences, time_to_first_token_s)``: the decoder prompt followed by the new tokens,
@@ -417,7 +418,14 @@ def greedy_seq2seq(
         mask = prepared.get("attention_mask")
         rows = int(next(iter(prepared.values())).shape[0])
 
+        decoder_step = runtime.decoder_step
+        fixed = {"encoder_hidden_states": encoded[0]}
+        if mask is not None:
+            fixed["encoder_attention_mask"] = mask
+
         def step(step_ids: Any, past: Any) -> tuple[Any, Any]:
+            if decoder_step is not None:  # the runtime keeps the cache: `past` only marks the first step
+                return decoder_step({**fixed, "input_ids": step_ids}, past is None), True
             out = model(encoder_outputs=encoded, attention_mask=mask, decoder_input_ids=step_ids.to(encoded[0].device),
                         past_key_values=past, use_cache=True)
             # On the host in fp32, as generate() hands scores to its processors.
