@@ -1,4 +1,4 @@
-"""How the bench compares our outputs with a baseline's."""
+"""How the bench compares our outputs with a baseline's, and counts the work it measures."""
 
 from __future__ import annotations
 
@@ -54,3 +54,15 @@ def test_fill_mask_candidates_compare_per_mask_over_the_union_of_tokens():
 def test_scored_outputs_of_different_shapes_have_no_agreement():
     assert agreement([_ranked(a=1.0)], [[_ranked(a=1.0), _ranked(a=1.0)]]) is None
     assert agreement([_ranked(a=1.0)], ["a"]) is None
+
+
+def test_encoder_work_counts_real_tokens_not_padding():
+    import torch
+
+    from ipfs_accelerate.bench.runner import encoder_tokens
+
+    ids = torch.ones(2, 5, dtype=torch.long)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    assert encoder_tokens({"input_ids": ids, "attention_mask": mask}) == 8
+    assert encoder_tokens({"input_ids": ids}) == 10  # no mask: every id is computed
+    assert encoder_tokens({"pixel_values": torch.zeros(1, 3, 4, 4)}) == 0
