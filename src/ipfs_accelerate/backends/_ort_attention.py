@@ -67,12 +67,17 @@ def _inferred_shapes(model: Any) -> dict[str, list[int | None]]:
         tensor = info.type.tensor_type
         if tensor.HasField("shape"):
             shapes[info.name] = [d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim]
-    for init in graph.initializer:
-        shapes[init.name] = list(init.dims)
-    for node in graph.node:
-        if node.op_type == "Constant" and len(node.attribute) == 1 and node.attribute[0].name == "value":
-            shapes[node.output[0]] = list(node.attribute[0].t.dims)
+    for name, tensor in _constant_tensors(graph):
+        shapes[name] = list(tensor.dims)
     return shapes
+
+
+def _constant_tensors(graph: Any) -> list[tuple[str, Any]]:
+    """(name, TensorProto) of every initializer and every ``Constant`` node's value."""
+    tensors = [(init.name, init) for init in graph.initializer]
+    tensors += [(node.output[0], node.attribute[0].t) for node in graph.node
+                if node.op_type == "Constant" and len(node.attribute) == 1 and node.attribute[0].name == "value"]
+    return tensors
 
 
 def _constants(graph: Any) -> dict[str, Any]:
@@ -85,10 +90,7 @@ def _constants(graph: Any) -> dict[str, Any]:
 
     from onnx import numpy_helper
 
-    tensors = [(init.name, init) for init in graph.initializer]
-    tensors += [(node.output[0], node.attribute[0].t) for node in graph.node
-                if node.op_type == "Constant" and len(node.attribute) == 1 and node.attribute[0].name == "value"]
-    return {name: numpy_helper.to_array(t) for name, t in tensors if math.prod(t.dims) <= _SMALL}
+    return {name: numpy_helper.to_array(t) for name, t in _constant_tensors(graph) if math.prod(t.dims) <= _SMALL}
 
 
 def _attribute(node: Any, name: str, default: Any = None) -> Any:

@@ -498,9 +498,10 @@ def render_markdown(run: BenchRun, targets: Sequence[Target], *, plots: Sequence
     lines += ["## Share of the machine's measured peaks", ""]
     lines += [f"Against the measured fp32 peak ({m.fp32_gflops:.1f} GFLOP/s) and memory bandwidth "
               f"({m.memory_bandwidth_gbs:.1f} GB/s). Encoders: ≈ 2 × matmul weights × tokens (padding not "
-              "counted) floating-point operations per call; the bandwidth share is the time to read the weights once over the p50 latency. "
-              "Generation: tokens/s against batch × bandwidth ÷ weight bytes (each decoding step reads every "
-              "weight). Weight bytes are parameters × bytes per parameter of the precision (approximate for int8).",
+              "counted) floating-point operations per call; the bandwidth share is the time to read the "
+              "weights once over the p50 latency. Generation: tokens/s against batch × bandwidth ÷ weight "
+              "bytes (each decoding step reads every weight). Weight bytes are parameters × bytes per "
+              "parameter of the precision (approximate for int8).",
               ""]
     rows = []
     for r in run.cases:
