@@ -336,3 +336,29 @@ def decoder_step_lengths(runtime: Any, spec: Any) -> tuple[list[list[int]], list
     finally:
         del vars(target)["forward"]
     return tokens, lengths
+
+
+def ragged_ids(lengths: tuple[int, ...], *, vocab: int = 100) -> dict[str, Any]:
+    """Right-padded token ids whose rows hold ``lengths`` real tokens (the longest sets the width)."""
+    import torch
+
+    width = max(lengths)
+    ids = torch.randint(3, vocab, (len(lengths), width), generator=torch.Generator().manual_seed(99))
+    mask = (torch.arange(width)[None, :] < torch.tensor(lengths)[:, None]).to(torch.int64)
+    return {"input_ids": ids * mask, "attention_mask": mask}
+
+
+def unpadded_bert() -> Any:
+    """The sentence-embedding skills' forward rewrite, as a skill puts it on its spec."""
+    from ipfs_accelerate.backends.base import ForwardRewrite
+    from ipfs_accelerate.skills._unpadded import UNPADDED_BERT, unpadded_bert_encoder
+
+    return ForwardRewrite(name=UNPADDED_BERT, build=unpadded_bert_encoder)
+
+
+def assert_unpadded_matches(reference: Any, candidate: Any, mask: Any, *, atol: float) -> None:
+    """Real positions equal the reference's within ``atol``; padded positions are zero."""
+    real = mask.bool()
+    assert tuple(candidate.shape) == tuple(reference.shape)
+    assert float((candidate - reference)[real].abs().max()) <= atol
+    assert not candidate[~real].any()

@@ -16,7 +16,16 @@ from ipfs_accelerate.backends.onnxruntime import (
     _quant_flavour,
     _weight_format_name,
 )
-from tests.backends._tiny import decoder_step_lengths, first_step_logits, greedy, min_cosine, outputs_of
+from tests.backends._tiny import (
+    assert_unpadded_matches,
+    decoder_step_lengths,
+    first_step_logits,
+    greedy,
+    min_cosine,
+    outputs_of,
+    ragged_ids,
+    unpadded_bert,
+)
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("optimum.onnxruntime")
@@ -262,6 +271,20 @@ def test_a_failed_rewrite_is_reported_and_the_graph_before_it_kept(backend: Onnx
     assert how.endswith("; cached attention: model.onnx left as it is (RuntimeError: no rewrite for this graph)")
 
 
+def test_forward_rewrite_is_converted_in_place_of_transformers(backend: OnnxRuntimeBackend, tiny_spec: Any,
+                                                               torch_runtime: Any, export_cache: Path) -> None:
+    """The unpadded BERT forward: its own export, and transformers' outputs on real positions."""
+    spec = tiny_spec("bert", forward_rewrite=unpadded_bert())
+    runtime = _load(backend, spec, export_cache)
+    assert runtime.details["export_route"] == "direct:torch.onnx.export"
+    assert spec.forward_rewrite.name in runtime.details["direct_conversion_reason"]
+    assert runtime.details["export_dir"] != _load(backend, tiny_spec("bert"), export_cache).details["export_dir"]
+    inputs = ragged_ids((12, 7, 3, 1))  # another batch size and width than the traced example
+    reference = outputs_of(torch_runtime(spec), spec, inputs)["last_hidden_state"]
+    candidate = outputs_of(runtime, spec, inputs)["last_hidden_state"]
+    assert_unpadded_matches(reference, candidate, inputs["attention_mask"], atol=1e-4)
+
+
 def test_runtimes_keep_torch_to_one_host_thread(backend: OnnxRuntimeBackend, tiny_spec: Any,
                                                 export_cache: Path) -> None:
     assert _load(backend, tiny_spec("bert"), export_cache).host_threads == 1
@@ -376,3 +399,24 @@ def test_not_installed(monkeypatch: pytest.MonkeyPatch, tiny_spec: Any, tmp_path
     with pytest.raises(BackendUnavailable) as caught:
         backend.load(tiny_spec("bert"), device="cpu", precision="fp32", cache_dir=tmp_path)
     assert caught.value.extra == "onnxruntime" and INSTALL in str(caught.value)
+
+
+def test_int8_of_the_unpadded_forward_quantizes_every_projection(backend: OnnxRuntimeBackend, tiny_spec: Any,
+                                                                 torch_runtime: Any, export_cache: Path) -> None:
+    """Packed rows are 3-D: a 2-D product would export as Gemm, which dynamic quantization skips."""
+    import json
+
+    import onnx
+
+    spec = tiny_spec("bert", forward_rewrite=unpadded_bert())
+    runtime = _load(backend, spec, export_cache, "int8")
+    assert runtime.precision == "int8" and runtime.details["int8_gate_cosine"] >= 0.99
+    graph = onnx.load(str(Path(runtime.details["export_dir"]) / "model.onnx")).graph
+    layers = json.loads((spec.model_dir / "config.json").read_text())["num_hidden_layers"]
+    assert not [n.name for n in graph.node if n.op_type == "Gemm"]
+    integer = [n for n in graph.node if n.op_type in ("MatMulInteger", "DynamicQuantizeMatMul")]
+    # Per layer: the fused query/key/value, the attention output, the feed-forward up (and
+    # the down-projection unless the gate needed it in fp32).
+    assert len(integer) >= 3 * layers
+    mask = spec.example_inputs()["attention_mask"]
+    assert min_cosine(outputs_of(torch_runtime(spec), spec), outputs_of(runtime, spec), mask) >= 0.99

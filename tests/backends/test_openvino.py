@@ -16,7 +16,16 @@ import pytest
 from ipfs_accelerate._exceptions import BackendUnavailable
 from ipfs_accelerate.backends import _accuracy, get_backend
 from ipfs_accelerate.backends.openvino import OpenVINOBackend
-from tests.backends._tiny import decoder_step_lengths, first_step_logits, greedy, min_cosine, outputs_of
+from tests.backends._tiny import (
+    assert_unpadded_matches,
+    decoder_step_lengths,
+    first_step_logits,
+    greedy,
+    min_cosine,
+    outputs_of,
+    ragged_ids,
+    unpadded_bert,
+)
 
 pytest.importorskip("openvino")
 pytest.importorskip("optimum.intel")
@@ -90,6 +99,20 @@ def test_fp32_matches_torch(name: str, backend: OpenVINOBackend, tiny_spec: Any,
     reference = outputs_of(torch_runtime(spec), spec)
     mask = spec.example_inputs().get("attention_mask")
     assert min_cosine(reference, outputs_of(runtime, spec), mask) >= 0.999
+
+
+def test_forward_rewrite_is_converted_in_place_of_transformers(backend: OpenVINOBackend, tiny_spec: Any,
+                                                               torch_runtime: Any, export_cache: Path) -> None:
+    """The unpadded BERT forward: its own export, and transformers' outputs on real positions."""
+    spec = tiny_spec("bert", forward_rewrite=unpadded_bert())
+    runtime = _load(backend, spec, export_cache)
+    assert runtime.details["export_route"] == "direct:openvino.convert_model"
+    assert spec.forward_rewrite.name in runtime.details["direct_conversion_reason"]
+    assert runtime.details["export_dir"] != _load(backend, tiny_spec("bert"), export_cache).details["export_dir"]
+    inputs = ragged_ids((12, 7, 3, 1))  # another batch size and width than the traced example
+    reference = outputs_of(torch_runtime(spec), spec, inputs)["last_hidden_state"]
+    candidate = outputs_of(runtime, spec, inputs)["last_hidden_state"]
+    assert_unpadded_matches(reference, candidate, inputs["attention_mask"], atol=1e-4)
 
 
 def test_runtimes_keep_torch_to_one_host_thread(backend: OpenVINOBackend, tiny_spec: Any, export_cache: Path) -> None:

@@ -75,3 +75,21 @@ def test_synthetic_minilm_is_labelled(load_tiny):
     res = load_tiny(MINILM, "embed")(["hello"])
     assert res.provenance.weights == "synthetic"
     assert np.linalg.norm(res.outputs[0]) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_bert_encoders_ask_converting_backends_for_the_unpadded_forward(load_tiny):
+    from ipfs_accelerate.skills._unpadded import UNPADDED_BERT
+
+    spec = load_tiny(MINILM, "embed").handler.model_spec()
+    assert spec.forward_rewrite is not None and spec.forward_rewrite.name == UNPADDED_BERT
+
+
+def test_openvino_unpadded_forward_matches_sentence_transformers(cache_dir, real_minilm):
+    pytest.importorskip("optimum.intel", reason="pip install 'ipfs-accelerate[openvino]'")
+    # Lengths from 3 to about 40 tokens in one call: padding in every pass but the longest.
+    texts = [*SENTENCES, "word " * 30 + "end.", "Hi"]
+    ep = ia.load(MINILM, task="embed", backend="openvino", cache_dir=cache_dir, strict=True)
+    res = ep(texts)
+    assert "unpadded-bert-encoder" in res.provenance.runtime["direct_conversion_reason"]
+    for a, b in zip(real_minilm(texts).outputs, res.outputs, strict=True):
+        assert cosine(a, b) >= 0.9999

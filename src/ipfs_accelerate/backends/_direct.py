@@ -34,6 +34,8 @@ __all__ = [
     "HOST_THREADS",
     "EntryModule",
     "Plan",
+    "conversion_meta",
+    "conversion_module",
     "copy_model_metadata",
     "example_inputs",
     "frozen_gc",
@@ -118,7 +120,9 @@ def plan_export(
     kind = spec.kind
     if kind in ("automatic-speech-recognition", "ctc") and "CTC" in spec.torch_class:
         kind = "ctc"  # a CTC head is a plain forward, whatever task name the skill uses
-    if spec.entry:
+    if spec.forward_rewrite:
+        why = f"the skill converts its own forward ({spec.forward_rewrite.name}) in place of transformers'"
+    elif spec.entry:
         # optimum's classes return a task's standard outputs from forward(); a named method
         # (or forward() with outputs the skill names itself) needs its own graph outputs.
         why = f"optimum has no export for {spec.entry}() returning {', '.join(output_names(spec))}"
@@ -220,6 +224,37 @@ def EntryModule(
         constants: non-tensor keyword arguments fixed at conversion time.
     """
     return _entry_module_class()(model, entry or "forward", input_names, names, constants or {}).eval()
+
+
+def conversion_module(spec: ModelSpec) -> tuple[Any, list[str], tuple[Any, ...], tuple[str, ...]]:
+    """What a direct conversion traces: the module, its input names, example arguments and outputs.
+
+    The module wraps the spec's forward rewrite when it has one, else the transformers
+    model's ``spec.entry`` (or ``forward``); its positional inputs are the example inputs'
+    tensors, in their order, and the example's non-tensor values are fixed as constants.
+
+    Raises:
+        BackendUnavailable: the model cannot be loaded, or the spec gives no example inputs.
+    """
+    import torch
+
+    model = load_torch_model(spec)
+    if spec.forward_rewrite is not None:
+        model = spec.forward_rewrite.build(model)
+    inputs = example_inputs(spec)
+    input_names = [k for k, v in inputs.items() if isinstance(v, torch.Tensor)]
+    constants = {k: v for k, v in inputs.items() if not isinstance(v, torch.Tensor)}
+    names = output_names(spec)
+    module = EntryModule(model, spec.entry, input_names, names, constants)
+    return module, input_names, tuple(inputs[n] for n in input_names), names
+
+
+def conversion_meta(spec: ModelSpec, how: str) -> dict[str, Any]:
+    """The facts a direct conversion records in its export's metadata."""
+    meta: dict[str, Any] = {"conversion": how, "entry": spec.entry or "forward", "outputs": list(output_names(spec))}
+    if spec.forward_rewrite is not None:
+        meta["forward_rewrite"] = spec.forward_rewrite.name
+    return meta
 
 
 def pick_outputs(out: Any, names: tuple[str, ...], entry: str) -> tuple[Any, ...]:

@@ -100,8 +100,8 @@ def export_key(
     """The cache key of one export: a SHA-256 over everything that changes its bytes.
 
     Args:
-        spec: the model being exported (its files' content hash, kind, class, entry and
-            output names all enter the key).
+        spec: the model being exported (its files' content hash, kind, class, entry,
+            output names and forward rewrite all enter the key).
         backend: the backend's name.
         precision: the precision of the exported files.
         versions: the exporting libraries' versions (see :func:`library_versions`).
@@ -122,6 +122,9 @@ def export_key(
         "versions": dict(sorted(versions.items())),
         "extra": dict(sorted((extra or {}).items())),
     }
+    if spec.forward_rewrite is not None:
+        # Only when present, so that the keys of every other export stay what they were.
+        recipe["forward_rewrite"] = spec.forward_rewrite.name
     return hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()
 
 

@@ -17,7 +17,28 @@ from typing import TYPE_CHECKING, Any, ClassVar
 if TYPE_CHECKING:
     from ..store.weights import ResolvedWeights
 
-__all__ = ["Backend", "BackendProbe", "ModelSpec", "Runtime", "module_exists"]
+__all__ = ["Backend", "BackendProbe", "ForwardRewrite", "ModelSpec", "Runtime", "module_exists"]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ForwardRewrite:
+    """A family's own forward for its architecture, converted in place of transformers'.
+
+    Backends that convert a model (ONNX Runtime, OpenVINO) convert the rewrite instead of
+    the transformers model when a spec carries one; the PyTorch backend runs transformers'
+    forward as it is. A rewrite takes the same tensor inputs as the forward it replaces and
+    returns the spec's outputs; the skill says where they may differ (an unpadded encoder
+    returns zeros at padded positions, which its pooling never reads).
+
+    Attributes:
+        name: what the rewrite is, with a version (``"unpadded-bert-encoder/1"``): it
+            enters the export cache key and the runtime's details.
+        build: takes the loaded fp32 transformers model and returns the torch module to
+            convert (sharing the model's weights).
+    """
+
+    name: str
+    build: Callable[[Any], Any]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -40,6 +61,8 @@ class ModelSpec:
         entry: a method of the transformers model to call instead of ``forward``
             (``"get_text_features"`` …); its tensor result is returned under
             ``output_names[0]``.
+        forward_rewrite: the family's own forward for the backends that convert a model
+            (see :class:`ForwardRewrite`); never together with ``entry``.
     """
 
     weights: ResolvedWeights
@@ -50,6 +73,11 @@ class ModelSpec:
     example_inputs: Callable[[], Mapping[str, Any]] | None = None
     output_names: tuple[str, ...] = ()
     entry: str | None = None
+    forward_rewrite: ForwardRewrite | None = None
+
+    def __post_init__(self) -> None:
+        if self.entry and self.forward_rewrite:
+            raise ValueError("a ModelSpec takes an entry method or a forward rewrite, not both")
 
     @property
     def model_dir(self) -> Path:

@@ -411,13 +411,7 @@ def _export_direct(spec: ModelSpec, target: Path) -> dict[str, Any]:
     """Convert ``spec.entry`` (or forward) with ``torch.onnx.export``."""
     import torch
 
-    model = _direct.load_torch_model(spec)
-    inputs = _direct.example_inputs(spec)
-    input_names = [k for k, v in inputs.items() if isinstance(v, torch.Tensor)]
-    constants = {k: v for k, v in inputs.items() if not isinstance(v, torch.Tensor)}
-    names = _direct.output_names(spec)
-    module = _direct.EntryModule(model, spec.entry, input_names, names, constants)
-    args = tuple(inputs[n] for n in input_names)
+    module, input_names, args, names = _direct.conversion_module(spec)
     # Every input's batch size is its own (a text batch and a video batch may differ);
     # integer inputs of rank ≥ 2 (token ids, masks) also vary in length.
     axes: dict[str, dict[int, str]] = {}
@@ -453,7 +447,7 @@ def _export_direct(spec: ModelSpec, target: Path) -> dict[str, Any]:
             )
         how = "torch.onnx.export(dynamo=False)"
     _direct.copy_model_metadata(spec.model_dir, target)
-    return {"conversion": how, "entry": spec.entry or "forward", "outputs": list(names)}
+    return _direct.conversion_meta(spec, how)
 
 
 def _onnx_files(path: Path) -> list[str]:

@@ -429,13 +429,7 @@ def _export_direct(spec: ModelSpec, target: Path) -> dict[str, Any]:
     import openvino as ov
     import torch
 
-    model = _direct.load_torch_model(spec)
-    inputs = _direct.example_inputs(spec)
-    input_names = [k for k, v in inputs.items() if isinstance(v, torch.Tensor)]
-    constants = {k: v for k, v in inputs.items() if not isinstance(v, torch.Tensor)}
-    names = _direct.output_names(spec)
-    module = _direct.EntryModule(model, spec.entry, input_names, names, constants)
-    args = tuple(inputs[n] for n in input_names)
+    module, input_names, args, names = _direct.conversion_module(spec)
     with torch.no_grad(), _direct.frozen_gc(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         # Without an explicit input shape the converter keeps every dimension dynamic.
@@ -451,7 +445,7 @@ def _export_direct(spec: ModelSpec, target: Path) -> dict[str, Any]:
         port.get_tensor().set_names({name})
     ov.save_model(ov_model, target / _DIRECT_XML, compress_to_fp16=False)
     _direct.copy_model_metadata(spec.model_dir, target)
-    return {"conversion": "openvino.convert_model", "entry": spec.entry or "forward", "outputs": list(names)}
+    return _direct.conversion_meta(spec, "openvino.convert_model")
 
 
 def _copy_metadata(src: Path, dst: Path) -> None:

@@ -40,9 +40,13 @@ def tokenize(
     Truncation is never silent: each truncated item is named in ``notes``; with
     ``truncate=False`` an over-long text raises InvalidInput instead.
     """
-    lengths = [
-        len(ids) for ids in tokenizer(list(texts), add_special_tokens=add_special_tokens)["input_ids"]
-    ]
+    # One encoding for the usual batch, which fits the window; a second, truncating one only
+    # when an item is too long (tokenizing is ~5 % of a MiniLM batch's time on 2 cores).
+    encoded = tokenizer(
+        list(texts), padding=True, add_special_tokens=add_special_tokens, return_attention_mask=True,
+        return_tensors="pt",
+    )
+    lengths = encoded["attention_mask"].sum(dim=1).tolist()
     for index, length in enumerate(lengths):
         if length > max_length:
             if not truncate:
@@ -51,8 +55,9 @@ def tokenize(
                     f"{max_length}; shorten it or pass truncate=True"
                 )
             notes.append(f"input #{index} truncated from {length} to {max_length} tokens")
-    encoded = tokenizer(
-        list(texts), padding=True, truncation=True, max_length=max_length,
-        add_special_tokens=add_special_tokens, return_tensors="pt",
-    )
+    if max(lengths, default=0) > max_length:
+        encoded = tokenizer(
+            list(texts), padding=True, truncation=True, max_length=max_length,
+            add_special_tokens=add_special_tokens, return_tensors="pt",
+        )
     return {k: v for k, v in encoded.items() if k in ("input_ids", "attention_mask", "token_type_ids")}

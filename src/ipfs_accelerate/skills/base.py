@@ -20,7 +20,7 @@ from .._exceptions import InvalidInput
 if TYPE_CHECKING:
     from transformers import PretrainedConfig
 
-    from ..backends.base import ModelSpec, Runtime
+    from ..backends.base import ForwardRewrite, ModelSpec, Runtime
     from ..store.weights import ResolvedWeights
 
 __all__ = [
@@ -154,7 +154,12 @@ class TaskHandler(abc.ABC):
             example_inputs=lambda: self.preprocess(self.example_inputs(), self.parse_params({})).inputs,
             output_names=self.output_names,
             entry=self.entry,
+            forward_rewrite=self.forward_rewrite(),
         )
+
+    def forward_rewrite(self) -> ForwardRewrite | None:
+        """The family's own forward for converting backends, or None (the default: none)."""
+        return None
 
     def parse_params(self, params: Mapping[str, Any]) -> Any:
         """Validate the caller's keyword parameters into ``Params``."""
