@@ -420,3 +420,38 @@ def test_int8_of_the_unpadded_forward_quantizes_every_projection(backend: OnnxRu
     assert len(integer) >= 3 * layers
     mask = spec.example_inputs()["attention_mask"]
     assert min_cosine(outputs_of(torch_runtime(spec), spec), outputs_of(runtime, spec), mask) >= 0.99
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_causal_decoder_step_gives_the_models_logits(precision: str, backend: OnnxRuntimeBackend, tiny_spec: Any,
+                                                     export_cache: Path) -> None:
+    """Runtime.decoder_step, straight on the session, against optimum's forward on a
+    left-padded batch for four steps; the cache it returns is the only state, so two loops
+    interleaved on one runtime each get their own logits."""
+    import torch
+
+    spec = tiny_spec("gpt2")
+    runtime = _load(backend, spec, export_cache, precision)
+    assert runtime.decoder_step is not None
+    model, inputs = runtime.model, runtime.prepare(spec.example_inputs())
+    ids, mask = inputs["input_ids"], inputs["attention_mask"]
+    positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
+    feeds, expected, past = [], [], None
+    with torch.inference_mode():
+        step_ids = ids
+        for _ in range(4):
+            feeds.append({"input_ids": step_ids, "attention_mask": mask, "position_ids": positions})
+            out = model(**feeds[-1], past_key_values=past, use_cache=True)
+            expected.append(out.logits[:, -1, :].float().clone())
+            past = out.past_key_values
+            step_ids = expected[-1].argmax(-1, keepdim=True)
+            mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)
+            positions = positions[:, -1:] + 1
+        first, second = None, None
+        for feed, expect in zip(feeds, expected, strict=True):
+            got, first = runtime.decoder_step(feed, first)
+            again, second = runtime.decoder_step(feed, second)
+            assert got.dtype == torch.float32 and got.shape == expect.shape
+            torch.testing.assert_close(got, expect, rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(again, got, rtol=0, atol=0)
+    assert _load(backend, tiny_spec("bert"), export_cache).decoder_step is None  # not a generator

@@ -104,12 +104,15 @@ class Runtime:
             backend that computes in its own thread pool sets 1: torch's OpenMP workers spin
             after every small op and take the cores that pool needs (GPT-2 int8 on ONNX
             Runtime, 2 cores: 24 ms per token with torch on 2 threads, 16 ms on 1).
-        decoder_step: for an encoder-decoder whose decoder keeps its KV cache inside the
-            runtime, one decoder pass without the model wrapper's per-call bookkeeping:
-            ``decoder_step(inputs, reset)`` takes host torch tensors named as the decoder's
-            inputs (``input_ids``, ``encoder_hidden_states``, ``encoder_attention_mask``), empties
-            the cache first when ``reset``, and returns the last position's logits as an fp32
-            host tensor. None where the runtime offers none (greedy loops call ``model``).
+        decoder_step: one pass of a generator's decoder without the model wrapper's per-call
+            bookkeeping: ``decoder_step(inputs, past)`` takes host torch tensors named as the
+            decoder's inputs (``input_ids`` and ``attention_mask``/``position_ids`` for a
+            decoder-only model; ``input_ids``, ``encoder_hidden_states``,
+            ``encoder_attention_mask`` for an encoder-decoder) and the cache the previous step
+            returned (None on the first step: an empty cache), and returns the last position's
+            logits as an fp32 host tensor with the new cache. The cache is opaque to the
+            caller (a runtime that keeps it inside itself returns a marker). None where the
+            runtime offers none (greedy loops call ``model``).
     """
 
     backend: str
@@ -120,7 +123,7 @@ class Runtime:
     load_s: float = 0.0
     prepare: Callable[[Mapping[str, Any]], dict[str, Any]] = dict
     host_threads: int | None = None
-    decoder_step: Callable[[Mapping[str, Any], bool], Any] | None = None
+    decoder_step: Callable[[Mapping[str, Any], Any], tuple[Any, Any]] | None = None
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -237,17 +237,18 @@ def _stateful_decoder_step(model: Any) -> Any:
     if not {"input_ids", "encoder_hidden_states", "beam_idx"} <= names <= _DECODER_STEP_INPUTS:
         return None
 
-    def step(inputs: Any, reset: bool) -> Any:
+    def step(inputs: Any, past: Any) -> tuple[Any, Any]:
         decoder.compile()
         request = decoder.request
-        if reset:
+        if past is None:
             request.reset_state()
         feed = {name: value.numpy() for name, value in inputs.items() if name in names}
         # One cache row per input row, none reordered (beams would reorder them).
         feed["beam_idx"] = np.arange(feed["input_ids"].shape[0], dtype=np.int32)
         request.infer(feed, share_inputs=True)
         logits = request.get_tensor("logits").data[:, -1, :]
-        return torch.from_numpy(np.array(logits, dtype=np.float32))
+        # The cache lives in the request's state: the marker only says it is not empty.
+        return torch.from_numpy(np.array(logits, dtype=np.float32)), True
 
     return step
 

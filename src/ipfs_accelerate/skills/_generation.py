@@ -349,13 +349,14 @@ def greedy_generate(
 
     Same arguments as :func:`generate` (the prompt is every leading position); only for
     the cases :func:`greedy_applies` accepts. Rows that reach end-of-sequence or a stop
-    string are padded until every row has, as ``generate`` does.
+    string are padded until every row has, as ``generate`` does. Where the runtime offers a
+    :attr:`Runtime.decoder_step`, the steps go straight to it.
     """
     import torch
 
     started = time.perf_counter()
     eos, pad, stop = greedy_ends(params, tokenizer, config, max_new_tokens)
-    model = runtime.model
+    model, decoder_step = runtime.model, runtime.decoder_step
     with torch.inference_mode():
         prepared = runtime.prepare(inputs)
         ids, mask = prepared["input_ids"], prepared["attention_mask"]
@@ -368,6 +369,8 @@ def greedy_generate(
             if past is not None:
                 mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)
                 positions = positions[:, -1:] + 1
+            if decoder_step is not None:
+                return decoder_step({"input_ids": step_ids, "attention_mask": mask, "position_ids": positions}, past)
             out = model(input_ids=step_ids, attention_mask=mask, position_ids=positions,
                         past_key_values=past, use_cache=True)
             return out.logits[:, -1, :], out.past_key_values
@@ -424,8 +427,8 @@ def greedy_seq2seq(
             fixed["encoder_attention_mask"] = mask
 
         def step(step_ids: Any, past: Any) -> tuple[Any, Any]:
-            if decoder_step is not None:  # the runtime keeps the cache: `past` only marks the first step
-                return decoder_step({**fixed, "input_ids": step_ids}, past is None), True
+            if decoder_step is not None:
+                return decoder_step({**fixed, "input_ids": step_ids}, past)
             out = model(encoder_outputs=encoded, attention_mask=mask, decoder_input_ids=step_ids.to(encoded[0].device),
                         past_key_values=past, use_cache=True)
             # On the host in fp32, as generate() hands scores to its processors.
