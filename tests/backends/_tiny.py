@@ -362,3 +362,18 @@ def assert_unpadded_matches(reference: Any, candidate: Any, mask: Any, *, atol: 
     assert tuple(candidate.shape) == tuple(reference.shape)
     assert float((candidate - reference)[real].abs().max()) <= atol
     assert not candidate[~real].any()
+
+
+def check_unpadded_bert_export(load: Callable[[Any], Any], tiny_spec: Any, torch_runtime: Any, route: str) -> None:
+    """A backend converts the unpadded BERT forward as its own export (``route``, the rewrite
+    named in the reason, another cache entry than plain BERT's) and gives transformers'
+    outputs on the real positions of a batch unlike the traced example (zeros elsewhere)."""
+    spec = tiny_spec("bert", forward_rewrite=unpadded_bert())
+    runtime = load(spec)
+    assert runtime.details["export_route"] == route
+    assert spec.forward_rewrite.name in runtime.details["direct_conversion_reason"]
+    assert runtime.details["export_dir"] != load(tiny_spec("bert")).details["export_dir"]
+    inputs = ragged_ids((12, 7, 3, 1))  # another batch size and width than the traced example
+    reference = outputs_of(torch_runtime(spec), spec, inputs)["last_hidden_state"]
+    candidate = outputs_of(runtime, spec, inputs)["last_hidden_state"]
+    assert_unpadded_matches(reference, candidate, inputs["attention_mask"], atol=1e-4)

@@ -17,13 +17,12 @@ from ipfs_accelerate.backends.onnxruntime import (
     _weight_format_name,
 )
 from tests.backends._tiny import (
-    assert_unpadded_matches,
+    check_unpadded_bert_export,
     decoder_step_lengths,
     first_step_logits,
     greedy,
     min_cosine,
     outputs_of,
-    ragged_ids,
     unpadded_bert,
 )
 
@@ -273,16 +272,8 @@ def test_a_failed_rewrite_is_reported_and_the_graph_before_it_kept(backend: Onnx
 
 def test_forward_rewrite_is_converted_in_place_of_transformers(backend: OnnxRuntimeBackend, tiny_spec: Any,
                                                                torch_runtime: Any, export_cache: Path) -> None:
-    """The unpadded BERT forward: its own export, and transformers' outputs on real positions."""
-    spec = tiny_spec("bert", forward_rewrite=unpadded_bert())
-    runtime = _load(backend, spec, export_cache)
-    assert runtime.details["export_route"] == "direct:torch.onnx.export"
-    assert spec.forward_rewrite.name in runtime.details["direct_conversion_reason"]
-    assert runtime.details["export_dir"] != _load(backend, tiny_spec("bert"), export_cache).details["export_dir"]
-    inputs = ragged_ids((12, 7, 3, 1))  # another batch size and width than the traced example
-    reference = outputs_of(torch_runtime(spec), spec, inputs)["last_hidden_state"]
-    candidate = outputs_of(runtime, spec, inputs)["last_hidden_state"]
-    assert_unpadded_matches(reference, candidate, inputs["attention_mask"], atol=1e-4)
+    check_unpadded_bert_export(lambda spec: _load(backend, spec, export_cache), tiny_spec, torch_runtime,
+                               "direct:torch.onnx.export")
 
 
 def test_runtimes_keep_torch_to_one_host_thread(backend: OnnxRuntimeBackend, tiny_spec: Any,

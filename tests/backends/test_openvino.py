@@ -17,14 +17,12 @@ from ipfs_accelerate._exceptions import BackendUnavailable
 from ipfs_accelerate.backends import _accuracy, get_backend
 from ipfs_accelerate.backends.openvino import OpenVINOBackend
 from tests.backends._tiny import (
-    assert_unpadded_matches,
+    check_unpadded_bert_export,
     decoder_step_lengths,
     first_step_logits,
     greedy,
     min_cosine,
     outputs_of,
-    ragged_ids,
-    unpadded_bert,
 )
 
 pytest.importorskip("openvino")
@@ -103,16 +101,8 @@ def test_fp32_matches_torch(name: str, backend: OpenVINOBackend, tiny_spec: Any,
 
 def test_forward_rewrite_is_converted_in_place_of_transformers(backend: OpenVINOBackend, tiny_spec: Any,
                                                                torch_runtime: Any, export_cache: Path) -> None:
-    """The unpadded BERT forward: its own export, and transformers' outputs on real positions."""
-    spec = tiny_spec("bert", forward_rewrite=unpadded_bert())
-    runtime = _load(backend, spec, export_cache)
-    assert runtime.details["export_route"] == "direct:openvino.convert_model"
-    assert spec.forward_rewrite.name in runtime.details["direct_conversion_reason"]
-    assert runtime.details["export_dir"] != _load(backend, tiny_spec("bert"), export_cache).details["export_dir"]
-    inputs = ragged_ids((12, 7, 3, 1))  # another batch size and width than the traced example
-    reference = outputs_of(torch_runtime(spec), spec, inputs)["last_hidden_state"]
-    candidate = outputs_of(runtime, spec, inputs)["last_hidden_state"]
-    assert_unpadded_matches(reference, candidate, inputs["attention_mask"], atol=1e-4)
+    check_unpadded_bert_export(lambda spec: _load(backend, spec, export_cache), tiny_spec, torch_runtime,
+                               "direct:openvino.convert_model")
 
 
 def test_runtimes_keep_torch_to_one_host_thread(backend: OpenVINOBackend, tiny_spec: Any, export_cache: Path) -> None:

@@ -272,14 +272,15 @@ def _causal_decoder_step(model: Any, providers: list[str]) -> Any:
     if (not {"input_ids", "attention_mask"} <= set(inputs) <= fed | set(past_names)
             or not {"logits", *present_names} <= outputs):
         return None
-    # An empty cache per input row: the graph's fixed sizes (heads, head size), 0 for the
-    # past length; any other unnamed size would be a guess, so no step then.
-    empty_shapes: dict[str, list[Any]] = {}
+    # An empty cache per input row: after the batch size, the graph's fixed sizes (heads,
+    # head size) and 0 for the past length; any other unnamed size would be a guess, so no
+    # step then.
+    row_shapes: dict[str, list[int]] = {}
     for name in past_names:
-        shape = list(inputs[name].shape)
-        if any(not isinstance(d, int) and "sequence" not in str(d) for d in shape[1:]):
+        sizes = list(inputs[name].shape)[1:]
+        if any(not isinstance(d, int) and "sequence" not in str(d) for d in sizes):
             return None
-        empty_shapes[name] = [0 if not isinstance(d, int) else d for d in shape]
+        row_shapes[name] = [d if isinstance(d, int) else 0 for d in sizes]
     dtypes = {name: np.dtype(_ORT_TO_NUMPY.get(i.type, "float32")) for name, i in inputs.items()}
     wanted = ["logits", *present_names]
 
@@ -287,7 +288,7 @@ def _causal_decoder_step(model: Any, providers: list[str]) -> Any:
         feed = {name: value.numpy().astype(dtypes[name], copy=False) for name, value in tensors.items() if name in inputs}
         rows = feed["input_ids"].shape[0]
         if past is None:
-            past = [np.zeros([rows, *empty_shapes[name][1:]], dtype=dtypes[name]) for name in past_names]
+            past = [np.zeros([rows, *row_shapes[name]], dtype=dtypes[name]) for name in past_names]
         feed.update(zip(past_names, past, strict=True))
         logits, *present = session.run(wanted, feed)
         return torch.from_numpy(np.ascontiguousarray(logits[:, -1, :], dtype=np.float32)), present
