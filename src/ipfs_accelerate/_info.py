@@ -12,7 +12,7 @@ from typing import Any
 from .backends import probe_all
 from .backends.base import BackendProbe
 from .engine.result import to_jsonable
-from .skills import all_skills
+from .families import all_families
 
 __all__ = ["DoctorReport", "FamilyInfo", "doctor", "families", "library_versions"]
 
@@ -51,18 +51,18 @@ class FamilyInfo:
 def families() -> list[FamilyInfo]:
     """Every family with its tasks, parameters and checkpoints."""
     out = []
-    for skill in all_skills():
+    for model_family in all_families():
         tasks = {
             name: {f.name: f.default for f in dataclasses.fields(handler.Params)}
-            for name, handler in skill.tasks.items()
+            for name, handler in model_family.tasks.items()
         }
         packaged = tuple(
-            cid for cid, ckpt in skill.checkpoints.items()
+            cid for cid, ckpt in model_family.checkpoints.items()
             if ckpt.packaged is not None and _package_installed(ckpt.package)
         )
         out.append(FamilyInfo(
-            name=skill.name, description=skill.description, tasks=tasks, default_task=skill.default_task,
-            default_checkpoint=skill.default_checkpoint, checkpoints=tuple(skill.checkpoints), packaged=packaged,
+            name=model_family.name, description=model_family.description, tasks=tasks, default_task=model_family.default_task,
+            default_checkpoint=model_family.default_checkpoint, checkpoints=tuple(model_family.checkpoints), packaged=packaged,
         ))
     return out
 

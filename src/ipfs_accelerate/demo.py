@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ._exceptions import AccelerateError
-from .skills import all_skills
+from .families import all_families
 
 __all__ = ["run_demo"]
 
@@ -23,13 +23,13 @@ def run_demo(*, cache_dir: Path | None = None, families: list[str] | None = None
     packaged = {info.name: set(info.packaged) for info in family_infos()}
     rows: list[tuple[str, ...]] = []
     failures = 0
-    for skill in all_skills():
-        if families and skill.name not in families:
+    for model_family in all_families():
+        if families and model_family.name not in families:
             continue
-        model_id = skill.default_checkpoint
+        model_id = model_family.default_checkpoint
         # Real weights where a package ships them, else synthetic: labelled in the table.
-        weights = "pretrained" if model_id in packaged[skill.name] else "synthetic"
-        for task in skill.tasks:
+        weights = "pretrained" if model_id in packaged[model_family.name] else "synthetic"
+        for task in model_family.tasks:
             started = time.perf_counter()
             try:
                 ep = load(model_id, task=task, weights=weights, cache_dir=cache_dir)
@@ -37,15 +37,15 @@ def run_demo(*, cache_dir: Path | None = None, families: list[str] | None = None
                 result = ep(inputs)
             except AccelerateError as exc:
                 failures += 1
-                rows.append((skill.name, task, "-", "-", weights, "failed", f"{type(exc).__name__}: {exc}"[:80]))
+                rows.append((model_family.name, task, "-", "-", weights, "failed", f"{type(exc).__name__}: {exc}"[:80]))
                 continue
             p = result.provenance
             load_s = time.perf_counter() - started - result.timings["total_s"]
             rows.append((
-                skill.name, task, p.backend, p.precision, p.weights,
+                model_family.name, task, p.backend, p.precision, p.weights,
                 f"{result.timings['total_s'] * 1000:.0f} ms", f"load {load_s:.1f} s; " + _preview(result.outputs[0]),
             ))
-            print(f"  done {skill.name}/{task}", flush=True)
+            print(f"  done {model_family.name}/{task}", flush=True)
     headers = ("family", "task", "backend", "precision", "weights", "latency", "output")
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
     print(" | ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)))

@@ -41,7 +41,7 @@ def _randn(*shape: int, seed: int = 7) -> Any:
 
 @dataclasses.dataclass(frozen=True)
 class Tiny:
-    """A tiny model's recipe: how to build it and what a skill would ask for."""
+    """A tiny model's recipe: how to build it and what a family would ask for."""
 
     build: Callable[[], Any]
     kind: str
@@ -349,9 +349,9 @@ def ragged_ids(lengths: tuple[int, ...], *, vocab: int = 100) -> dict[str, Any]:
 
 
 def unpadded_bert() -> Any:
-    """The sentence-embedding skills' forward rewrite, as a skill puts it on its spec."""
+    """The sentence-embedding families' forward rewrite, as a family puts it on its spec."""
     from ipfs_accelerate.backends.base import ForwardRewrite
-    from ipfs_accelerate.skills._unpadded import UNPADDED_BERT, unpadded_bert_encoder
+    from ipfs_accelerate.families._unpadded import UNPADDED_BERT, unpadded_bert_encoder
 
     return ForwardRewrite(name=UNPADDED_BERT, build=unpadded_bert_encoder)
 

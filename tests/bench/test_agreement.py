@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ipfs_accelerate.bench.runner import agreement
-from ipfs_accelerate.skills._audio import Transcription
+from ipfs_accelerate.families._audio import Transcription
 
 
 def test_transcripts_compare_as_texts_with_word_error_rate():

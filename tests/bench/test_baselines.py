@@ -14,8 +14,8 @@ import pytest
 
 from ipfs_accelerate.bench.baselines import plain_baseline
 from ipfs_accelerate.bench.runner import agreement
-from ipfs_accelerate.skills._audio import Transcription
-from ipfs_accelerate.skills._vision import sample_video
+from ipfs_accelerate.families._audio import Transcription
+from ipfs_accelerate.families._vision import sample_video
 from tests.fixtures.models import cosine
 from tests.fixtures.vision import gradient_image
 

@@ -180,10 +180,10 @@ def test_scenario_files_and_suite(tmp_path):
     with pytest.raises(ia.InvalidInput, match="config_overrides need"):
         scenario_from_dict({"cases": [{"model": "gpt2", "config_overrides": {"n_layer": 1}}]})
     suite = seed_suite()
-    from ipfs_accelerate.skills import all_skills
+    from ipfs_accelerate.families import all_families
 
     families = {c.family for c in suite.cases}
-    assert families == {s.name for s in all_skills()}
+    assert families == {s.name for s in all_families()}
     assert suite.budget_s and suite.concurrency == 64
     first = suite.ordered()[0]
     assert first.priority == 0 and first.precision == "fp32"

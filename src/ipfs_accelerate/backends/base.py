@@ -27,7 +27,7 @@ class ForwardRewrite:
     Backends that convert a model (ONNX Runtime, OpenVINO) convert the rewrite instead of
     the transformers model when a spec carries one; the PyTorch backend runs transformers'
     forward as it is. A rewrite takes the same tensor inputs as the forward it replaces and
-    returns the spec's outputs; the skill says where they may differ (an unpadded encoder
+    returns the spec's outputs; the family says where they may differ (an unpadded encoder
     returns zeros at padded positions, which its pooling never reads).
 
     Attributes:
@@ -43,7 +43,7 @@ class ForwardRewrite:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ModelSpec:
-    """What a skill asks a backend to load.
+    """What a family asks a backend to load.
 
     Attributes:
         weights: the resolved model directory (HF layout) with its provenance.
@@ -52,11 +52,11 @@ class ModelSpec:
             ``"automatic-speech-recognition"``, ``"zero-shot-image-classification"`` …
         torch_class: the transformers class that loads the files in PyTorch
             (``"AutoModelForCausalLM"``, ``"ClapModel"`` …).
-        generates: the skill calls ``model.generate`` (needs a KV cache).
+        generates: the family calls ``model.generate`` (needs a KV cache).
         fp16_safe: the architecture keeps its accuracy in fp16 (T5 does not).
         example_inputs: builds a small batch of model inputs (for exports, warm-up and
             accuracy gates); keys are the forward's keyword arguments.
-        output_names: the output attributes the skill reads, for backends that convert
+        output_names: the output attributes the family reads, for backends that convert
             a model directly and must name its outputs.
         entry: a method of the transformers model to call instead of ``forward``
             (``"get_text_features"`` …); its tensor result is returned under

@@ -304,7 +304,7 @@ class OrtGraphModel:
 
     Attributes:
         session: the ONNX Runtime inference session.
-        config: the model's transformers config (for skills that read it).
+        config: the model's transformers config (for families that read it).
     """
 
     def __init__(self, session: Any, config: Any) -> None:

@@ -261,7 +261,7 @@ class OVGraphModel:
 
     Attributes:
         compiled: the OpenVINO compiled model.
-        config: the model's transformers config (for skills that read it).
+        config: the model's transformers config (for families that read it).
     """
 
     def __init__(self, compiled: Any, config: Any) -> None:

@@ -53,7 +53,7 @@ class EntryPoint:
     """Calls one method of a model (``get_text_features`` …) like a forward.
 
     The method's tensor result comes back as an attribute named ``output_name``, so the
-    skill reads it the same way whatever backend runs the model.
+    model_family reads it the same way whatever backend runs the model.
     """
 
     def __init__(self, model: Any, entry: str, output_name: str) -> None:

@@ -13,7 +13,7 @@ Two kinds:
 * **reference**: library-specific references a family declares with
   ``TaskHandler.reference_baselines()`` (sentence-transformers ``encode``, faster-whisper …).
 
-Every baseline is a :class:`~ipfs_accelerate.skills.base.Baseline`: ``load(device)`` returns
+Every baseline is a :class:`~ipfs_accelerate.families.base.Baseline`: ``load(device)`` returns
 ``run(items, params) -> BaselineRun``.
 """
 
@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ..skills.base import Baseline, BaselineRun, TaskHandler
+from ..families.base import Baseline, BaselineRun, TaskHandler
 
 __all__ = ["all_baselines", "library_version", "plain_baseline", "score_agreement"]
 
@@ -117,7 +117,7 @@ def _gen_kwargs(params: Any, tok: Any) -> dict[str, Any]:
 
 
 def _count_and_decode(new_ids: Any, tok: Any, eos: Any) -> tuple[list[str], int]:
-    from ..skills._generation import split_generated
+    from ..families._generation import split_generated
 
     texts, count = [], 0
     for row in new_ids.tolist():

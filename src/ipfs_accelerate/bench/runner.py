@@ -49,7 +49,7 @@ from ..engine.batcher import DynamicBatcher
 from ..engine.choice import resolve_device
 from ..engine.options import default_cache_dir
 from ..engine.result import to_jsonable
-from ..skills.base import Baseline, BaselineRun, TaskHandler
+from ..families.base import Baseline, BaselineRun, TaskHandler
 from ..store.weights import parameter_counts
 from .baselines import all_baselines, library_version, score_agreement
 from .machine import MachineFacts, machine_facts
@@ -468,9 +468,9 @@ def _warm_imports() -> float:
     import transformers.models.auto.modeling_auto
     import transformers.models.auto.tokenization_auto  # noqa: F401
 
-    from ..skills import all_skills
+    from ..families import all_families
 
-    all_skills()
+    all_families()
     return time.perf_counter() - started
 
 
@@ -630,7 +630,7 @@ class BenchRunner:
 
     def _prepare_weights(self, case: Case) -> PreparedWeights:
         """Resolve (and, for synthetic weights not cached yet, build) one model's weights."""
-        from ..skills import find_skill, get_skill
+        from ..families import find_family, get_family
         from ..store.weights import SYNTHETIC_MARKER, resolve_weights
 
         overrides = dict(case.config_overrides or {})
@@ -642,8 +642,8 @@ class BenchRunner:
         cached = set(cache_dir.glob(f"*/*/{SYNTHETIC_MARKER}"))
         started = time.perf_counter()
         try:
-            skill = get_skill(case.family) if case.family else find_skill(case.model_id)
-            resolved = resolve_weights(skill, case.model_id, weights=case.weights, cache_dir=cache_dir,
+            model_family = get_family(case.family) if case.family else find_family(case.model_id)
+            resolved = resolve_weights(model_family, case.model_id, weights=case.weights, cache_dir=cache_dir,
                                        config_overrides=overrides)
         except Exception as exc:  # noqa: BLE001 - the case reports the same failure when it loads
             seconds = time.perf_counter() - started
@@ -655,7 +655,7 @@ class BenchRunner:
         built = resolved.weights == "synthetic" and (resolved.path / SYNTHETIC_MARKER) not in cached
         what = "built synthetic weights" if built else f"{resolved.weights} weights ({resolved.source})"
         self.progress.step(f"weights of {case.model_id}: {what} in {seconds:.1f} s")
-        return PreparedWeights(**{**common, "family": skill.name}, status="ok", resolved=resolved.weights,
+        return PreparedWeights(**{**common, "family": model_family.name}, status="ok", resolved=resolved.weights,
                                source=resolved.source, built=built, seconds=seconds)
 
     # -- cases ---------------------------------------------------------------------------

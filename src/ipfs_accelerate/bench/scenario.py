@@ -40,7 +40,7 @@ from .._exceptions import InvalidInput
 from ..engine.options import BACKENDS, PRECISIONS, WEIGHTS
 
 if TYPE_CHECKING:
-    from ..skills.base import TaskHandler
+    from ..families.base import TaskHandler
     from .targets import TargetNeeds
 
 __all__ = ["SUITES", "Case", "Scenario", "from_flags", "load_scenario", "seed_suite"]
@@ -341,12 +341,12 @@ def _estimated_params(family: str, model_id: str) -> int:
         import torch
         import transformers
 
-        from ..skills import get_skill
+        from ..families import get_family
 
-        skill = get_skill(family)
-        config = skill.checkpoint(model_id).config()
+        model_family = get_family(family)
+        config = model_family.checkpoint(model_id).config()
         with torch.device("meta"):
-            model = getattr(transformers, skill.synthetic_class)(config)
+            model = getattr(transformers, model_family.synthetic_class)(config)
         return int(sum(p.numel() for p in model.parameters()))
     except Exception:  # noqa: BLE001 - an estimate only orders the cases
         return 10**12
@@ -392,7 +392,7 @@ def seed_suite(
     from .._info import families
     from ..backends import REGISTRY, get_backend
     from ..engine.choice import PREFERENCE, resolve_device
-    from ..skills import all_skills
+    from ..families import all_families
     from .targets import TARGET_NEEDS
 
     needs_by_kind = TARGET_NEEDS if target_needs is None else target_needs
@@ -409,18 +409,18 @@ def seed_suite(
         raise InvalidInput("the seed suite needs at least one batch size")
     packaged = {info.name: set(info.packaged) for info in families()}
     entries: list[tuple[int, int, int, Case]] = []
-    for s_index, skill in enumerate(all_skills()):
-        model = skill.default_checkpoint
-        weights = "pretrained" if model in packaged.get(skill.name, set()) else "synthetic"
-        params = _estimated_params(skill.name, model)
-        tasks = [skill.default_task] + ([t for t in skill.tasks if t != skill.default_task] if extra_tasks else [])
-        needs = needs_by_kind.get(skill.tasks[skill.default_task].kind)
+    for s_index, model_family in enumerate(all_families()):
+        model = model_family.default_checkpoint
+        weights = "pretrained" if model in packaged.get(model_family.name, set()) else "synthetic"
+        params = _estimated_params(model_family.name, model)
+        tasks = [model_family.default_task] + ([t for t in model_family.tasks if t != model_family.default_task] if extra_tasks else [])
+        needs = needs_by_kind.get(model_family.tasks[model_family.default_task].kind)
         if needs is not None and not needs.applies(weights=weights):
             needs = None  # e.g. embedding targets are stated for real weights
 
         def add(priority: int, task: str, backend: str, precision: str, batches: Iterable[int],
                 model: str = model, weights: str = weights, params: int = params, s_index: int = s_index,
-                family: str = skill.name) -> None:
+                family: str = model_family.name) -> None:
             chosen = tuple(sorted(set(batches)))
             if not chosen:
                 return
@@ -442,19 +442,19 @@ def seed_suite(
                      if backend.unsupported(device=resolved, precision=p) is None]
             if b_index == 0:
                 first = {sizes[0]} | target_sizes
-                add(0 if needs is not None else 2, skill.default_task, name, "fp32", first)
-                add(4, skill.default_task, name, "fp32", set(sizes) - first)
+                add(0 if needs is not None else 2, model_family.default_task, name, "fp32", first)
+                add(4, model_family.default_task, name, "fp32", set(sizes) - first)
             else:
-                add(5, skill.default_task, name, "fp32", every_size)
+                add(5, model_family.default_task, name, "fp32", every_size)
             for precision in lower:
                 if precision in target_precisions:
                     # The targets read every backend's lower precisions: the preferred
                     # backend for fp32 need not be the fastest in int8 (GPT-2 int8 here:
                     # ONNX Runtime 62 tokens/s, OpenVINO 42).
-                    add(1 if b_index == 0 else 3, skill.default_task, name, precision, target_sizes)
-                    add(6, skill.default_task, name, precision, (set(sizes) if b_index == 0 else every_size) - target_sizes)
+                    add(1 if b_index == 0 else 3, model_family.default_task, name, precision, target_sizes)
+                    add(6, model_family.default_task, name, precision, (set(sizes) if b_index == 0 else every_size) - target_sizes)
                 else:
-                    add(6, skill.default_task, name, precision, sizes if b_index == 0 else every_size)
+                    add(6, model_family.default_task, name, precision, sizes if b_index == 0 else every_size)
             for task in tasks[1:]:
                 add(7 if b_index == 0 else 8, task, name, "fp32", sizes)
     entries.sort(key=lambda e: (e[0], e[1], e[2]))

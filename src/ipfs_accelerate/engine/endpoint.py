@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._exceptions import InvalidInput, OutOfMemory
 from ..backends.base import Runtime
-from ..skills.base import Prepared, TaskHandler
+from ..families.base import Prepared, TaskHandler
 from .result import Fallback, Provenance, Result
 
 if TYPE_CHECKING:

@@ -10,7 +10,7 @@ from typing import Any
 
 from .._exceptions import AccelerateError, BackendUnavailable, InvalidInput, UnsupportedTask
 from ..backends import get_backend
-from ..skills import find_skill, get_skill
+from ..families import find_family, get_family
 from ..store.weights import resolve_weights
 from .choice import plan_candidates
 from .endpoint import Endpoint, LoadReport
@@ -74,11 +74,11 @@ def load(
         cache_dir=Path(cache_dir) if cache_dir is not None else default_cache_dir(),
         max_batch_size=max_batch_size,
     )
-    skill = get_skill(options.family) if options.family else find_skill(options.model_id)
-    task_name = options.task or skill.default_task
-    if task_name not in skill.tasks:
+    model_family = get_family(options.family) if options.family else find_family(options.model_id)
+    task_name = options.task or model_family.default_task
+    if task_name not in model_family.tasks:
         raise UnsupportedTask(
-            f"family {skill.name!r} has no task {task_name!r}; its tasks: {', '.join(skill.tasks)}"
+            f"family {model_family.name!r} has no task {task_name!r}; its tasks: {', '.join(model_family.tasks)}"
         )
     if options.backend != "auto":
         probe = get_backend(options.backend).probe()
@@ -87,11 +87,11 @@ def load(
                 f"backend {options.backend!r} is unavailable: {probe.reason}", extra=probe.extra
             )
     resolved = resolve_weights(
-        skill, options.model_id, weights=options.weights, cache_dir=options.cache_dir,
+        model_family, options.model_id, weights=options.weights, cache_dir=options.cache_dir,
         config_overrides=options.config_overrides,
     )
     config = _load_config(resolved.path, options.trust_remote_code)
-    handler = skill.handler(task_name, resolved, config)
+    handler = model_family.handler(task_name, resolved, config)
     spec = handler.model_spec()
     resolve_s = time.perf_counter() - started
 
@@ -111,7 +111,7 @@ def load(
                 )
                 backend_load_s = time.perf_counter() - load_started
                 endpoint = Endpoint(
-                    family=skill.name, handler=handler, runtime=runtime, fallbacks=fallbacks,
+                    family=model_family.name, handler=handler, runtime=runtime, fallbacks=fallbacks,
                     max_batch_size=options.max_batch_size,
                     cpu_fallback=None if options.strict or not candidate.device.startswith("cuda") else (
                         lambda: get_backend("torch").load(spec, device="cpu", precision="fp32",

@@ -37,7 +37,7 @@ class Provenance:
 
     Attributes:
         model_id: the checkpoint name the caller asked for.
-        family: the skill that ran it.
+        family: the family that ran it.
         task: the task that ran.
         backend: ``"torch"``, ``"openvino"`` or ``"onnxruntime"``.
         device: the device that executed the model, as the runtime reports it

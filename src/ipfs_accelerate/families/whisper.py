@@ -41,9 +41,9 @@ from ._generation import (
     plain_greedy,
     stream_generate,
 )
-from .base import Baseline, BaselineRun, Checkpoint, Prepared, Skill, TaskHandler
+from .base import Baseline, BaselineRun, Checkpoint, Family, Prepared, TaskHandler
 
-__all__ = ["WhisperSkill"]
+__all__ = ["WhisperFamily"]
 
 TINY_EN = "openai/whisper-tiny.en"
 TINY = "openai/whisper-tiny"
@@ -588,7 +588,7 @@ def _speak_clip(espeak: str, index: int) -> tuple[str, str]:
     return str(out), text
 
 
-class WhisperSkill(Skill):
+class WhisperFamily(Family):
     name = "whisper"
     description = "Whisper speech recognition and translation: any length, timestamps, languages"
     model_types = ("whisper",)

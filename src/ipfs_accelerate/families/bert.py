@@ -12,9 +12,9 @@ from ..backends.base import Runtime
 from ._embedding import TextEmbed
 from ._text import check_texts, tokenize
 from ._vocab import bert_uncased_tokenizer
-from .base import Checkpoint, Prepared, Skill, TaskHandler
+from .base import Checkpoint, Family, Prepared, TaskHandler
 
-__all__ = ["BertSkill"]
+__all__ = ["BertFamily"]
 
 
 def _bert_tiny() -> Any:
@@ -133,7 +133,7 @@ class FillMask(TaskHandler):
         return out
 
 
-class BertSkill(Skill):
+class BertFamily(Family):
     name = "bert"
     description = "BERT encoders: sentence vectors by mean or CLS pooling, and masked-token filling"
     model_types = ("bert",)

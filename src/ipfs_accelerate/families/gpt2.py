@@ -7,9 +7,9 @@ from typing import Any
 
 from ._generation import CausalLMGenerate
 from ._vocab import gpt2_tokenizer
-from .base import Checkpoint, Skill
+from .base import Checkpoint, Family
 
-__all__ = ["GPT2Skill"]
+__all__ = ["GPT2Family"]
 
 
 def _gpt2() -> Any:
@@ -22,7 +22,7 @@ def _tokenizer(out_dir: Path) -> None:
     gpt2_tokenizer(out_dir, model_max_length=1024)
 
 
-class GPT2Skill(Skill):
+class GPT2Family(Family):
     name = "gpt2"
     description = "GPT-2 decoder-only language models: text generation"
     model_types = ("gpt2",)

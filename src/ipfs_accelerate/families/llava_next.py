@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from ._vision import ImageTextGenerate, saved_config, substitute_lm_tokenizer
-from .base import Checkpoint, Skill
+from .base import Checkpoint, Family
 from .llava import llava_image_processor, processor_kwargs
 
-__all__ = ["LlavaNextSkill"]
+__all__ = ["LlavaNextFamily"]
 
 # Granite's chat format, as the transformers Granite Vision page shows it:
 # "<|user|>\n...\n<|assistant|>\n...<|end_of_text|>"; the images of a turn come first.
@@ -141,7 +141,7 @@ class LlavaNextGenerate(ImageTextGenerate):
 _SOURCE = "GPT-2 byte-level BPE standing in for the checkpoint's vocabulary (ids differ), image token at the config's id"
 
 
-class LlavaNextSkill(Skill):
+class LlavaNextFamily(Family):
     name = "llava-next"
     description = "LLaVA-Next (1.6) vision-language models: text from several images and a prompt, any-res tiling"
     model_types = ("llava_next",)

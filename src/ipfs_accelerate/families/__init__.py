@@ -1,4 +1,4 @@
-"""Model families ("skills"), one module each, found by name through :data:`REGISTRY`.
+"""Model families ("families"), one module each, found by name through :data:`REGISTRY`.
 
 Adding a family is one new module plus one line here. Nothing outside this package
 names a family.
@@ -11,41 +11,41 @@ import json
 from pathlib import Path
 
 from .._exceptions import UnsupportedTask
-from .base import Checkpoint, Prepared, Skill, TaskHandler
+from .base import Checkpoint, Family, Prepared, TaskHandler
 
 __all__ = [
     "REGISTRY",
     "Checkpoint",
+    "Family",
     "Prepared",
-    "Skill",
     "TaskHandler",
-    "all_skills",
-    "find_skill",
-    "get_skill",
+    "all_families",
+    "find_family",
+    "get_family",
 ]
 
 # family name -> "module:Class"
 # Order matters where two families share a model_type: the more specific one comes first.
 REGISTRY: dict[str, str] = {
-    "sentence-embeddings": "sentence_embeddings:SentenceEmbeddingsSkill",
-    "bert": "bert:BertSkill",
-    "gpt2": "gpt2:GPT2Skill",
-    "opt": "opt:OPTSkill",
-    "t5": "t5:T5Skill",
-    "clip": "clip:CLIPSkill",
-    "xclip": "xclip:XCLIPSkill",
-    "videomae": "videomae:VideoMAESkill",
-    "llava": "llava:LlavaSkill",
-    "llava-next": "llava_next:LlavaNextSkill",
-    "whisper": "whisper:WhisperSkill",
-    "wav2vec2": "wav2vec2:Wav2Vec2Skill",
-    "clap": "clap:ClapSkill",
+    "sentence-embeddings": "sentence_embeddings:SentenceEmbeddingsFamily",
+    "bert": "bert:BertFamily",
+    "gpt2": "gpt2:GPT2Family",
+    "opt": "opt:OPTFamily",
+    "t5": "t5:T5Family",
+    "clip": "clip:CLIPFamily",
+    "xclip": "xclip:XCLIPFamily",
+    "videomae": "videomae:VideoMAEFamily",
+    "llava": "llava:LlavaFamily",
+    "llava-next": "llava_next:LlavaNextFamily",
+    "whisper": "whisper:WhisperFamily",
+    "wav2vec2": "wav2vec2:Wav2Vec2Family",
+    "clap": "clap:ClapFamily",
 }
 
-_instances: dict[str, Skill] = {}
+_instances: dict[str, Family] = {}
 
 
-def get_skill(name: str) -> Skill:
+def get_family(name: str) -> Family:
     """The family registered under ``name``.
 
     Raises:
@@ -60,26 +60,26 @@ def get_skill(name: str) -> Skill:
     return _instances[name]
 
 
-def all_skills() -> list[Skill]:
+def all_families() -> list[Family]:
     """Every registered family, in registry order."""
-    return [get_skill(name) for name in REGISTRY]
+    return [get_family(name) for name in REGISTRY]
 
 
-def find_skill(model_id: str) -> Skill:
+def find_family(model_id: str) -> Family:
     """The family that knows ``model_id``: by checkpoint name, else by config model_type.
 
     Raises:
         UnsupportedTask: no family knows the model.
     """
-    for skill in all_skills():
-        if model_id in skill.checkpoints:
-            return skill
+    for model_family in all_families():
+        if model_id in model_family.checkpoints:
+            return model_family
     config_dir = _config_dir(model_id)
     model_type = _model_type(config_dir) if config_dir is not None else None
     if config_dir is not None:
-        for skill in all_skills():
-            if skill.claims(config_dir, model_type):
-                return skill
+        for model_family in all_families():
+            if model_family.claims(config_dir, model_type):
+                return model_family
     raise UnsupportedTask(
         f"no family knows {model_id!r}"
         + (f" (config model_type {model_type!r})" if model_type else "")

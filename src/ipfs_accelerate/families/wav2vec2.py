@@ -20,9 +20,9 @@ from .._exceptions import InvalidInput
 from ..backends.base import Runtime
 from ..media.audio import audio_seconds
 from ._audio import AudioParams, Transcription, audio_as_items, decode_audio_items, pipeline_transcriptions
-from .base import Checkpoint, Prepared, Skill, TaskHandler
+from .base import Checkpoint, Family, Prepared, TaskHandler
 
-__all__ = ["Wav2Vec2Skill"]
+__all__ = ["Wav2Vec2Family"]
 
 # facebook/wav2vec2-base-960h's character vocabulary (its vocab.json), a published fact.
 BASE_960H_VOCAB = ["<pad>", "<s>", "</s>", "<unk>", "|", "E", "T", "A", "O", "N", "I", "H", "S", "R", "D", "L",
@@ -174,7 +174,7 @@ class CTCTranscribe(TaskHandler):
         ]
 
 
-class Wav2Vec2Skill(Skill):
+class Wav2Vec2Family(Family):
     name = "wav2vec2"
     description = "wav2vec2 CTC speech recognition: speech to text, any length (chunked with stride)"
     model_types = ("wav2vec2",)

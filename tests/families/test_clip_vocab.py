@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from ipfs_accelerate._exceptions import ModelNotAvailable
-from ipfs_accelerate.skills._clip_vocab import (
+from ipfs_accelerate.families._clip_vocab import (
     CLIP_BPE_PATH,
     CLIP_VOCAB_SIZE,
     build_clip_tokenizer,

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 import ipfs_accelerate as ia
-from ipfs_accelerate.skills._clip_vocab import CLIP_BPE_PATH
+from ipfs_accelerate.families._clip_vocab import CLIP_BPE_PATH
 from tests.fixtures.clip_simple_tokenizer import SimpleTokenizer
 from tests.fixtures.models import cosine
 from tests.fixtures.vision import gradient_image

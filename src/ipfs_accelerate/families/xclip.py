@@ -16,9 +16,9 @@ from typing import Any, ClassVar
 
 from ._clip_vocab import build_clip_tokenizer
 from ._vision import ZeroShotClassify, load_clips, sample_video, saved_config, video_as_items
-from .base import Baseline, Checkpoint, Skill
+from .base import Baseline, Checkpoint, Family
 
-__all__ = ["XCLIPSkill", "video_image_processor"]
+__all__ = ["XCLIPFamily", "video_image_processor"]
 
 # microsoft/xclip-base-patch32's preprocessor_config.json: VideoMAE-style processing with
 # ImageNet mean/std, bilinear resize of the shortest edge to 224, centre crop 224.
@@ -100,7 +100,7 @@ class ClassifyVideo(ZeroShotClassify):
         return self.forward_plain_baseline("image_processor")
 
 
-class XCLIPSkill(Skill):
+class XCLIPFamily(Family):
     name = "xclip"
     description = "X-CLIP video-text models: zero-shot video classification"
     model_types = ("xclip",)

@@ -7,8 +7,8 @@ import shutil
 import pytest
 
 from ipfs_accelerate.bench.quality import word_error_rate
+from ipfs_accelerate.families._audio import Transcription
 from ipfs_accelerate.media.audio import load_audio
-from ipfs_accelerate.skills._audio import Transcription
 
 TINY_EN = "openai/whisper-tiny.en"
 
@@ -59,7 +59,7 @@ def test_bench_inputs_are_real_speech_in_one_window(tiny_whisper):
 
 
 def test_bench_inputs_fall_back_without_espeak(tiny_whisper, monkeypatch):
-    import ipfs_accelerate.skills.whisper as whisper
+    import ipfs_accelerate.families.whisper as whisper
 
     monkeypatch.setattr(whisper.shutil, "which", lambda name: None)
     handler = tiny_whisper.handler

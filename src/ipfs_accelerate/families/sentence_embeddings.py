@@ -11,9 +11,9 @@ from typing import Any
 
 from ._embedding import TextEmbed, sentence_transformers_pooling
 from ._vocab import bert_uncased_tokenizer, package_dir
-from .base import Baseline, BaselineRun, Checkpoint, Skill
+from .base import Baseline, BaselineRun, Checkpoint, Family
 
-__all__ = ["SentenceEmbeddingsSkill"]
+__all__ = ["SentenceEmbeddingsFamily"]
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -91,7 +91,7 @@ class SentenceEmbed(TextEmbed):
                          note="SentenceTransformer(model dir).encode, fp32 PyTorch, same weights")]
 
 
-class SentenceEmbeddingsSkill(Skill):
+class SentenceEmbeddingsFamily(Family):
     name = "sentence-embeddings"
     description = "sentence-transformers encoders: unit-length sentence vectors for similarity search"
     model_types = ("bert", "mpnet", "xlm-roberta")

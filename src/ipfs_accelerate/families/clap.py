@@ -21,9 +21,9 @@ from ._audio import AudioParams, audio_as_items, decode_audio_items
 from ._text import check_texts, tokenize
 from ._vocab import roberta_tokenizer
 from ._zero_shot import ZeroShotClassify, ZeroShotParams
-from .base import Baseline, Checkpoint, Prepared, Skill, TaskHandler
+from .base import Baseline, Checkpoint, Family, Prepared, TaskHandler
 
-__all__ = ["ClapSkill"]
+__all__ = ["ClapFamily"]
 
 CLAP = "laion/clap-htsat-unfused"
 
@@ -241,7 +241,7 @@ class ClapClassify(ZeroShotClassify):
         return clips
 
 
-class ClapSkill(Skill):
+class ClapFamily(Family):
     name = "clap"
     description = "CLAP audio-text models: audio and text embeddings, zero-shot audio classification"
     model_types = ("clap",)

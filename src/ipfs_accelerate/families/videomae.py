@@ -15,10 +15,10 @@ from typing import Any, ClassVar
 from .._exceptions import InvalidInput
 from ..backends.base import Runtime
 from ._vision import load_clips, sample_video, saved_config, video_as_items
-from .base import Baseline, Checkpoint, Prepared, Skill, TaskHandler
+from .base import Baseline, Checkpoint, Family, Prepared, TaskHandler
 from .xclip import video_image_processor
 
-__all__ = ["VideoMAESkill"]
+__all__ = ["VideoMAEFamily"]
 
 
 def _videomae_base() -> Any:
@@ -132,7 +132,7 @@ def _pooled(hidden: Any, normalize: bool) -> list[Any]:
     return list(vectors.numpy())
 
 
-class VideoMAESkill(Skill):
+class VideoMAEFamily(Family):
     name = "videomae"
     description = "VideoMAE video encoders: one embedding per video"
     model_types = ("videomae",)
