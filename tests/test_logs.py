@@ -20,3 +20,55 @@ def test_quiet_loggers_mutes_below_error_and_restores_levels(caplog):
         raise RuntimeError("the call failed")
     assert [r.getMessage() for r in caplog.records] == ["still shown", "not named, still shown"]
     assert chatty.level == logging.INFO  # restored, the error notwithstanding
+
+
+def test_captured_library_output_turns_native_writes_and_warnings_into_records(caplog):
+    import os
+    import warnings
+
+    from ipfs_accelerate._logs import LIBRARY_LOGGER, captured_library_output
+
+    caplog.set_level(logging.INFO, logger=LIBRARY_LOGGER)
+    with captured_library_output():
+        os.write(2, b"a native library line\n")
+        os.write(1, b"progress 10%\rprogress 100%\n")
+        warnings.warn("a library's deprecation note", UserWarning, stacklevel=1)
+        with captured_library_output():  # nested blocks join the outer one
+            os.write(2, b"nested line\n")
+    messages = [r.getMessage() for r in caplog.records if r.name == LIBRARY_LOGGER]
+    assert "a native library line" in messages
+    assert "progress 100%" in messages  # a redrawn bar keeps its last state only
+    assert "nested line" in messages
+    assert any("UserWarning: a library's deprecation note" in m for m in messages)
+
+
+_LOAD_TINY_INT8 = """
+import logging, sys
+if sys.argv[1] == "verbose":
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+import ipfs_accelerate as ia
+ep = ia.load("prajjwal1/bert-tiny", task="embed", weights="synthetic", backend="torch", precision="int8",
+             cache_dir=sys.argv[2])
+assert ep(["hello"]).provenance.precision == "int8"
+"""
+
+
+@pytest.mark.parametrize("mode", ["quiet", "verbose"])
+def test_load_prints_nothing_unless_logging_asks(mode, tmp_path_factory):
+    """A torch int8 load makes torch warn (quantize_per_channel) and transformers print; by default
+    none of it reaches the terminal, with logging at INFO it comes as ipfs_accelerate.libraries records."""
+    import os
+    import subprocess
+    import sys
+
+    cache = tmp_path_factory.getbasetemp() / "quiet-load-cache"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    done = subprocess.run([sys.executable, "-c", _LOAD_TINY_INT8, mode, str(cache)], capture_output=True,
+                          text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    if mode == "quiet":
+        assert (done.stdout, done.stderr) == ("", "")
+    else:
+        lines = done.stderr.splitlines()
+        assert any(line.startswith("ipfs_accelerate.libraries: UserWarning") and "quantize_per_channel" in line
+                   for line in lines), done.stderr[-2000:]

@@ -20,6 +20,7 @@ from ._exceptions import (
     StoreError,
     UnsupportedTask,
 )
+
 # ``families`` is also the name of the subpackage of family modules: importing ``_info`` loads that
 # subpackage first, and the function bound here afterwards is what ``ia.families`` stays.
 from ._info import FamilyInfo, doctor, families

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import Any, TextIO
@@ -25,7 +26,7 @@ class Progress:
         self.total = total
         self.done = 0
         self.enabled = enabled
-        self.stream = stream or sys.stderr
+        self.stream = stream or _own_stderr()
         self.started = time.perf_counter()
         self._bar: Any = None
         self._task: Any = None
@@ -88,3 +89,13 @@ class Progress:
             self._bar.console.print(f"  {message}", highlight=False)
         else:
             print(f"  {message}", file=self.stream, flush=True)
+
+
+def _own_stderr() -> TextIO:
+    """A stream on a copy of the stderr descriptor: model loads redirect descriptor 2 to catch
+    libraries' output (``_logs.captured_library_output``), and the bar must keep drawing then."""
+    try:
+        return os.fdopen(os.dup(sys.stderr.fileno()), "w", buffering=1, encoding="utf-8", errors="replace")
+    except (OSError, ValueError, AttributeError):  # no descriptor behind sys.stderr (captured, embedded)
+        return sys.stderr
+

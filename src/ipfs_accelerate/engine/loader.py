@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .._exceptions import AccelerateError, BackendUnavailable, InvalidInput, UnsupportedTask
+from .._logs import library_output_logged
 from ..backends import get_backend
 from ..families import find_family, get_family
 from ..store.weights import resolve_weights
@@ -22,6 +23,7 @@ __all__ = ["load"]
 log = logging.getLogger("ipfs_accelerate")
 
 
+@library_output_logged  # third-party prints and warnings become log records (quiet by default)
 def load(
     model_id: str,
     task: str | None = None,
