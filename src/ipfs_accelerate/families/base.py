@@ -2,9 +2,11 @@
 
 A family is one module under ``families/``. It declares its checkpoints (with the published
 hyperparameters that build synthetic weights), the config ``model_type`` values it
-handles, and its tasks. A task runs in three stages so that a batcher can overlap them:
+handles, and its tasks. A task runs in three stages, timed apart in every result:
 ``preprocess`` (inputs → tensors, on the CPU), ``forward`` (the runtime's model) and
-``postprocess`` (tensors → Python outputs).
+``postprocess`` (tensors → Python outputs). The batcher runs them one after the other in one
+worker thread; it does not overlap the next batch's preprocessing with this one's forward (the
+stages' shares, measured in docs/architecture.md, leave little to win on text).
 """
 
 from __future__ import annotations
