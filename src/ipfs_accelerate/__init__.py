@@ -10,6 +10,7 @@ One API for every family and backend, and an honest account of what ran::
 
 from __future__ import annotations
 
+from . import families  # the package of family modules; calling it lists them (see its docstring)
 from ._exceptions import (
     AccelerateError,
     BackendUnavailable,
@@ -20,10 +21,7 @@ from ._exceptions import (
     StoreError,
     UnsupportedTask,
 )
-
-# ``families`` is also the name of the subpackage of family modules: importing ``_info`` loads that
-# subpackage first, and the function bound here afterwards is what ``ia.families`` stays.
-from ._info import FamilyInfo, doctor, families
+from ._info import FamilyInfo, doctor
 from .engine.endpoint import Endpoint, LoadReport
 from .engine.loader import load
 from .engine.result import Fallback, Provenance, Result

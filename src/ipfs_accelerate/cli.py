@@ -50,7 +50,7 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def _cmd_families(args: argparse.Namespace) -> int:
-    from . import families
+    from ._info import families
 
     infos = families()
     if args.json:

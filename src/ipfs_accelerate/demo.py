@@ -17,8 +17,8 @@ __all__ = ["run_demo"]
 def run_demo(*, cache_dir: Path | None = None, families: list[str] | None = None) -> int:
     """Load each family's default checkpoint (real weights where a package ships them,
     synthetic otherwise, labelled) and run its default task on built-in inputs."""
-    from . import families as family_infos
     from . import load
+    from ._info import families as family_infos
 
     packaged = {info.name: set(info.packaged) for info in family_infos()}
     rows: list[tuple[str, ...]] = []

@@ -1,17 +1,27 @@
-"""Model families ("families"), one module each, found by name through :data:`REGISTRY`.
+"""Model families, one module each, found by name through :data:`REGISTRY`.
 
 Adding a family is one new module plus one line here. Nothing outside this package
 names a family.
+
+This package is also what ``ipfs_accelerate.families`` is, and calling it lists the families
+(``ia.families()`` → :func:`ipfs_accelerate._info.families`): a function of that name bound on the
+top-level package would hide the subpackage from ``import ipfs_accelerate.families.whisper as w``.
 """
 
 from __future__ import annotations
 
 import importlib
 import json
+import sys
+import types
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .._exceptions import UnsupportedTask
 from .base import Checkpoint, Family, Prepared, TaskHandler
+
+if TYPE_CHECKING:
+    from .._info import FamilyInfo
 
 __all__ = [
     "REGISTRY",
@@ -107,3 +117,15 @@ def _model_type(config_dir: Path) -> str | None:
     except (OSError, ValueError):
         return None
     return str(value) if value else None
+
+
+class _FamiliesPackage(types.ModuleType):
+    """This package, callable: ``ipfs_accelerate.families()`` lists every family."""
+
+    def __call__(self) -> list[FamilyInfo]:
+        from .._info import families
+
+        return families()
+
+
+sys.modules[__name__].__class__ = _FamiliesPackage
