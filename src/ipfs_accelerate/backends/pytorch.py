@@ -162,10 +162,13 @@ def _cpu_has_vnni() -> bool:
 def _quantize_dynamic_int8(model: Any) -> tuple[Any, str]:
     """Dynamic int8 for every ``nn.Linear``: per-channel int8 weights, full-range activations.
 
-    Without VNNI, fbgemm/x86 kernels quantize activations to 7 bits (``reduce_range``) to
-    avoid overflow, which cost real all-MiniLM-L6-v2 cosine 0.94-0.98 to fp32 here; qnnpack
-    kernels keep 8 bits (cosine ≥ 0.99) at some speed cost. The choice is made at packing
-    time (the packed weights carry their kernels), so the global engine is restored after.
+    torch's dynamic ``Linear`` always asks its kernels for 7-bit activations
+    (``reduce_range=True``), which fbgemm/x86/oneDNN honour: real all-MiniLM-L6-v2 then read a
+    worst-sentence cosine of 0.94-0.98 to fp32. Where the CPU has VNNI, its u8·s8 products do not
+    saturate, so the modules here ask for the full 8 bits (:class:`FullRangeDynamicLinear`,
+    cosine 0.991 on the x86 engine); without VNNI the qnnpack kernels keep 8 bits on their own
+    (they ignore the request) at some speed cost. The engine is chosen at packing time (the packed
+    weights carry their kernels), so the global engine is restored after.
     """
     import torch
     from torch.ao.quantization import PerChannelMinMaxObserver, PlaceholderObserver, QConfig, quantize_dynamic
@@ -180,9 +183,30 @@ def _quantize_dynamic_int8(model: Any) -> tuple[Any, str]:
     previous = torch.backends.quantized.engine
     torch.backends.quantized.engine = engine
     try:
-        return quantize_dynamic(model, {torch.nn.Linear: qconfig}, dtype=torch.qint8), engine
+        mapping = {torch.nn.Linear: full_range_dynamic_linear()}
+        return quantize_dynamic(model, {torch.nn.Linear: qconfig}, dtype=torch.qint8, mapping=mapping), engine
     finally:
         torch.backends.quantized.engine = previous
+
+
+@functools.cache
+def full_range_dynamic_linear() -> type:
+    """torch's dynamic int8 ``Linear`` with 8-bit activations (``reduce_range=False``).
+
+    Built on first use so that importing this module does not import torch.
+    """
+    import torch
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+
+    class FullRangeDynamicLinear(DynamicLinear):
+        """Asks the int8 kernels for full-range activations; only safe where they do not
+        saturate (VNNI) or ignore the request (qnnpack)."""
+
+        def forward(self, x: Any) -> Any:
+            packed = self._packed_params._packed_params
+            return torch.ops.quantized.linear_dynamic(x, packed, reduce_range=False).to(x.dtype)
+
+    return FullRangeDynamicLinear
 
 
 def _prepare(inputs: Mapping[str, Any], *, device: str, dtype: Any) -> dict[str, Any]:
