@@ -163,8 +163,8 @@ def _quantize_dynamic_int8(model: Any) -> tuple[Any, str]:
     """Dynamic int8 for every ``nn.Linear``: per-channel int8 weights, full-range activations.
 
     Without VNNI, fbgemm/x86 kernels quantize activations to 7 bits (``reduce_range``) to
-    avoid overflow, which cost real all-MiniLM-L6-v2 cosine 0.94-0.98 to fp32 here; qnnpack
-    kernels keep 8 bits (cosine ≥ 0.99) at some speed cost. The choice is made at packing
+    avoid overflow, which costs real all-MiniLM-L6-v2 the accuracy gate (docs/backends.md);
+    qnnpack kernels keep 8 bits at some speed cost. The choice is made at packing
     time (the packed weights carry their kernels), so the global engine is restored after.
     """
     import torch

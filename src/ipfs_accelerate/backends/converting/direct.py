@@ -287,7 +287,7 @@ def frozen_gc() -> Iterator[None]:
     """Exclude the objects that already exist from garbage collection during an export.
 
     optimum's exporters call ``gc.collect()`` after every submodel; each call walks the
-    whole heap of torch and transformers objects, which took seconds per call here. The
+    whole heap of torch and transformers objects, seconds per call on a large model. The
     objects alive before the export are long-lived anyway; they go back to normal
     collection afterwards.
     """

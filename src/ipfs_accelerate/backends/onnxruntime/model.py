@@ -106,10 +106,10 @@ def causal_decoder_step(model: Any, providers: list[str]) -> Any:
     """A :attr:`Runtime.decoder_step` straight on the session of optimum's causal-LM model.
 
     The cache is the list of present tensors the last step returned, fed back as the next
-    step's past: nothing is kept in the runtime, so two loops may share one model. optimum's
-    ``forward`` (argument checks, past-tensor bookkeeping, output objects) cost about 0.6 ms of
-    an 11.4 ms GPT-2 size int8 step here; through the whole greedy loop, 85.9 → 88.9 tokens/s
-    at batch 1 (fp32: 36.5 → 36.8, bound by memory bandwidth). CPU sessions only: on CUDA
+    step's past: nothing is kept in the runtime, so two loops may share one model. It skips
+    optimum's ``forward`` (argument checks, past-tensor bookkeeping, output objects), a
+    measurable part of a small int8 step (docs/backends.md, "Measurements behind the
+    code"). CPU sessions only: on CUDA
     optimum binds the tensors to the device, which a host loop would undo. None when the
     graph's inputs are not the ones fed here.
     """

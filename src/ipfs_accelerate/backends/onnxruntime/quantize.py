@@ -41,9 +41,7 @@ INT8_RECIPE = "fused-decoders, cached-attention-fused, const-weight-matmuls, for
 # by int8 weights with VPMADDUBSW, whose pairwise 16-bit sums saturate for full-range int8
 # weights; 7-bit weights (reduce_range) cannot saturate (2 × 255 × 64 < 2¹⁵) and keep that
 # fast kernel. uint8 weights take the slower uint8 × uint8 kernel without the limit, at one
-# more bit. Measured here, GPT-2 size at batch 1: 14.5 ms per step with 7-bit int8 weights,
-# 15.7 ms with uint8 (logit cosine to fp32 0.9985 and 0.9993); the real MiniLM at batch 32
-# runs alike either way (sentence cosine 0.9938 and 0.9937 with the down-projections in fp32).
+# more bit (the measured cost of each: docs/backends.md, "Measurements behind the code").
 WEIGHT_FORMATS: dict[str, tuple[tuple[str, bool], ...]] = {
     "avx2": (("QInt8", True), ("QUInt8", False)),
     "avx512_vnni": (("QInt8", False),),
@@ -58,7 +56,8 @@ def quant_flavour() -> str:
 
     On x86 CPUs without VNNI, int8 matrix products multiply uint8 activations by int8
     weights with an instruction that saturates 16-bit sums; per-channel full-range int8
-    weights hit that limit and lose accuracy (measured here: a worse error than per-tensor).
+    weights hit that limit and lose accuracy (measured on an AVX2 CPU: a worse error than
+    per-tensor).
     The ``avx2`` flavour therefore quantizes weights to a 7-bit range, or to uint8 (optimum's
     ``avx2`` configuration), see :data:`WEIGHT_FORMATS`.
     """
@@ -110,10 +109,9 @@ def quantize_int8(spec: ModelSpec, plan: direct.Plan, fp32_dir: Path, flavour: s
     For each weight format of the flavour (:data:`WEIGHT_FORMATS`, fastest first), two
     attempts: every MatMul with a constant weight in int8, then the same with the
     down-projections (:func:`expanding_reductions`) kept in fp32. The first attempt that
-    passes the accuracy gate is kept. The real MiniLM measured here (7-bit int8 weights):
-    cosine 0.985 with all of them in int8 (refused), 0.992 with its six down-projections in
-    fp32. When none passes, the last attempt stays in the cache with its cosine, and loading
-    refuses it.
+    passes the accuracy gate is kept (the real MiniLM needs the second attempt on an AVX2
+    CPU: docs/backends.md). When none passes, the last attempt stays in the cache with its
+    cosine, and loading refuses it.
     """
     from onnx import TensorProto
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -149,7 +147,7 @@ def quantize_int8(spec: ModelSpec, plan: direct.Plan, fp32_dir: Path, flavour: s
                 # onnxruntime's own defaults, which optimum's ORTQuantizer does not pass on:
                 # only MatMuls with a constant weight (attention's Q·K and P·V multiply two
                 # activations; quantizing them re-quantizes the whole KV cache at every
-                # decode step: GPT-2 int8 16.3 → 14.8 ms per token here, and less error).
+                # decode step: slower, and more error).
                 quantize_dynamic(
                     sources[name], target / name, op_types_to_quantize=operators, per_channel=True,
                     reduce_range=reduce_range, weight_type=getattr(QuantType, weight_type),
@@ -186,8 +184,8 @@ def fused_sources(spec: ModelSpec, fp32_dir: Path, files: list[str], target: Pat
     A decoder's step at batch 1 runs several hundred small nodes around a few dozen matrix
     products, and each node costs ONNX Runtime some microseconds. Two rewrites, in turn:
     onnxruntime's transformer optimizer, for a ``model_type`` it knows (GELU, layer norms
-    with their residual adds; GPT-2 int8: 3,100 nodes to 1,400, 14.8 → 13.8 ms per token
-    here), then :func:`.attention.shrink_decoder`, for any decoder (each cached
+    with their residual adds; GPT-2: 3,100 nodes to 1,400), then
+    :func:`.attention.shrink_decoder`, for any decoder (each cached
     self-attention into one MultiHeadAttention node, static shape reads into constants).
     Encoders are not rewritten: at batch size they are compute-bound and gain nothing. A
     rewrite that fails is skipped, and what is returned says so (the accuracy gate judges

@@ -121,10 +121,10 @@ def stateful_decoder_step(model: Any) -> Any:
     """A :attr:`Runtime.decoder_step` straight on the infer request of optimum's stateful
     seq2seq decoder, or None when the model has none (or inputs this step does not feed).
 
-    optimum's path through the model's and the decoder's ``forward`` (argument routing, input
-    conversion, a logits copy, output objects) cost about 0.4 ms of a 7 ms Whisper tiny.en
-    int8 decoder step here: 30–35 ms of a 1.3 s, 29 s clip (two A/B runs, alternating in
-    one process), same transcripts.
+    It skips optimum's path through the model's and the decoder's ``forward`` (argument
+    routing, input conversion, a logits copy, output objects), a measurable part of a small
+    decoder step, with the same transcripts (docs/backends.md, "Measurements behind the
+    code").
     """
     import numpy as np
     import torch

@@ -17,9 +17,8 @@ from .model import compile_config, open_export
 __all__ = ["INT8_MODE", "compress_int8"]
 
 # nncf weight compression for int8. Symmetric: a weight is scale × int8, no zero point to
-# subtract while decompressing; measured here on Whisper tiny.en's decoder step (AVX2):
-# 6.5 ms against 7.3 ms with INT8_ASYM (optimum-intel's default), logits cosine to fp32
-# 0.9999 with either.
+# subtract while decompressing, so faster than INT8_ASYM (optimum-intel's default) at the
+# same accuracy (measured: docs/backends.md).
 INT8_MODE = "INT8_SYM"
 
 
