@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from ipfs_accelerate.backends._direct import patched
+from ipfs_accelerate.backends.converting.direct import patched
 
 
 def test_patched_swaps_attributes_and_puts_them_back_after_an_error():

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from ipfs_accelerate._exceptions import BackendUnavailable
-from ipfs_accelerate.backends import _export_cache as cache
+from ipfs_accelerate.backends.converting import export_cache as cache
 from ipfs_accelerate.backends.onnxruntime import OnnxRuntimeBackend
 from tests.backends._tiny import min_cosine, outputs_of
 
@@ -191,14 +191,14 @@ def test_two_processes_export_a_key_once(tmp_path: Path) -> None:
 def test_an_export_that_would_not_fit_in_memory_is_refused_before_it_starts(tiny_spec: Any) -> None:
     import psutil
 
-    from ipfs_accelerate.backends import _direct
+    from ipfs_accelerate.backends.converting import direct
 
     spec = tiny_spec("bert")
-    weights = _direct.fp32_weight_bytes(spec.model_dir)
+    weights = direct.fp32_weight_bytes(spec.model_dir)
     stored = sum(f.stat().st_size for f in spec.model_dir.glob("*.safetensors"))
     # Four bytes per parameter counted in the headers: the fp32 files less their headers.
     assert 0 < weights < stored and weights % 4 == 0 and stored - weights < 16_384
-    _direct.require_export_memory(spec, factor=3.0, what="the test export")  # a tiny model fits
+    direct.require_export_memory(spec, factor=3.0, what="the test export")  # a tiny model fits
     factor = 2 * psutil.virtual_memory().total / weights
     with pytest.raises(BackendUnavailable, match=r"the test export needs about [\d.]+ GB of memory .* GB is available"):
-        _direct.require_export_memory(spec, factor=factor, what="the test export")
+        direct.require_export_memory(spec, factor=factor, what="the test export")

@@ -9,13 +9,10 @@ from typing import Any
 import pytest
 
 from ipfs_accelerate._exceptions import BackendUnavailable
-from ipfs_accelerate.backends import _accuracy, get_backend
-from ipfs_accelerate.backends.onnxruntime import (
-    _WEIGHT_FORMATS,
-    OnnxRuntimeBackend,
-    _quant_flavour,
-    _weight_format_name,
-)
+from ipfs_accelerate.backends import get_backend
+from ipfs_accelerate.backends.converting import accuracy
+from ipfs_accelerate.backends.onnxruntime import OnnxRuntimeBackend
+from ipfs_accelerate.backends.onnxruntime.quantize import WEIGHT_FORMATS, quant_flavour, weight_format_name
 from tests.backends._tiny import (
     check_unpadded_bert_export,
     decoder_step_lengths,
@@ -158,23 +155,23 @@ def test_int8_keeps_the_down_projections_in_fp32_when_all_int8_fails(
 
     import onnx
 
-    from ipfs_accelerate.backends.onnxruntime import _expanding_reductions
+    from ipfs_accelerate.backends.onnxruntime.quantize import expanding_reductions
 
     spec = tiny_spec("bert")
     config = json.loads((spec.model_dir / "config.json").read_text())
     fp32 = _load(backend, spec, export_cache)
-    names = _expanding_reductions(Path(fp32.details["export_dir"]) / "model.onnx")
+    names = expanding_reductions(Path(fp32.details["export_dir"]) / "model.onnx")
     assert len(names) == config["num_hidden_layers"] and all("output/dense" in n for n in names)
     # Threshold 1.0: every attempt fails, and both are recorded with their cosines.
-    monkeypatch.setattr(_accuracy, "INT8_MIN_COSINE", 1.0)
+    monkeypatch.setattr(accuracy, "INT8_MIN_COSINE", 1.0)
     with pytest.raises(BackendUnavailable, match="accuracy gate"):
         _load(backend, spec, export_cache, "int8")
     monkeypatch.undo()
     runtime = _load(backend, spec, export_cache, "int8")
     attempts = runtime.details["int8_attempts"]
-    formats = _WEIGHT_FORMATS[_quant_flavour()]
+    formats = WEIGHT_FORMATS[quant_flavour()]
     assert [a.split(":")[0] for a in attempts] == [
-        f"{_weight_format_name(*weight_format)}, {how}" for weight_format in formats
+        f"{weight_format_name(*weight_format)}, {how}" for weight_format in formats
         for how in ("every MatMul with constant weights in int8", f"{len(names)} down-projection MatMuls kept in fp32")]
     assert "kept in fp32" in runtime.details["quantization"]
     graph = onnx.load(str(Path(runtime.details["export_dir"]) / "model.onnx")).graph
@@ -196,9 +193,9 @@ def test_int8_weights_on_avx2_are_7_bit_int8_first(backend: OnnxRuntimeBackend, 
     import onnx
     from onnx import numpy_helper
 
-    from ipfs_accelerate.backends import onnxruntime as ort_backend
+    from ipfs_accelerate.backends.onnxruntime import quantize
 
-    monkeypatch.setattr(ort_backend, "_quant_flavour", lambda: "avx2")
+    monkeypatch.setattr(quantize, "quant_flavour", lambda: "avx2")
     runtime = _load(backend, tiny_spec("gpt2"), export_cache, "int8")
     assert runtime.details["int8_attempts"][0].startswith("int8 weights (7-bit range), every MatMul")
     assert runtime.details["quantization"].startswith("dynamic, per-channel weights, avx2 kernels, int8 weights (7-bit range)")
@@ -242,8 +239,8 @@ def test_a_failed_rewrite_is_reported_and_the_graph_before_it_kept(backend: Onnx
     import onnx
     from onnxruntime.transformers import optimizer
 
-    from ipfs_accelerate.backends import _ort_attention
-    from ipfs_accelerate.backends.onnxruntime import _fused_sources
+    from ipfs_accelerate.backends.onnxruntime import attention
+    from ipfs_accelerate.backends.onnxruntime.quantize import fused_sources
 
     spec = tiny_spec("gpt2")
     fp32_dir = Path(_load(backend, spec, export_cache).details["export_dir"])
@@ -255,7 +252,7 @@ def test_a_failed_rewrite_is_reported_and_the_graph_before_it_kept(backend: Onnx
 
     # The optimizer fails: the attention rewrite still runs, on the exported graph.
     monkeypatch.setattr(optimizer, "optimize_model", broken)
-    sources, how = _fused_sources(spec, fp32_dir, ["model.onnx"], tmp_path)
+    sources, how = fused_sources(spec, fp32_dir, ["model.onnx"], tmp_path)
     assert sources == {"model.onnx": tmp_path / "fused-fp32" / "model.onnx"}
     optimizer_part, attention_part = how.split("; ")
     assert optimizer_part == ("onnxruntime.transformers.optimizer(model_type='gpt2'): "
@@ -263,9 +260,9 @@ def test_a_failed_rewrite_is_reported_and_the_graph_before_it_kept(backend: Onnx
     assert attention_part.startswith(f"cached attention: {layers} MultiHeadAttention, ")
     assert [n.op_type for n in onnx.load(str(sources["model.onnx"])).graph.node].count("MultiHeadAttention") == layers
     # Both fail: the exported graph is quantized as it is.
-    monkeypatch.setattr(_ort_attention, "shrink_decoder", broken)
+    monkeypatch.setattr(attention, "shrink_decoder", broken)
     (tmp_path / "again").mkdir()
-    sources, how = _fused_sources(spec, fp32_dir, ["model.onnx"], tmp_path / "again")
+    sources, how = fused_sources(spec, fp32_dir, ["model.onnx"], tmp_path / "again")
     assert sources == {"model.onnx": fp32_dir / "model.onnx"}
     assert how.endswith("; cached attention: model.onnx left as it is (RuntimeError: no rewrite for this graph)")
 
@@ -284,7 +281,7 @@ def test_runtimes_keep_torch_to_one_host_thread(backend: OnnxRuntimeBackend, tin
 def test_int8_gate_refuses_below_threshold(backend: OnnxRuntimeBackend, tiny_spec: Any, export_cache: Path,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """A real int8 export measured against fp32: at threshold 1.0 nothing short of exact passes."""
-    monkeypatch.setattr(_accuracy, "INT8_MIN_COSINE", 1.0)
+    monkeypatch.setattr(accuracy, "INT8_MIN_COSINE", 1.0)
     with pytest.raises(BackendUnavailable, match=r"accuracy gate: cosine 0\.9\d+ < 1\.0"):
         _load(backend, tiny_spec("bert"), export_cache, "int8")
 
@@ -294,22 +291,23 @@ def test_fp16_conversion_keeps_fp32_inputs_and_outputs(tiny_spec: Any, torch_run
     """The fp16 graphs (served on CUDA only) checked on the CPU provider, which can run them."""
     import torch
 
-    from ipfs_accelerate.backends import _direct
-    from ipfs_accelerate.backends import onnxruntime as ort_backend
+    from ipfs_accelerate.backends.converting import direct
+    from ipfs_accelerate.backends.onnxruntime.export import KINDS, convert_fp16
+    from ipfs_accelerate.backends.onnxruntime.model import open_export
 
     for name in ("bert", "t5"):
         spec = tiny_spec(name)
         fp32 = OnnxRuntimeBackend().load(spec, device="cpu", precision="fp32", cache_dir=export_cache)
         target = tmp_path / name
         target.mkdir()
-        ort_backend._convert_fp16(Path(fp32.details["export_dir"]), target)
-        plan = _direct.plan_export(spec, kinds=ort_backend._KINDS, exporter="onnx", backend="onnxruntime")
-        model = ort_backend._open(plan, target, ["CPUExecutionProvider"], None)
+        convert_fp16(Path(fp32.details["export_dir"]), target)
+        plan = direct.plan_export(spec, kinds=KINDS, exporter="onnx", backend="onnxruntime")
+        model = open_export(plan, target, ["CPUExecutionProvider"], None)
         inputs = spec.example_inputs()
         with torch.no_grad():
             if spec.generates:
-                ref = _accuracy.gate_outputs(torch_runtime(spec).model, inputs, output_names=(), generates=True)
-                got = _accuracy.gate_outputs(model, inputs, output_names=(), generates=True)
+                ref = accuracy.gate_outputs(torch_runtime(spec).model, inputs, output_names=(), generates=True)
+                got = accuracy.gate_outputs(model, inputs, output_names=(), generates=True)
                 assert len(model.generate(**inputs, max_new_tokens=4, do_sample=False)[0]) >= 2
             else:
                 ref = outputs_of(torch_runtime(spec), spec)
@@ -364,13 +362,13 @@ def test_vision_language_generation_matches_torch_with_kv_cache(name: str, backe
 
 
 def test_vision_language_generation_refuses_cuda() -> None:
-    from ipfs_accelerate.backends.onnxruntime import _plan
+    from ipfs_accelerate.backends.onnxruntime.export import export_plan
 
     class Spec:
         kind = "image-text-to-text"
 
     with pytest.raises(BackendUnavailable, match="CPU provider only"):
-        _plan(Spec(), "cuda:0")  # type: ignore[arg-type]
+        export_plan(Spec(), "cuda:0")  # type: ignore[arg-type]
 
 
 def test_registry_and_probe() -> None:

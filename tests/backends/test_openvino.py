@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 from ipfs_accelerate._exceptions import BackendUnavailable
-from ipfs_accelerate.backends import _accuracy, get_backend
+from ipfs_accelerate.backends import get_backend
+from ipfs_accelerate.backends.converting import accuracy
 from ipfs_accelerate.backends.openvino import OpenVINOBackend
 from tests.backends._tiny import (
     check_unpadded_bert_export,
@@ -215,7 +216,7 @@ def test_int8_close_to_torch_and_gated(name: str, backend: OpenVINOBackend, tiny
 def test_int8_gate_refuses_below_threshold(backend: OpenVINOBackend, tiny_spec: Any, export_cache: Path,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """A real int8 export measured against fp32: at threshold 1.0 nothing short of exact passes."""
-    monkeypatch.setattr(_accuracy, "INT8_MIN_COSINE", 1.0)
+    monkeypatch.setattr(accuracy, "INT8_MIN_COSINE", 1.0)
     with pytest.raises(BackendUnavailable, match=r"accuracy gate: cosine 0\.9\d+ < 1\.0"):
         _load(backend, tiny_spec("bert"), export_cache, "int8")
 

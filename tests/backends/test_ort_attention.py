@@ -15,8 +15,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from ipfs_accelerate.backends._ort_attention import shrink_decoder
 from ipfs_accelerate.backends.onnxruntime import OnnxRuntimeBackend
+from ipfs_accelerate.backends.onnxruntime.attention import shrink_decoder
 
 
 def _export(spec: Any, cache: Path) -> Path:

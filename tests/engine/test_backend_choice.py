@@ -22,9 +22,9 @@ needs_ov = pytest.mark.skipif(not _available("openvino"), reason="pip install 'i
 
 def _refuse_onnx_exports(monkeypatch: pytest.MonkeyPatch) -> None:
     """A real refusal: every ONNX export's memory estimate now exceeds the machine's memory."""
-    from ipfs_accelerate.backends import onnxruntime
+    from ipfs_accelerate.backends.onnxruntime import export
 
-    monkeypatch.setattr(onnxruntime, "_EXPORT_MEMORY_FACTOR", 1e12)
+    monkeypatch.setattr(export, "EXPORT_MEMORY_FACTOR", 1e12)
 
 
 @needs_ort

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ipfs_accelerate.backends._direct import fp32_weight_bytes
+from ipfs_accelerate.backends.converting.direct import fp32_weight_bytes
 from ipfs_accelerate.store.weights import parameter_counts
 
 torch = pytest.importorskip("torch")

@@ -1,6 +1,14 @@
-"""Backends, one module each, found by name through :data:`REGISTRY`.
+"""Backends, one module or package each, found by name through :data:`REGISTRY`.
 
-Adding a backend is one new module plus one line here.
+Adding a backend is one new module or package plus one line here (see docs/backends.md):
+
+* ``pytorch.py``: the reference backend, no export;
+* ``onnxruntime/``, ``openvino/``: backends that convert the model first, on the shared
+  pipeline of ``converting/`` (:class:`.converting.ConvertingBackend`);
+* ``base.py``: the seam (:class:`Backend`, :class:`ModelSpec`, :class:`Runtime`).
+
+A backend module imports its library only when used, and raises
+:class:`BackendUnavailable` with its pip extra when that library is missing.
 """
 
 from __future__ import annotations
@@ -12,7 +20,8 @@ from .base import Backend, BackendProbe, ModelSpec, Runtime
 
 __all__ = ["REGISTRY", "Backend", "BackendProbe", "ModelSpec", "Runtime", "get_backend", "probe_all"]
 
-# name -> "module:Class"; modules are imported lazily so a missing library costs nothing.
+# name -> "module:Class" (a module or package of this one); imported lazily, so a missing
+# library costs nothing.
 REGISTRY: dict[str, str] = {
     "torch": "pytorch:TorchBackend",
     "openvino": "openvino:OpenVINOBackend",

@@ -102,8 +102,8 @@ class Runtime:
         host_threads: torch's intra-op threads for the host-side work around the model (input
             tensors, ``generate()``'s loop) while it runs; None leaves torch as it is. A
             backend that computes in its own thread pool sets 1: torch's OpenMP workers spin
-            after every small op and take the cores that pool needs (GPT-2 int8 on ONNX
-            Runtime, 2 cores: 24 ms per token with torch on 2 threads, 16 ms on 1).
+            after every small op and take the cores that pool needs (measured:
+            docs/backends.md, "Host threads").
         decoder_step: one pass of a generator's decoder without the model wrapper's per-call
             bookkeeping: ``decoder_step(inputs, past)`` takes host torch tensors named as the
             decoder's inputs (``input_ids`` and ``attention_mask``/``position_ids`` for a

@@ -17,7 +17,7 @@ from typing import Any
 from .._exceptions import BackendUnavailable, OutOfMemory
 from .base import Backend, BackendProbe, ModelSpec, Runtime
 
-__all__ = ["TorchBackend", "cuda_works"]
+__all__ = ["EntryPoint", "TorchBackend", "cpu_has_native_bf16", "cuda_works", "prepare_inputs"]
 
 _DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "int8": "float32"}
 
@@ -147,7 +147,7 @@ class TorchBackend(Backend):
             details={"dtype": str(float_dtype).removeprefix("torch."), "torch": torch.__version__,
                      **({"int8": f"dynamic, per-channel weights, {int8_engine} kernels"} if precision == "int8" else {})},
             load_s=time.perf_counter() - started,
-            prepare=functools.partial(_prepare, device=actual_device, dtype=float_dtype),
+            prepare=functools.partial(prepare_inputs, device=actual_device, dtype=float_dtype),
         )
 
 
@@ -209,7 +209,7 @@ def full_range_dynamic_linear() -> type:
     return FullRangeDynamicLinear
 
 
-def _prepare(inputs: Mapping[str, Any], *, device: str, dtype: Any) -> dict[str, Any]:
+def prepare_inputs(inputs: Mapping[str, Any], *, device: str, dtype: Any) -> dict[str, Any]:
     """Move tensors to the model's device; floating inputs take the model's dtype."""
     import torch
 

@@ -18,7 +18,7 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .._exceptions import BackendUnavailable
+from ..._exceptions import BackendUnavailable
 
 __all__ = [
     "INT8_MIN_COSINE",

@@ -29,11 +29,11 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
-from .._exceptions import BackendUnavailable
-from . import _direct
+from ..._exceptions import BackendUnavailable
+from ..converting import direct
 
 if TYPE_CHECKING:
-    from .base import ModelSpec
+    from ..base import ModelSpec
 
 __all__ = ["GLUE_FILE", "LANGUAGE_FILE", "VISION_FILE", "export", "open_model"]
 
@@ -82,7 +82,7 @@ def _traceable() -> Iterator[None]:
     registry = type(masking.ALL_MASK_ATTENTION_FUNCTIONS)
     traceable = {**registry._global_mapping, "sdpa": patches.sdpa_mask_without_vmap,
                  "eager": patches.eager_mask_without_vmap}
-    with _direct.patched(
+    with direct.patched(
         (registry, "_global_mapping", traceable),
         (masking, "find_packed_sequence_indices", patches.find_packed_sequence_indices_patched),
         (DynamicLayer, "update", patches.patched_dynamic_layer_update),
@@ -135,19 +135,19 @@ def export(spec: ModelSpec, target: Path) -> dict[str, Any]:
     import torch
     from safetensors.torch import save_file
 
-    model: Any = _direct.load_torch_model(spec)
+    model: Any = direct.load_torch_model(spec)
     tower, language, head = _parts(model)
     vision_states, language_step = _modules()
     layers = _feature_layers(model.config)
     n_states = model.config.vision_config.num_hidden_layers + 1
     positive = [i % n_states for i in layers]
 
-    example = _direct.example_inputs(spec)
+    example = direct.example_inputs(spec)
     pixels = example.get("pixel_values")
     if not isinstance(pixels, torch.Tensor):
         raise BackendUnavailable("this export needs pixel_values in the spec's example inputs")
     pixels = pixels.reshape(-1, *pixels.shape[-3:])[:2]  # tiled inputs: every tile is one image
-    with torch.no_grad(), warnings.catch_warnings(), _direct.frozen_gc():
+    with torch.no_grad(), warnings.catch_warnings(), direct.frozen_gc():
         warnings.simplefilter("ignore")  # tracer warnings about data-dependent branches
         torch.onnx.export(
             vision_states(tower, layers).eval(), (pixels,), str(target / VISION_FILE),
@@ -180,7 +180,7 @@ def export(spec: ModelSpec, target: Path) -> dict[str, Any]:
     glue = {k: v.contiguous().clone() for k, v in model.state_dict().items() if not k.startswith(_REPLACED)}
     glue[_EMBEDDING] = language.get_input_embeddings().weight.detach().clone()
     save_file(glue, str(target / GLUE_FILE))
-    _direct.copy_model_metadata(spec.model_dir, target)
+    direct.copy_model_metadata(spec.model_dir, target)
     return {
         "conversion": "torch.onnx.export(dynamo=False): vision tower + language model step with KV cache; "
                       "embedding, projector and generate() in transformers",

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
-    from .base import ModelSpec
+    from ..base import ModelSpec
 
 try:  # fcntl is POSIX-only; without it two processes may export the same key twice (still safe).
     import fcntl

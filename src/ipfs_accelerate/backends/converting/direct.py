@@ -22,13 +22,13 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .._exceptions import BackendUnavailable
-from ..store.weights import parameter_counts
+from ..._exceptions import BackendUnavailable
+from ...store.weights import parameter_counts
 
 if TYPE_CHECKING:
     import torch
 
-    from .base import ModelSpec
+    from ..base import ModelSpec
 
 __all__ = [
     "HOST_THREADS",
@@ -38,12 +38,14 @@ __all__ = [
     "conversion_module",
     "copy_model_metadata",
     "example_inputs",
+    "fp32_weight_bytes",
     "frozen_gc",
     "load_torch_model",
     "model_type",
     "optimum_supports",
     "output_names",
     "patched",
+    "pick_outputs",
     "plan_export",
     "require_export_memory",
 ]
@@ -285,7 +287,7 @@ def frozen_gc() -> Iterator[None]:
     """Exclude the objects that already exist from garbage collection during an export.
 
     optimum's exporters call ``gc.collect()`` after every submodel; each call walks the
-    whole heap of torch and transformers objects, which took seconds per call here. The
+    whole heap of torch and transformers objects, seconds per call on a large model. The
     objects alive before the export are long-lived anyway; they go back to normal
     collection afterwards.
     """

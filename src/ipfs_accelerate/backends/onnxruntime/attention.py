@@ -1,10 +1,10 @@
 """Shrink a decoder's ONNX graph for ONNX Runtime: one attention node per layer.
 
 A decoder step at batch 1 is a few dozen matrix products surrounded by hundreds of small
-nodes, and ONNX Runtime spends some microseconds on every node whatever its size. Measured
-here, GPT-2 size int8: the 49 matrix products alone take about 10 ms, the whole step with
-its ~660 nodes 15.5 ms. An exported attention layer with a KV cache is some 25 of those
-nodes (head split and merge, the cache concatenation, the scale computed from a shape, the
+nodes, and ONNX Runtime spends some microseconds on every node whatever its size: a GPT-2
+size int8 step runs 49 matrix products among ~660 nodes, and the nodes around the products
+cost a third of its time (docs/backends.md, "Measurements behind the code"). An exported
+attention layer with a KV cache is some 25 of those nodes (head split and merge, the cache concatenation, the scale computed from a shape, the
 scores, the mask, softmax and its NaN guard).
 
 :func:`shrink_decoder` rewrites, by structure only (no model family or node name is
