@@ -29,18 +29,18 @@ import numpy as np
 
 from .._exceptions import InvalidInput, ModelNotAvailable
 from ..backends.base import Runtime
-from ..media.audio import audio_seconds
-from ._audio import AudioParams, Transcription, audio_as_items, decode_audio_items, pipeline_transcriptions
-from ._generation import (
+from ..generation import (
     GenerationParams,
-    _cut_at_stop,
-    _first_token_clock,
-    _generate_kwargs,
+    cut_at_stop,
+    first_token_clock,
+    generate_kwargs,
     greedy_seq2seq,
     masked_suppression,
     plain_greedy,
     stream_generate,
 )
+from ..media.audio import audio_seconds
+from ._audio import AudioParams, Transcription, audio_as_items, decode_audio_items, pipeline_transcriptions
 from .base import Baseline, BaselineRun, Checkpoint, Family, Prepared, TaskHandler
 
 __all__ = ["WhisperFamily"]
@@ -319,7 +319,7 @@ class WhisperTranscribe(TaskHandler):
 
     def _sampling_kwargs(self, params: WhisperParams) -> dict[str, Any]:
         """``generate`` arguments for sampling and the token cap (ours and the plain baseline's)."""
-        kwargs = _generate_kwargs(params, self.tokenizer, self.config, params.max_new_tokens)
+        kwargs = generate_kwargs(params, self.tokenizer, self.config, params.max_new_tokens)
         kwargs.pop("pad_token_id", None)
         kwargs.pop("eos_token_id", None)  # Whisper's generation config knows its own ids
         return kwargs
@@ -386,7 +386,7 @@ class WhisperTranscribe(TaskHandler):
                                              processors=suppression, started=started)
             return {"out": sequences, "ttft": ttft}
         kwargs = self._sampling_kwargs(params)
-        kwargs["logits_processor"] = LogitsProcessorList([*suppression, _first_token_clock(started, box)])
+        kwargs["logits_processor"] = LogitsProcessorList([*suppression, first_token_clock(started, box)])
         kwargs.update(self._generate_options(prepared, params))
         if kwargs.get("return_timestamps"):
             kwargs["return_dict_in_generate"] = True
@@ -405,7 +405,7 @@ class WhisperTranscribe(TaskHandler):
         count = 0
         for index, row in enumerate(sequences.cpu().tolist()):
             count += sum(1 for tok in row if tok not in special)
-            text, _ = _cut_at_stop(self.tokenizer.decode(row, skip_special_tokens=True).strip(), params.stop)
+            text, _ = cut_at_stop(self.tokenizer.decode(row, skip_special_tokens=True).strip(), params.stop)
             segments: list[dict[str, Any]] = []
             if segments_per_item is not None:
                 for seg in segments_per_item[index]:
@@ -522,7 +522,7 @@ def _faster_whisper_run(device: str, compute_type: str, rate: int) -> Any:
                     texts.append(text)
                     spans.append({"start": round(float(seg.start), 2), "end": round(float(seg.end), 2),
                                   "text": text})
-            text, _ = _cut_at_stop(" ".join(texts), params.stop)
+            text, _ = cut_at_stop(" ".join(texts), params.stop)
             outputs.append(Transcription(text=text, segments=tuple(spans) if params.timestamps else (),
                                          language=params.language))
         return BaselineRun(outputs=outputs, figures={
