@@ -372,7 +372,7 @@ class WhisperTranscribe(TaskHandler):
         prompt = self._greedy_prompt(runtime.model, prepared, params)
         if prompt is not None:
             # One window, greedy: a short loop over the decoder picks generate()'s tokens
-            # without its per-step machinery (about 1.5 ms of a 10 ms int8 step here).
+            # without its per-step machinery (a measurable share of each step: docs/families.md).
             for processor in suppression:
                 if hasattr(processor, "set_begin_index"):
                     processor.set_begin_index(len(prompt))

@@ -35,7 +35,7 @@ def masked_suppression(model: Any) -> list[Any]:
     transformers' ``SuppressTokensLogitsProcessor`` and ``SuppressTokensAtBeginLogitsProcessor``
     rebuild a vocabulary-sized mask with ``torch.isin`` at every step, and the second one
     builds it even on the steps where it suppresses nothing: for Whisper's 51,864-token
-    vocabulary that was 4.5 ms of each ~18 ms decode step on a 2-core CPU. The replacements
+    vocabulary that is a large share of each decode step (docs/families.md). The replacements
     subclass them (Whisper looks its processors up by class and sets their begin index) and
     keep one mask per vocabulary size and device.
 

@@ -2,7 +2,8 @@
 
 Where :func:`greedy_applies` holds (greedy decoding of text prompts with a generation config
 that asks for nothing more), this loop picks the same tokens as ``model.generate`` without
-its per-step machinery; everything else goes through :func:`~.decode.generate`.
+its per-step machinery, a measurable share of a small model's decode step (docs/families.md);
+everything else goes through :func:`~.decode.generate`.
 """
 
 from __future__ import annotations

@@ -151,7 +151,7 @@ def parameter_counts(model_dir: Path) -> tuple[int, int]:
 def directory_hash(path: Path, *, memo_dir: Path | None = None) -> str:
     """Hash a directory's files (names and contents); memoised on sizes and mtimes.
 
-    Hashing 12 GB of weights takes about two minutes here, so with ``memo_dir`` the result
+    Hashing many gigabytes of weights takes minutes (docs/families.md), so with ``memo_dir`` the result
     is also kept on disk, keyed by the directory's path and trusted while every file's name,
     size and modification time are unchanged (the same test as the in-process memo).
     """
