@@ -42,7 +42,7 @@ def masked_suppression(model: Any) -> list[Any]:
     On first use the token lists move out of ``model.generation_config`` into this module
     (``generate`` would otherwise restore transformers' own processors from the model's
     defaults, whatever the call passes), so a caller of ``model.generate`` that bypasses the
-    model_family must add these processors itself.
+    task handlers must add these processors itself.
 
     Returns:
         The processors to add to ``logits_processor`` (none when nothing is suppressed).
