@@ -141,7 +141,7 @@ def test_masked_suppression_matches_transformers_processors():
         SuppressTokensLogitsProcessor,
     )
 
-    from ipfs_accelerate.families._generation import masked_suppression
+    from ipfs_accelerate.generation import masked_suppression
 
     class Model:  # anything with a generation_config, as optimum's and transformers' models have
         generation_config = GenerationConfig(suppress_tokens=[1, 5, 99, 150], begin_suppress_tokens=[7, 2])
@@ -172,7 +172,7 @@ def test_masked_suppression_matches_transformers_processors():
 def test_nothing_to_suppress_gives_no_processors():
     from transformers import GenerationConfig
 
-    from ipfs_accelerate.families._generation import masked_suppression
+    from ipfs_accelerate.generation import masked_suppression
 
     class Model:
         generation_config = GenerationConfig()
@@ -182,7 +182,7 @@ def test_nothing_to_suppress_gives_no_processors():
 
 def _both_loops(ep, prompts, tokenizer=None, **params):
     """The greedy loop's output and generate()'s, on the same prepared inputs."""
-    from ipfs_accelerate.families import _generation as g
+    from ipfs_accelerate import generation as g
 
     parsed = ep.parse_params(params)
     prepared = ep.handler.preprocess(prompts, parsed)
@@ -227,7 +227,7 @@ def test_greedy_loop_stops_at_stop_strings_as_generate_does(load_tiny):
 def test_greedy_loop_only_where_it_matches_generate(load_tiny):
     from transformers import GenerationConfig
 
-    from ipfs_accelerate.families._generation import GenerationParams, greedy_applies
+    from ipfs_accelerate.generation import GenerationParams, greedy_applies
 
     ep = load_tiny("gpt2")
     text = {"input_ids": 0, "attention_mask": 0}
@@ -248,7 +248,7 @@ def test_greedy_loop_only_where_it_matches_generate(load_tiny):
 
 @pytest.mark.parametrize("backend", ["torch", "onnxruntime", "openvino"])
 def test_encoder_decoder_greedy_loop_picks_the_tokens_generate_picks(load_tiny, backend):
-    from ipfs_accelerate.families import _generation as g
+    from ipfs_accelerate import generation as g
 
     ep = load_tiny("google/t5-efficient-tiny", backend=backend)
     assert ep.runtime.backend == backend and not ep.fallbacks

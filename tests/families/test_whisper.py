@@ -39,7 +39,7 @@ def test_cached_suppression_transcribes_as_transformers_own_processors(real_whis
     """Our mask-once suppression against transformers' per-step processors, on real speech."""
     import torch
 
-    from ipfs_accelerate.families._generation import masked_suppression
+    from ipfs_accelerate.generation import masked_suppression
 
     path, _ = speech_wav
     ours = real_whisper(str(path)).outputs[0].text

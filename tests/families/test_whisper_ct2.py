@@ -1,4 +1,5 @@
-"""Tests of the CTranslate2 -> HF Whisper converter (ipfs_accelerate.families._whisper_ct2).
+"""Tests of the CTranslate2 -> HF Whisper converter (ipfs_accelerate.store.ctranslate2 with
+the Whisper recipe of ipfs_accelerate.families._whisper_ct2).
 
 The real tiny.en is converted once per session (fixture ``converted_whisper_tiny_en``)
 and transcribes espeak-ng speech. The error paths run on a small synthetic model.bin
@@ -17,13 +18,9 @@ import pytest
 
 from ipfs_accelerate._exceptions import ModelNotAvailable
 from ipfs_accelerate.bench.quality import word_error_rate
-from ipfs_accelerate.families._whisper_ct2 import (
-    Ct2ConversionError,
-    convert_ct2_whisper,
-    find_packaged_whisper_tiny_en,
-    read_ct2_model,
-)
+from ipfs_accelerate.families._whisper_ct2 import convert_ct2_whisper, find_packaged_whisper_tiny_en
 from ipfs_accelerate.media.audio import load_audio
+from ipfs_accelerate.store.ctranslate2 import Ct2ConversionError, read_ct2_model
 
 # openai/whisper-tiny.en's published config.
 TINY_EN = {

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from .._exceptions import InvalidInput
-from ..backends.base import ForwardRewrite, Runtime
+from ..backends.base import ForwardRewrite
 from ._text import check_texts, tokenize
 from ._unpadded import UNPADDED_BERT, unpadded_bert_encoder, unpadded_bert_supported
 from .base import Prepared, TaskHandler
@@ -91,7 +91,7 @@ class TextEmbed(TaskHandler):
 
     def forward_rewrite(self) -> ForwardRewrite | None:
         # The poolings read real positions only, so a converted BERT skips the padding's
-        # projections (see _unpadded: 7 % of a length-sorted MiniLM batch here).
+        # projections (see _unpadded; the saving is measured in docs/families.md).
         if unpadded_bert_supported(self.config):
             return ForwardRewrite(name=UNPADDED_BERT, build=unpadded_bert_encoder)
         return None
@@ -103,12 +103,6 @@ class TextEmbed(TaskHandler):
         encoded = tokenize(self.tokenizer, texts, max_length=self.max_length, truncate=params.truncate, notes=notes)
         return Prepared(inputs=encoded, count=len(texts), notes=notes,
                         extra={"attention_mask": encoded["attention_mask"]})
-
-    def forward(self, runtime: Runtime, prepared: Prepared, params: EmbedParams) -> Any:
-        import torch
-
-        with torch.inference_mode():
-            return runtime.model(**runtime.prepare(prepared.inputs)).last_hidden_state
 
     def postprocess(self, raw: Any, prepared: Prepared, params: EmbedParams) -> list[Any]:
         import torch

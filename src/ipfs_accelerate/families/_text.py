@@ -41,7 +41,7 @@ def tokenize(
     ``truncate=False`` an over-long text raises InvalidInput instead.
     """
     # One encoding for the usual batch, which fits the window; a second, truncating one only
-    # when an item is too long (tokenizing is ~5 % of a MiniLM batch's time on 2 cores).
+    # when an item is too long (tokenizing is a noticeable share of a MiniLM batch's time: docs/families.md).
     encoded = tokenizer(
         list(texts), padding=True, add_special_tokens=add_special_tokens, return_attention_mask=True,
         return_tensors="pt",

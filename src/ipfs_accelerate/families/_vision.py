@@ -22,11 +22,8 @@ import numpy as np
 
 from .._exceptions import InvalidInput
 from .._logs import quiet_loggers
-from ._generation import (
-    CausalLMGenerate,
-    GenerationParams,
-    context_window,
-)
+from ..generation import GenerationParams, context_window
+from ._generation import CausalLMGenerate
 from ._zero_shot import ZeroShotClassify as _ZeroShotBase
 from ._zero_shot import ZeroShotParams, check_media_items
 from .base import Prepared, TaskHandler
@@ -265,7 +262,7 @@ class ImageTextGenerate(CausalLMGenerate):
     An item is ``{"prompt": str, "images": [image, ...]}`` (``"image"`` for one), or a
     ``(prompt, image)`` / ``(prompt, [images])`` tuple; an image is anything
     :func:`~ipfs_accelerate.media.image.load_image` takes. The images are placed before
-    the prompt in one user turn. Generation uses the shared controls of ``_generation``
+    the prompt in one user turn. Generation uses the shared controls of :mod:`ipfs_accelerate.generation`
     (greedy or seeded sampling, stop strings, streaming); the timings split
     preprocessing (images, template, tokens) from generation, with tokens/s. ``truncate``
     does not apply: cutting a prompt would cut its image tokens, so an over-long prompt is

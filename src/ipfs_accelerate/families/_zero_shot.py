@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from .._exceptions import InvalidInput
-from ..backends.base import Runtime
 from ._text import tokenize
 from .base import Prepared, TaskHandler
 
@@ -160,12 +159,6 @@ class ZeroShotClassify(TaskHandler):
             inputs=model_inputs, count=len(media), notes=notes, figures=figures,
             extra={"labels": per_item, "columns": [[column[label] for label in labels] for labels in per_item]},
         )
-
-    def forward(self, runtime: Runtime, prepared: Prepared, params: ZeroShotParams) -> Any:
-        import torch
-
-        with torch.inference_mode():
-            return getattr(runtime.model(**runtime.prepare(prepared.inputs)), self.logits_name)
 
     def postprocess(self, raw: Any, prepared: Prepared, params: ZeroShotParams) -> list[Any]:
         import torch

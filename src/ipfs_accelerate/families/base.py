@@ -123,7 +123,9 @@ class TaskHandler(abc.ABC):
     """One task of one family, bound to a model directory.
 
     Subclasses set ``name``, ``kind``, ``torch_class`` and ``Params`` (a frozen
-    keyword-only dataclass of the task's parameters) and implement the three stages.
+    keyword-only dataclass of the task's parameters) and implement ``preprocess`` and
+    ``postprocess``; ``forward`` by default reads the model output named first in
+    ``output_names``.
     """
 
     name: ClassVar[str]
@@ -189,9 +191,22 @@ class TaskHandler(abc.ABC):
             InvalidInput: an input is unusable.
         """
 
-    @abc.abstractmethod
     def forward(self, runtime: Runtime, prepared: Prepared, params: Any) -> Any:
-        """Run the model."""
+        """Run the model once and return its output named ``output_names[0]``.
+
+        That fits a task whose model call has one output it reads (embeddings, logits);
+        generators and tasks that read several outputs override it.
+
+        Raises:
+            NotImplementedError: the task declares no ``output_names`` and does not override
+                ``forward``.
+        """
+        if not self.output_names:
+            raise NotImplementedError(f"task {self.name!r} declares no output_names: it must override forward")
+        import torch
+
+        with torch.inference_mode():
+            return getattr(runtime.model(**runtime.prepare(prepared.inputs)), self.output_names[0])
 
     @abc.abstractmethod
     def postprocess(self, raw: Any, prepared: Prepared, params: Any) -> list[Any]:

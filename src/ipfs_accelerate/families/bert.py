@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from .._exceptions import InvalidInput
-from ..backends.base import Runtime
 from ._embedding import TextEmbed
 from ._text import check_texts, tokenize
 from ._vocab import bert_uncased_tokenizer
@@ -90,12 +89,6 @@ class FillMask(TaskHandler):
         notes: list[str] = []
         encoded = tokenize(self.tokenizer, texts, max_length=self.max_length, truncate=params.truncate, notes=notes)
         return Prepared(inputs=encoded, count=len(texts), notes=notes, extra={"input_ids": encoded["input_ids"]})
-
-    def forward(self, runtime: Runtime, prepared: Prepared, params: FillMaskParams) -> Any:
-        import torch
-
-        with torch.inference_mode():
-            return runtime.model(**runtime.prepare(prepared.inputs)).logits
 
     def postprocess(self, raw: Any, prepared: Prepared, params: FillMaskParams) -> list[Any]:
         import torch

@@ -15,7 +15,6 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..backends.base import Runtime
 from ..media.audio import audio_seconds
 from ._audio import AudioParams, audio_as_items, decode_audio_items
 from ._text import check_texts, tokenize
@@ -123,12 +122,6 @@ class ClapEmbedAudio(_ClapBase):
         return Prepared(inputs={"input_features": features}, count=len(inputs), notes=notes,
                         figures={"audio_seconds": seconds})
 
-    def forward(self, runtime: Runtime, prepared: Prepared, params: Any) -> Any:
-        import torch
-
-        with torch.inference_mode():
-            return runtime.model(**runtime.prepare(prepared.inputs)).audio_embeds
-
     def postprocess(self, raw: Any, prepared: Prepared, params: Any) -> list[Any]:
         return list(raw.float().cpu().numpy())
 
@@ -172,12 +165,6 @@ class ClapEmbedText(_ClapBase):
     def preprocess(self, inputs: Sequence[Any], params: Any) -> Prepared:
         notes: list[str] = []
         return Prepared(inputs=self.text_inputs(check_texts(inputs), notes), count=len(inputs), notes=notes)
-
-    def forward(self, runtime: Runtime, prepared: Prepared, params: Any) -> Any:
-        import torch
-
-        with torch.inference_mode():
-            return runtime.model(**runtime.prepare(prepared.inputs)).text_embeds
 
     def postprocess(self, raw: Any, prepared: Prepared, params: Any) -> list[Any]:
         return list(raw.float().cpu().numpy())

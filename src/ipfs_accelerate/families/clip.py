@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from .._exceptions import InvalidInput
-from ..backends.base import Runtime
 from ._clip_vocab import build_clip_tokenizer
 from ._text import check_texts, tokenize
 from ._vision import ZeroShotClassify, load_item_images, load_processor, sample_image, saved_config
@@ -143,12 +142,6 @@ class EmbedImage(_CLIPTask):
         pixels = self.processor.image_processor(images=images, return_tensors="pt")["pixel_values"]
         return Prepared(inputs={"pixel_values": pixels}, count=len(images))
 
-    def forward(self, runtime: Runtime, prepared: Prepared, params: ImageEmbedParams) -> Any:
-        import torch
-
-        with torch.inference_mode():
-            return runtime.model(**runtime.prepare(prepared.inputs)).image_embeds
-
     def postprocess(self, raw: Any, prepared: Prepared, params: ImageEmbedParams) -> list[Any]:
         return _vectors(raw, params.normalize)
 
@@ -186,12 +179,6 @@ class EmbedText(_CLIPTask):
         # Exactly get_text_features' arguments, so the entry converts to every backend.
         inputs_ = {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
         return Prepared(inputs=inputs_, count=len(texts), notes=notes)
-
-    def forward(self, runtime: Runtime, prepared: Prepared, params: TextEmbedParams) -> Any:
-        import torch
-
-        with torch.inference_mode():
-            return runtime.model(**runtime.prepare(prepared.inputs)).text_embeds
 
     def postprocess(self, raw: Any, prepared: Prepared, params: TextEmbedParams) -> list[Any]:
         return _vectors(raw, params.normalize)

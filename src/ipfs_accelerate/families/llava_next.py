@@ -85,7 +85,7 @@ def _vicuna_7b() -> Any:
 
     # llava-hf/llava-v1.6-vicuna-7b-hf, config.json at commit 78d9aecd (verified): Vicuna-7B
     # v1.5 (LlamaConfig's defaults are Llama-2-7B's sizes) + CLIP ViT-L/14 at 336 px.
-    # 7 B parameters: as synthetic fp32 weights it needs ~28 GB, more than this machine has.
+    # 7 B parameters: as synthetic fp32 weights it needs ~28 GB, more than a small test machine has.
     return LlavaNextConfig(
         text_config={"model_type": "llama", "vocab_size": 32064, "max_position_embeddings": 4096,
                      "pad_token_id": 0, "rms_norm_eps": 1e-05},

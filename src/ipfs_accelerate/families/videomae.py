@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from .._exceptions import InvalidInput
-from ..backends.base import Runtime
 from ._vision import load_clips, sample_video, saved_config, video_as_items
 from .base import Baseline, Checkpoint, Family, Prepared, TaskHandler
 from .xclip import video_image_processor
@@ -87,12 +86,6 @@ class EmbedVideo(TaskHandler):
         pixels = self.processor([list(c.frames) for c in clips], return_tensors="pt")["pixel_values"]
         return Prepared(inputs={"pixel_values": pixels}, count=len(clips), notes=notes,
                         figures={"frames": float(sum(len(c) for c in clips))})
-
-    def forward(self, runtime: Runtime, prepared: Prepared, params: VideoEmbedParams) -> Any:
-        import torch
-
-        with torch.inference_mode():
-            return runtime.model(**runtime.prepare(prepared.inputs)).last_hidden_state
 
     def postprocess(self, raw: Any, prepared: Prepared, params: VideoEmbedParams) -> list[Any]:
         return _pooled(raw, params.normalize)

