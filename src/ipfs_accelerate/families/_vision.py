@@ -27,12 +27,15 @@ from ._generation import (
     GenerationParams,
     context_window,
 )
+from ._zero_shot import ZeroShotBench, ZeroShotParams, check_media_items
 from ._zero_shot import ZeroShotClassify as _ZeroShotBase
-from ._zero_shot import ZeroShotParams, check_media_items
 from .base import Prepared, TaskHandler
+from .bench_profile import BenchProfile, register_bench_profile
 
 __all__ = [
     "ImageTextGenerate",
+    "ImageTextGenerateBench",
+    "ZeroShotBench",
     "ZeroShotClassify",
     "ZeroShotParams",
     "check_media_items",
@@ -350,6 +353,11 @@ class ImageTextGenerate(CausalLMGenerate):
     @property
     def lm_config(self) -> Any:
         return self.text_config
+
+
+@register_bench_profile(ImageTextGenerate)
+class ImageTextGenerateBench(BenchProfile[ImageTextGenerate]):
+    """The plain baseline of image-text-to-text takes chat conversations, for the processor's chat template."""
 
     def plain_calls(self, items: Sequence[Any], params: Any) -> list[tuple[list[Any], dict[str, Any]]]:
         """One user turn per item, its images (decoded as ours are) before the prompt, for the
