@@ -21,8 +21,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .._cli_args import parse_key_value
 from .._exceptions import AccelerateError, InvalidInput
-from ..cli import parse_key_value
 from ..engine.options import BACKENDS, PRECISIONS, WEIGHTS
 
 __all__ = ["add_bench_parser", "cmd_bench", "main"]

@@ -36,6 +36,7 @@ __all__ = [
     "PreparedWeights",
     "Throughput",
     "json_safe",
+    "run_schema",
     "run_to_dict",
     "schema_of",
 ]
