@@ -75,7 +75,7 @@ def _weights_key(case: Case) -> str:
 
 
 def _references(case: Case, handler: TaskHandler, n: int) -> list[str] | None:
-    """The expected text of the case's ``n`` inputs: the case's own, else the handler's
+    """The expected text of the case's ``n`` inputs: the case's own, else its bench profile's
     (only for the handler's own bench inputs, which its references describe)."""
     if case.references is not None:
         return list(case.references(handler, n))

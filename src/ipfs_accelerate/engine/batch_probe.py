@@ -1,7 +1,7 @@
 """The largest batch the memory at hand allows, probed once and cached.
 
-:func:`probe_max_batch` runs the task's benchmark inputs (``BenchProfile.inputs``, the handler's bench profile) at
-batch 1, 2, 4 … and stops at the memory budget, at an out-of-memory error, at a time cap
+:func:`probe_max_batch` runs the task's benchmark inputs (its bench profile's ``inputs``)
+at batch 1, 2, 4 … and stops at the memory budget, at an out-of-memory error, at a time cap
 or at ``max_batch``. Memory is what the runs add above the loaded model: the process's
 peak RSS on the CPU (the kernel's high-water mark on Linux, else sampled in a thread),
 ``torch.cuda.max_memory_allocated`` on CUDA.
