@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ._cli_args import parse_key_value
 from ._exceptions import AccelerateError
 from .engine.options import BACKENDS, PRECISIONS, WEIGHTS
 
@@ -65,18 +66,6 @@ def _cmd_families(args: argparse.Namespace) -> int:
             shown = ", ".join(f"{k}={v!r}" for k, v in params.items())
             print(f"  task {task}{mark}: {shown}")
     return 0
-
-
-def parse_key_value(text: str) -> tuple[str, Any]:
-    """``NAME=VALUE`` from the command line; the value is parsed as JSON when it is JSON."""
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"expected NAME=VALUE; got {text!r}")
-    key, raw = text.split("=", 1)
-    try:
-        value: Any = json.loads(raw)
-    except ValueError:
-        value = raw
-    return key, value
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ipfs_accelerate.bench.runner import agreement
+from ipfs_accelerate.bench.quality import agreement
 from ipfs_accelerate.families._audio import Transcription
 
 
@@ -59,7 +59,7 @@ def test_scored_outputs_of_different_shapes_have_no_agreement():
 def test_encoder_work_counts_real_tokens_not_padding():
     import torch
 
-    from ipfs_accelerate.bench.runner import encoder_tokens
+    from ipfs_accelerate.bench.measure import encoder_tokens
 
     ids = torch.ones(2, 5, dtype=torch.long)
     mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])

@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 
 from ipfs_accelerate.bench.baselines import plain_baseline
-from ipfs_accelerate.bench.runner import agreement
+from ipfs_accelerate.bench.quality import agreement
 from ipfs_accelerate.families._audio import Transcription
 from ipfs_accelerate.families._vision import sample_video
+from ipfs_accelerate.families.bench_profile import bench_profile
 from tests.fixtures.models import cosine
 from tests.fixtures.vision import gradient_image
 
@@ -30,8 +31,8 @@ LLAVA_NEXT = "ibm-granite/granite-vision-3.2-2b"
 def _run_both(ep: Any, items: list[Any] | None = None, **params: Any) -> tuple[Any, Any, Any]:
     """Our result and the plain baseline's run on the same items and parsed params, plus the baseline."""
     handler = ep.handler
-    parsed = ep.parse_params({**handler.bench_params(), **params})
-    items = handler.bench_inputs(2) if items is None else items
+    parsed = ep.parse_params({**bench_profile(handler).params(), **params})
+    items = bench_profile(handler).inputs(2) if items is None else items
     ours = ep.run_items(items, parsed)
     baseline = plain_baseline(handler)
     theirs = baseline.load("cpu")(items, parsed)
@@ -64,7 +65,7 @@ def test_zero_shot_items_with_their_own_labels_become_one_pipeline_call_per_run(
     own = ["a cat", "a dog"]
     items = [{"image": a, "labels": own}, {"image": b, "labels": own}, b, {"image": a, "labels": ["x", "y", "z"]}]
     params = ep.parse_params({"labels": ["red", "green", "blue"], "template": "a picture of {}"})
-    calls = ep.handler.plain_calls(items, params)
+    calls = bench_profile(ep.handler).plain_calls(items, params)
     assert [(len(inputs), kw["candidate_labels"]) for inputs, kw in calls] == [
         (2, own), (1, ["red", "green", "blue"]), (1, ["x", "y", "z"])]
     assert all(kw["hypothesis_template"] == "a picture of {}" for _, kw in calls)
@@ -76,7 +77,7 @@ def test_zero_shot_audio_pipeline_takes_decoded_arrays(load_tiny):
     ep = load_tiny(CLAP, "classify")
     rate = 16000  # not CLAP's 48 kHz: the baseline hears the clip resampled as ours does
     t = np.arange(rate, dtype=np.float32) / rate
-    items = [*ep.handler.bench_inputs(1),
+    items = [*bench_profile(ep.handler).inputs(1),
              {"audio": ((0.3 * np.sin(2 * np.pi * 300 * t)).astype(np.float32), rate), "labels": ["hum", "hiss"]}]
     ours, theirs, baseline = _run_both(ep, items)
     assert baseline.name == "transformers pipeline('zero-shot-audio-classification')"
@@ -85,7 +86,7 @@ def test_zero_shot_audio_pipeline_takes_decoded_arrays(load_tiny):
 
 def test_zero_shot_video_has_a_forward_baseline(load_tiny):
     ep = load_tiny(XCLIP, "classify")
-    items = [*ep.handler.bench_inputs(1), {"video": sample_video(6, 40, 56), "labels": ["waves", "a road"]}]
+    items = [*bench_profile(ep.handler).inputs(1), {"video": sample_video(6, 40, 56), "labels": ["waves", "a road"]}]
     ours, theirs, baseline = _run_both(ep, items)
     assert baseline.name == "transformers forward" and "XCLIPModel" in baseline.note
     _assert_same_ranking(ours.outputs, list(theirs.outputs))
@@ -166,7 +167,7 @@ def test_whisper_pipeline_decodes_greedily_like_ours(real_whisper, speech_wav):
     """The pipeline's own default for Whisper is beam search; the baseline asks for ours."""
     path, _ = speech_wav
     params = real_whisper.parse_params({"max_new_tokens": 100})
-    ((items, kwargs),) = real_whisper.handler.plain_calls([str(path)], params)
+    ((items, kwargs),) = bench_profile(real_whisper.handler).plain_calls([str(path)], params)
     assert items == [str(path)]
     assert kwargs["generate_kwargs"] == {"num_beams": 1, "max_new_tokens": 100, "do_sample": False,
                                          "repetition_penalty": 1.0, "temperature": None, "top_p": None,

@@ -202,11 +202,11 @@ def test_baselines_run_only_at_the_batch_sizes_ours_measured(cache_dir):
 
 
 def test_runtime_details_are_made_json_safe():
-    from ipfs_accelerate.bench.runner import _json_safe
+    from ipfs_accelerate.bench.results import json_safe
 
     details = {"path": Path("/tmp/x"), "cosine": float("nan"), "providers": ("CPUExecutionProvider",),
                "nested": {"n": np.int64(3), "ok": True}, "obj": object}
-    safe = _json_safe(details)
+    safe = json_safe(details)
     assert safe["path"] == "/tmp/x" and safe["cosine"] is None and safe["providers"] == ["CPUExecutionProvider"]
     assert safe["nested"] == {"n": 3, "ok": True} and "object" in safe["obj"]
     json.dumps(safe, allow_nan=False)

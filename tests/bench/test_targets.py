@@ -13,7 +13,7 @@ import pytest
 
 from ipfs_accelerate.bench.machine import MachineFacts
 from ipfs_accelerate.bench.report import render_markdown, report_dict, validate
-from ipfs_accelerate.bench.runner import BaselineResult, BenchRun, CaseResult, Comparison, Measurement, Throughput
+from ipfs_accelerate.bench.results import BaselineResult, BenchRun, CaseResult, Comparison, Measurement, Throughput
 from ipfs_accelerate.bench.scenario import Case, Scenario
 from ipfs_accelerate.bench.stats import Latency
 from ipfs_accelerate.bench.targets import TARGET_NEEDS, WER_MARGIN, evaluate_targets

@@ -18,6 +18,7 @@ from ipfs_accelerate.bench.quality import normalize_text, word_error_rate
 from ipfs_accelerate.bench.report import JSON_NAME, MARKDOWN_NAME, validate, write_report
 from ipfs_accelerate.bench.runner import run_scenario
 from ipfs_accelerate.bench.scenario import Case, Scenario
+from ipfs_accelerate.families.bench_profile import bench_profile
 from tests.fixtures.models import TINY
 
 WHISPER = "openai/whisper-tiny.en"
@@ -70,8 +71,8 @@ def test_speech_wer_is_against_the_spoken_text(speech_report, load_tiny):
     out, doc = speech_report
     assert validate(doc) == []
     whisper = load_tiny(WHISPER)
-    (clip,) = whisper.handler.bench_inputs(1)
-    (spoken,) = whisper.handler.bench_references(1)
+    (clip,) = bench_profile(whisper.handler).inputs(1)
+    (spoken,) = bench_profile(whisper.handler).references(1)
     heard = whisper([clip], **WHISPER_PARAMS).outputs[0].text
     (m,) = doc["cases"][0]["measurements"]
     assert m["wer"] == pytest.approx(word_error_rate(spoken, heard))

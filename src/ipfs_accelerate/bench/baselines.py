@@ -3,15 +3,15 @@
 Two kinds:
 
 * **plain**: what a user would write with transformers alone, in fp32 PyTorch. A task that
-  needs its own declares it (``TaskHandler.plain_baseline``: no pipeline for its kind, or
+  needs its own declares it in its bench profile (``BenchProfile.plain_baseline``: no pipeline for its kind, or
   a model-specific projection or pooling); otherwise it is chosen from the task's ``kind``
   (never from the family): ``model.generate`` for text generation (decoder-only and
   encoder-decoder), ``generate`` on the processor's chat template for image-text-to-text,
   the model's forward with masked mean pooling for feature extraction of texts, and
   ``transformers.pipeline(kind, model=dir)`` for every other kind, called as the task's
-  ``plain_calls`` say, its outputs brought to the task's structure by ``plain_outputs``.
+  profile's ``plain_calls`` say, its outputs brought to the task's structure by ``plain_outputs``.
 * **reference**: library-specific references a family declares with
-  ``TaskHandler.reference_baselines()`` (sentence-transformers ``encode``, faster-whisper …).
+  ``BenchProfile.reference_baselines()`` (sentence-transformers ``encode``, faster-whisper …).
 
 Every baseline is a :class:`~ipfs_accelerate.families.base.Baseline`: ``load(device)`` returns
 ``run(items, params) -> BaselineRun``.
@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..families.base import Baseline, BaselineRun, TaskHandler
+from ..families.bench_profile import BenchProfile, bench_profile
 
 __all__ = ["all_baselines", "library_version", "plain_baseline", "score_agreement"]
 
@@ -45,8 +46,10 @@ def library_version(name: str) -> str | None:
 
 
 def plain_baseline(handler: TaskHandler) -> Baseline:
-    """The plain transformers fp32 baseline: the task's own, or the one for its kind of model."""
-    own = handler.plain_baseline()
+    """The plain transformers fp32 baseline: the task's own (its bench profile's), or the one for
+    its kind of model."""
+    profile = bench_profile(handler)
+    own = profile.plain_baseline()
     if own is not None:
         return own
     model_dir = handler.model_dir
@@ -61,7 +64,7 @@ def plain_baseline(handler: TaskHandler) -> Baseline:
                         note="AutoModelForSeq2SeqLM.generate, greedy, fp32")
     if kind == "image-text-to-text":
         return Baseline(name="transformers generate", library="transformers",
-                        load=lambda device: _image_text_generate(model_dir, device, handler),
+                        load=lambda device: _image_text_generate(model_dir, device, profile),
                         note="AutoModelForImageTextToText.generate on AutoProcessor.apply_chat_template "
                              "(images in the chat), greedy, fp32")
     if kind == "feature-extraction":
@@ -73,14 +76,14 @@ def plain_baseline(handler: TaskHandler) -> Baseline:
                         note="AutoModel forward + masked mean pooling, fp32")
     task = _PIPELINE_TASKS.get(kind, kind)
     return Baseline(name=f"transformers pipeline({task!r})", library="transformers",
-                    load=lambda device: _pipeline(task, model_dir, device, handler),
+                    load=lambda device: _pipeline(task, model_dir, device, profile),
                     note=f"transformers.pipeline({task!r}), fp32")
 
 
 def all_baselines(handler: TaskHandler) -> list[tuple[str, Baseline]]:
     """``[("plain", baseline), ("reference", baseline) …]`` for the handler."""
     out: list[tuple[str, Baseline]] = [("plain", plain_baseline(handler))]
-    out += [("reference", b) for b in handler.reference_baselines()]
+    out += [("reference", b) for b in bench_profile(handler).reference_baselines()]
     return out
 
 
@@ -88,7 +91,7 @@ def _not_text(handler: TaskHandler) -> Run:
     raise TypeError(
         f"the plain feature-extraction baseline embeds texts; {handler.name!r} takes "
         f"{type(handler.example_inputs()[0]).__name__}: the task can declare its own "
-        "(TaskHandler.plain_baseline)"
+        "(BenchProfile.plain_baseline)"
     )
 
 
@@ -117,7 +120,7 @@ def _gen_kwargs(params: Any, tok: Any) -> dict[str, Any]:
 
 
 def _count_and_decode(new_ids: Any, tok: Any, eos: Any) -> tuple[list[str], int]:
-    from ..families._generation import split_generated
+    from ..generation import split_generated
 
     texts, count = [], 0
     for row in new_ids.tolist():
@@ -182,7 +185,7 @@ def _mean_pooled(model_dir: Path, device: str) -> Run:
         if not all(isinstance(item, str) for item in items):
             raise TypeError(
                 "the plain feature-extraction baseline embeds texts; these inputs are "
-                f"{type(items[0]).__name__}: the task can declare its own (TaskHandler.plain_baseline)"
+                f"{type(items[0]).__name__}: the task can declare its own (BenchProfile.plain_baseline)"
             )
         enc = tok(list(items), return_tensors="pt", padding=True, truncation=True).to(device)
         with torch.inference_mode():
@@ -194,7 +197,7 @@ def _mean_pooled(model_dir: Path, device: str) -> Run:
     return run
 
 
-def _image_text_generate(model_dir: Path, device: str, handler: TaskHandler) -> Run:
+def _image_text_generate(model_dir: Path, device: str, profile: BenchProfile[Any]) -> Run:
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
@@ -209,7 +212,7 @@ def _image_text_generate(model_dir: Path, device: str, handler: TaskHandler) -> 
     def run(items: Sequence[Any], params: Any) -> BaselineRun:
         texts: list[str] = []
         count = 0
-        for conversations, kwargs in handler.plain_calls(items, params):
+        for conversations, kwargs in profile.plain_calls(items, params):
             enc = processor.apply_chat_template(conversations, add_generation_prompt=True, tokenize=True,
                                                 return_dict=True, return_tensors="pt", padding=True, **kwargs)
             enc = enc.to(device)
@@ -223,7 +226,7 @@ def _image_text_generate(model_dir: Path, device: str, handler: TaskHandler) -> 
     return run
 
 
-def _pipeline(task: str, model_dir: Path, device: str, handler: TaskHandler) -> Run:
+def _pipeline(task: str, model_dir: Path, device: str, profile: BenchProfile[Any]) -> Run:
     import torch
     from transformers import pipeline
 
@@ -232,12 +235,12 @@ def _pipeline(task: str, model_dir: Path, device: str, handler: TaskHandler) -> 
 
     def run(items: Sequence[Any], params: Any) -> BaselineRun:
         outputs: list[Any] = []
-        for inputs, kwargs in handler.plain_calls(items, params):
+        for inputs, kwargs in profile.plain_calls(items, params):
             inputs = [_pipeline_audio(x) for x in inputs]
             outputs += list(pipe(inputs, batch_size=len(inputs), **kwargs))
         if len(outputs) != len(items):
             raise RuntimeError(f"pipeline({task!r}) gave {len(outputs)} outputs for {len(items)} items")
-        return BaselineRun(outputs=handler.plain_outputs(outputs))
+        return BaselineRun(outputs=profile.plain_outputs(outputs))
 
     return run
 

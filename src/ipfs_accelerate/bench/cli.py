@@ -3,7 +3,7 @@
 Register it in the main parser with ``add_bench_parser(subparsers)``; it also runs alone as
 ``python -m ipfs_accelerate.bench.cli``. Examples::
 
-    ipfs-accelerate bench --suite seed --out reports/            # the main job (~15 min here)
+    ipfs-accelerate bench --suite seed --out reports/            # the main job (minutes: its budget)
     ipfs-accelerate bench --model gpt2 --weights synthetic --backend torch \\
         --precision fp32 --precision int8 --batch-size 1 --batch-size 8 --param max_new_tokens=32
     ipfs-accelerate bench --scenario my.yaml --budget-s 300 --out /tmp/report
@@ -21,8 +21,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .._cli_args import parse_key_value
 from .._exceptions import AccelerateError, InvalidInput
-from ..cli import parse_key_value
 from ..engine.options import BACKENDS, PRECISIONS, WEIGHTS
 
 __all__ = ["add_bench_parser", "cmd_bench", "main"]

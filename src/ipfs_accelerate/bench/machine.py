@@ -188,7 +188,7 @@ def choose_torch_threads() -> tuple[int, str]:
     """Set torch's intra-op threads to what runs small steps fastest here, and say why.
 
     On CPUs shared with other busy processes, threads of one operation wait for each other
-    at every barrier and a batch-1 model can run ten times slower on all cores than on one.
+    at every barrier and a batch-1 model can run many times slower on all cores than on one.
     Timing a small step both ways (about a second) detects that. The choice applies to our
     cases and the baselines alike, so their ratios stay fair; the report records it.
 

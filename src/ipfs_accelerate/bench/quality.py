@@ -1,4 +1,5 @@
-"""Quality measures for model output: word error rate for speech recognition.
+"""Quality measures for model output: word error rate for speech recognition, and how
+closely our outputs agree with a baseline's (:func:`agreement`).
 
 The normalisation is deliberately simple and deterministic (no model-specific rules), so
 the same text always scores the same: lowercase, digits spelled out, punctuation dropped,
@@ -11,10 +12,21 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
 
 from .._exceptions import InvalidInput
+from .baselines import score_agreement
 
-__all__ = ["corpus_word_error_rate", "normalize_text", "word_edit_distance", "word_error_rate"]
+__all__ = [
+    "agreement",
+    "corpus_word_error_rate",
+    "normalize_text",
+    "output_wer",
+    "word_edit_distance",
+    "word_error_rate",
+]
 
 _DIGIT_WORDS = (
     "zero",
@@ -192,3 +204,48 @@ def corpus_word_error_rate(references: Sequence[str], hypotheses: Sequence[str])
         # The same convention as word_error_rate for an empty reference.
         return 0.0 if not extra else 1.0
     return edits / words
+
+
+def agreement(ours: Sequence[Any], theirs: Sequence[Any]) -> dict[str, Any] | None:
+    """Cosine similarity for vectors; for texts the exact-match rate and the mean word error
+    rate of ours against theirs; for scored candidates (labels, tokens) ``score_agreement``;
+    None otherwise. Outputs with a ``text`` (transcripts) count as texts."""
+    if not ours or len(ours) != len(theirs):
+        return None
+    scored = score_agreement(ours, theirs)  # classifier labels, fill-mask tokens
+    if scored is not None:
+        return scored
+    ours = [_as_text(o) for o in ours]
+    theirs = [_as_text(t) for t in theirs]
+    if all(isinstance(o, str) for o in ours) and all(isinstance(t, str) for t in theirs):
+        same = sum(o.strip() == t.strip() for o, t in zip(ours, theirs, strict=True))
+        wers = [word_error_rate(t, o) for o, t in zip(ours, theirs, strict=True) if t.strip()]
+        out: dict[str, Any] = {"metric": "exact_match", "value": same / len(ours)}
+        if wers:
+            out["wer_vs_baseline"] = float(np.mean(wers))
+        return out
+    try:
+        a = [np.asarray(o, dtype=np.float64).ravel() for o in ours]
+        b = [np.asarray(t, dtype=np.float64).ravel() for t in theirs]
+    except (TypeError, ValueError):
+        return None
+    if any(x.shape != y.shape or x.size == 0 for x, y in zip(a, b, strict=True)):
+        return None
+    cos = [float(x @ y / (np.linalg.norm(x) * np.linalg.norm(y) + 1e-12)) for x, y in zip(a, b, strict=True)]
+    return {"metric": "cosine", "min": min(cos), "mean": float(np.mean(cos))}
+
+
+def _as_text(output: Any) -> Any:
+    text = getattr(output, "text", None)
+    return text if isinstance(text, str) else output
+
+
+def output_wer(outputs: Sequence[Any], references: Sequence[str] | None) -> float | None:
+    """The word error rate of ``outputs`` (texts, or objects with a ``text``) against
+    ``references``, pooled over all items; None when there is nothing to compare."""
+    if not references or len(outputs) != len(references):
+        return None
+    texts = [_as_text(o) for o in outputs]
+    if not all(isinstance(t, str) for t in texts):
+        return None
+    return corpus_word_error_rate(list(references), texts)

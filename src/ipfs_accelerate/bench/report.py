@@ -26,7 +26,19 @@ from pathlib import Path
 from typing import Any
 
 from .._exceptions import InvalidInput
-from .runner import BenchRun, CaseResult, Comparison, Measurement, run_to_dict
+from .results import (
+    BenchRun,
+    CaseResult,
+    Comparison,
+    ListOf,
+    MapOf,
+    Measurement,
+    Nullable,
+    json_safe,
+    run_schema,
+    run_to_dict,
+    schema_of,
+)
 from .targets import Target, evaluate_targets
 
 __all__ = ["SCHEMA", "SECTIONS", "ReportFiles", "render_markdown", "report_dict", "validate", "write_report"]
@@ -58,96 +70,12 @@ SECTIONS = (
 # -- the JSON schema ---------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
-class Nullable:
-    """The value may be null."""
-
-    spec: Any
-
-
-@dataclasses.dataclass(frozen=True)
-class ListOf:
-    """A list whose items all match ``spec``."""
-
-    spec: Any
-
-
-@dataclasses.dataclass(frozen=True)
-class MapOf:
-    """An object with any keys whose values all match ``spec``."""
-
-    spec: Any
-
-
-NUM = (int, float)
-LATENCY = {"count": int, "mean": NUM, "stdev": NUM, "min": NUM, "max": NUM, "p50": NUM, "p90": NUM, "p99": NUM,
-           "samples": ListOf(NUM)}
-MEASUREMENT = {
-    "batch_size": int, "runs": int, "seconds": NUM, "latency": LATENCY,
-    "throughput": {"unit": str, "value": Nullable(NUM), "higher_is_better": bool, "rate_unit": str},
-    "rates": MapOf(Nullable(NUM)), "figures": MapOf(Nullable(NUM)), "peak_rss_mb": NUM,
-    "cuda_max_allocated_mb": Nullable(NUM), "cold_first_call_s": Nullable(NUM), "warmup_runs": int,
-    "min_runs": int, "min_seconds": NUM, "cut": ListOf(str), "efficiency": MapOf(Nullable(NUM)),
-    "wer": Nullable(NUM),
-}
-CASE = {
-    "model_id": str, "task": Nullable(str), "backend": str, "precision": str, "device": str,
-    "batch_sizes": ListOf(int), "weights": str, "family": Nullable(str), "config_overrides": MapOf(object),
-    "params": MapOf(object), "min_runs": int, "min_seconds": NUM, "max_seconds": Nullable(NUM),
-    "warmup_runs": int, "strict": bool, "priority": int, "case_id": str,
-}
 SCHEMA: dict[str, Any] = {
-    "schema_version": int,
-    "started_at": str,
-    "duration_s": NUM,
-    "import_s": NUM,
-    "preparation": Nullable({
-        "seconds": NUM, "import_s": NUM, "machine_s": NUM, "weights_s": NUM,
-        "weights": ListOf({
-            "model_id": str, "family": Nullable(str), "weights": str, "config_overrides": MapOf(object),
-            "status": str, "reason": str, "resolved": Nullable(str), "source": Nullable(str), "built": bool,
-            "seconds": NUM,
-        }),
-    }),
-    "scenario": {"name": str, "description": str, "budget_s": Nullable(NUM), "baselines": bool,
-                 "concurrency": int, "concurrency_rounds": int, "suite": Nullable(str), "cases": ListOf(CASE)},
-    "machine": {
-        "cpu": str, "cpu_count": int, "cpu_flags": ListOf(str), "torch_threads": int, "memory_gib": NUM,
-        "python": str, "platform": str, "fp32_gflops": NUM, "memory_bandwidth_gbs": NUM,
-        "cuda": Nullable(MapOf(object)), "libraries": MapOf(str), "backends": MapOf(MapOf(object)),
-        "load_average": ListOf(NUM), "environment": MapOf(str),
-    },
-    "cases": ListOf({
-        "case_id": str, "case": CASE, "status": str, "reason": str, "family": Nullable(str),
-        "task": Nullable(str), "kind": Nullable(str), "backend": Nullable(str), "precision": Nullable(str),
-        "device": Nullable(str), "weights": Nullable(str), "source": Nullable(str),
-        "fallbacks": ListOf({"stage": str, "tried": str, "reason": str, "next": str}),
-        "notes": ListOf(str), "load": Nullable(MapOf(NUM)), "model_params": Nullable(int), "input_type": str,
-        "measurements": ListOf(MEASUREMENT), "runtime": MapOf(object),
-    }),
-    "baselines": ListOf({
-        "baseline_id": str, "model_id": str, "task": Nullable(str), "role": str, "name": str, "library": str,
-        "version": Nullable(str), "precision": str, "device": str, "note": str, "status": str, "reason": str,
-        "load_s": Nullable(NUM), "measurements": ListOf(MEASUREMENT),
-    }),
-    "comparisons": ListOf({
-        "case_id": str, "batch_size": int, "baseline_id": str, "baseline_name": str, "role": str, "unit": str,
-        "ours": Nullable(NUM), "theirs": Nullable(NUM), "ratio": Nullable(NUM), "agreement": Nullable(MapOf(object)),
-    }),
-    "concurrency": Nullable({
-        "status": str, "reason": str, "model_id": Nullable(str), "task": Nullable(str), "backend": Nullable(str),
-        "precision": Nullable(str), "weights": Nullable(str), "callers": int, "rounds": int,
-        "round_seconds": Nullable(LATENCY), "items_per_s": Nullable(NUM), "request_latency": Nullable(LATENCY),
-        "mean_queue_s": Nullable(NUM), "mean_batch_items": Nullable(NUM),
-        "ours_one_by_one_items_per_s": Nullable(NUM), "plain_one_by_one_items_per_s": Nullable(NUM),
-        "ratio_vs_plain": Nullable(NUM),
-    }),
-    "targets": ListOf({"name": str, "subject": str, "required": Nullable(NUM), "value": Nullable(NUM),
-                       "met": Nullable(bool), "figure": str}),
-    "cuts": ListOf(str),
-    "notes": ListOf(str),
+    **run_schema(),
+    "targets": ListOf(schema_of(Target)),
     "files": {"markdown": str, "json": str, "plots": ListOf(str)},
 }
+"""The JSON report's schema: the run's (derived from the result dataclasses), its targets and files."""
 
 
 def _check(value: Any, spec: Any, path: str, errors: list[str]) -> None:
@@ -195,23 +123,12 @@ def validate(doc: Mapping[str, Any]) -> list[str]:
     return errors
 
 
-def _finite(value: Any) -> Any:
-    """JSON has no NaN or infinity: they become null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value
-
-
 def report_dict(run: BenchRun, targets: Sequence[Target], files: Mapping[str, Any]) -> dict[str, Any]:
     """The JSON document of a run (see :data:`SCHEMA`)."""
     doc = run_to_dict(run)
     doc["targets"] = [dataclasses.asdict(t) for t in targets]
     doc["files"] = dict(files)
-    return _finite(doc)
+    return json_safe(doc)
 
 
 # -- Markdown --------------------------------------------------------------------------

@@ -38,10 +38,10 @@ from typing import TYPE_CHECKING, Any
 
 from .._exceptions import InvalidInput
 from ..engine.options import BACKENDS, PRECISIONS, WEIGHTS
+from .target_needs import TARGET_NEEDS, TargetNeeds
 
 if TYPE_CHECKING:
     from ..families.base import TaskHandler
-    from .targets import TargetNeeds
 
 __all__ = ["SUITES", "Case", "Scenario", "from_flags", "load_scenario", "seed_suite"]
 
@@ -81,10 +81,10 @@ class Case:
         warmup_runs: untimed runs before the timed ones (the cold first call is extra).
         strict: fail instead of falling back to another backend or precision.
         priority: lower runs first; a time budget cuts the highest numbers first.
-        inputs: builds ``n`` inputs from the handler; None uses ``handler.bench_inputs(n)``.
+        inputs: builds ``n`` inputs from the handler; None uses the handler's bench profile's ``inputs(n)``.
         references: builds the expected output text of each of the ``n`` inputs, for a
             word error rate of ours and every baseline; None uses
-            ``handler.bench_references(n)`` when ``inputs`` is None (and no WER otherwise).
+            the bench profile's ``references(n)`` when ``inputs`` is None (and no WER otherwise).
     """
 
     model_id: str
@@ -103,8 +103,9 @@ class Case:
     warmup_runs: int = 1
     strict: bool = False
     priority: int = 0
-    inputs: InputsBuilder | None = None
-    references: ReferencesBuilder | None = None
+    # Builders of inputs are code, not data: the JSON report leaves them out.
+    inputs: InputsBuilder | None = dataclasses.field(default=None, metadata={"json": False})
+    references: ReferencesBuilder | None = dataclasses.field(default=None, metadata={"json": False})
 
     def __post_init__(self) -> None:
         if not isinstance(self.model_id, str) or not self.model_id:
@@ -140,7 +141,7 @@ class Case:
         return f"{self.model_id}|{self.task or ''}|{self.weights}|{self.family or ''}|{self.device}|{overrides}"
 
     def to_dict(self) -> dict[str, Any]:
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("inputs", "references")}
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.metadata.get("json", True)}
         out["config_overrides"] = dict(self.config_overrides or {})
         out["params"] = dict(self.params)
         out["batch_sizes"] = list(self.batch_sizes)
@@ -393,7 +394,6 @@ def seed_suite(
     from ..backends import REGISTRY, get_backend
     from ..engine.choice import PREFERENCE, resolve_device
     from ..families import all_families
-    from .targets import TARGET_NEEDS
 
     needs_by_kind = TARGET_NEEDS if target_needs is None else target_needs
     resolved = resolve_device(device)
@@ -449,8 +449,7 @@ def seed_suite(
             for precision in lower:
                 if precision in target_precisions:
                     # The targets read every backend's lower precisions: the preferred
-                    # backend for fp32 need not be the fastest in int8 (GPT-2 int8 here:
-                    # ONNX Runtime 62 tokens/s, OpenVINO 42).
+                    # backend for fp32 need not be the fastest in int8 (docs/benchmark.md).
                     add(1 if b_index == 0 else 3, model_family.default_task, name, precision, target_sizes)
                     add(6, model_family.default_task, name, precision, (set(sizes) if b_index == 0 else every_size) - target_sizes)
                 else:

@@ -28,66 +28,21 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
-from .runner import BaselineResult, BenchRun, CaseResult, Comparison, Measurement
+from .results import BaselineResult, BenchRun, CaseResult, Comparison, Measurement
+from .target_needs import (
+    EMBEDDING_BATCH,
+    GENERATION_BATCH,
+    GENERATION_SCALED_BATCH,
+    SPEECH_BATCH,
+    TARGET_NEEDS,
+    WER_MARGIN,
+    TargetNeeds,
+)
 
 __all__ = ["TARGET_NEEDS", "WER_MARGIN", "Target", "TargetNeeds", "evaluate_targets"]
-
-# The batch sizes the targets are stated at (the issue's figures were measured at these).
-EMBEDDING_BATCH = 32
-GENERATION_BATCH = 1
-GENERATION_SCALED_BATCH = 8
-SPEECH_BATCH = 1
-WER_MARGIN = 0.02
-"""How much worse than the fp32 reference baseline's word error rate ours may be."""
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class TargetNeeds:
-    """What the targets of one task kind read from a run.
-
-    Attributes:
-        kind: the task kind (``TaskHandler.kind``).
-        batch_sizes: the batch sizes the targets compare at.
-        precisions: the precisions whose figures the targets use (fp32, and int8 where a
-            target is about lower-precision weights or may be reached through them).
-        input_type: the Python type name of the inputs the targets apply to (``"str"``
-            for texts), or None for any; the suite cannot see input types before a model
-            loads, so it schedules every case of the kind and the runner's cost
-            prediction drops a batch size that would not fit.
-        weights: ``"pretrained"`` where the targets are stated for real weights (a cosine
-            to a reference library, a word error rate), or None for any weights.
-    """
-
-    kind: str
-    batch_sizes: tuple[int, ...]
-    precisions: tuple[str, ...]
-    input_type: str | None = None
-    weights: str | None = None
-
-    def applies(self, *, weights: str | None, input_type: str | None = None) -> bool:
-        """Whether these targets read a model with these weights (and inputs, when known)."""
-        if self.weights is not None and weights != self.weights:
-            return False
-        return self.input_type is None or input_type is None or input_type == self.input_type
-
-
-TARGET_NEEDS: Mapping[str, TargetNeeds] = {
-    needs.kind: needs for needs in (
-        TargetNeeds(kind="feature-extraction", batch_sizes=(EMBEDDING_BATCH,), precisions=("fp32", "int8"),
-                    input_type="str", weights="pretrained"),
-        # fp16: batch-1 decode is bound by the weight bytes, which fp16 weights halve even
-        # where the arithmetic stays f32 (OpenVINO on a CPU without fp16 units).
-        TargetNeeds(kind="text-generation", batch_sizes=(GENERATION_BATCH, GENERATION_SCALED_BATCH),
-                    precisions=("fp32", "fp16", "int8")),
-        TargetNeeds(kind="automatic-speech-recognition", batch_sizes=(SPEECH_BATCH,), precisions=("fp32", "int8"),
-                    weights="pretrained"),
-    )
-}
-"""Per task kind, what its targets need measured; kinds without targets are absent."""
-
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Target:

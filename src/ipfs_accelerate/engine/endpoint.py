@@ -18,7 +18,8 @@ from .result import Fallback, Provenance, Result
 if TYPE_CHECKING:
     from .batcher import DynamicBatcher
 
-__all__ = ["PASS_LENGTH_RATIO", "PASS_LENGTH_SLACK", "Endpoint", "LoadReport", "length_groups", "torch_threads"]
+__all__ = ["PASS_LENGTH_RATIO", "PASS_LENGTH_SLACK", "Endpoint", "LoadReport", "is_out_of_memory", "length_groups",
+           "torch_threads"]
 
 # A pass takes items up to this many times the length of its shortest one (at most about a
 # quarter of the computed tokens are padding), or up to PASS_LENGTH_SLACK longer: a pass has
@@ -105,7 +106,8 @@ class LoadReport:
     total_s: float
 
 
-def _is_oom(exc: BaseException) -> bool:
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` says memory ran out: ``MemoryError`` or torch's CUDA out-of-memory error."""
     if isinstance(exc, MemoryError):
         return True
     try:
@@ -248,9 +250,9 @@ class Endpoint:
                 indices = group[start : start + batch]
                 chunk = [items[i] for i in indices]
                 try:
-                    out, prepared, chunk_times, chunk_figures = self._run_chunk(chunk, params)
+                    out, prepared, chunk_times, chunk_figures = self.run_pass(chunk, params)
                 except Exception as exc:
-                    if not _is_oom(exc):
+                    if not is_out_of_memory(exc):
                         raise
                     if batch == 1:
                         self._move_to_cpu(exc, notes)
@@ -304,9 +306,17 @@ class Endpoint:
         notes.append(f"{old.device} ran out of memory at batch 1; this endpoint now runs on {nxt}")
         logging.getLogger("ipfs_accelerate").warning("%s ran out of memory; moved to %s", tried, nxt)
 
-    def _run_chunk(
+    def run_pass(
         self, chunk: Sequence[Any], params: Any
     ) -> tuple[list[Any], Prepared, dict[str, float], dict[str, float]]:
+        """Run ``chunk`` as exactly one forward pass: no grouping, splitting or out-of-memory retry.
+
+        :meth:`run_items` is built on it; the batch probe calls it to measure one batch size.
+
+        Returns:
+            The outputs (one per item), the prepared inputs, the seconds per stage
+            (``preprocess_s``, ``inference_s``, ``postprocess_s``) and the task figures.
+        """
         t0 = time.perf_counter()
         prepared = self.handler.preprocess(chunk, params)
         t1 = time.perf_counter()

@@ -42,7 +42,7 @@ class Transcription:
 
 def pipeline_transcriptions(outputs: Sequence[Any]) -> list[Transcription]:
     """The speech-recognition pipeline's ``{"text": ...}`` outputs as ours, for the benchmark's
-    plain baseline (``TaskHandler.plain_outputs``); its segment times are not compared."""
+    plain baseline (``BenchProfile.plain_outputs``); its segment times are not compared."""
     return [Transcription(text=str(out["text"]).strip()) for out in outputs]
 
 

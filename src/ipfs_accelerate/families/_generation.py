@@ -23,7 +23,6 @@ from ..generation import (
     greedy_ends,
     greedy_generate,
     greedy_seq2seq,
-    split_generated,
     stream_generate,
 )
 from ._text import check_texts, tokenize
@@ -32,9 +31,6 @@ from .base import Prepared, TaskHandler
 __all__ = [
     "CausalLMGenerate",
     "Seq2SeqGenerate",
-    # Re-exported for bench/baselines.py, which imports it from here; new code imports
-    # it from ipfs_accelerate.generation.
-    "split_generated",
 ]
 
 

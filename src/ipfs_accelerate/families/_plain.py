@@ -1,8 +1,8 @@
-"""Plain transformers baselines that a task declares itself (``TaskHandler.plain_baseline``).
+"""Plain transformers baselines that a task's bench profile declares itself (``BenchProfile.plain_baseline``).
 
 For tasks whose plain baseline the benchmark cannot pick from ``kind`` alone: the model's
 transformers class in fp32 PyTorch, its processor, and one call of a model method per
-``TaskHandler.plain_calls`` group, as a user would write it. The task says how its items
+``BenchProfile.plain_calls`` group, as a user would write it. The task says how its items
 become model inputs (``encode``) and how the model's output becomes its own outputs
 (``decode``), so that the benchmark compares like with like.
 """
@@ -13,7 +13,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .base import Baseline, BaselineRun, TaskHandler
+from .base import Baseline, BaselineRun
+from .bench_profile import BenchProfile
 
 __all__ = ["forward_baseline"]
 
@@ -30,7 +31,7 @@ def _auto_processor(path: Path) -> Any:
 
 
 def forward_baseline(
-    handler: TaskHandler,
+    profile: BenchProfile[Any],
     *,
     encode: Encode,
     decode: Decode,
@@ -41,8 +42,8 @@ def forward_baseline(
     """A plain baseline: ``<torch_class>.from_pretrained`` in fp32 and one model call per plain call.
 
     Args:
-        handler: the task; its ``torch_class`` (a transformers class name), model folder and
-            ``plain_calls`` are used.
+        profile: the task's bench profile: its handler's ``torch_class`` (a transformers class
+            name) and model folder, and its ``plain_calls``, are used.
         encode: turns the inputs of one plain call into model keyword arguments (CPU tensors).
         decode: turns the model's output into one output per input, in the task's structure.
         method: the model method to call (``"get_image_features"`` …); None calls the model.
@@ -52,8 +53,8 @@ def forward_baseline(
     Returns:
         The baseline, named "transformers forward", fp32.
     """
-    model_dir = handler.model_dir
-    class_name = handler.torch_class
+    model_dir = profile.handler.model_dir
+    class_name = profile.handler.torch_class
 
     def load(device: str) -> Callable[[Sequence[Any], Any], BaselineRun]:
         import torch
@@ -67,7 +68,7 @@ def forward_baseline(
 
         def run(items: Sequence[Any], params: Any) -> BaselineRun:
             outputs: list[Any] = []
-            for inputs, kwargs in handler.plain_calls(items, params):
+            for inputs, kwargs in profile.plain_calls(items, params):
                 model_inputs = encode(proc, inputs, kwargs, params)
                 with torch.inference_mode():
                     raw = call(**{k: v.to(device) if hasattr(v, "to") else v for k, v in model_inputs.items()})

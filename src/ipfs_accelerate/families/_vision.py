@@ -24,12 +24,15 @@ from .._exceptions import InvalidInput
 from .._logs import quiet_loggers
 from ..generation import GenerationParams, context_window
 from ._generation import CausalLMGenerate
+from ._zero_shot import ZeroShotBench, ZeroShotParams, check_media_items
 from ._zero_shot import ZeroShotClassify as _ZeroShotBase
-from ._zero_shot import ZeroShotParams, check_media_items
 from .base import Prepared, TaskHandler
+from .bench_profile import BenchProfile, register_bench_profile
 
 __all__ = [
     "ImageTextGenerate",
+    "ImageTextGenerateBench",
+    "ZeroShotBench",
     "ZeroShotClassify",
     "ZeroShotParams",
     "check_media_items",
@@ -347,6 +350,11 @@ class ImageTextGenerate(CausalLMGenerate):
     @property
     def lm_config(self) -> Any:
         return self.text_config
+
+
+@register_bench_profile(ImageTextGenerate)
+class ImageTextGenerateBench(BenchProfile[ImageTextGenerate]):
+    """The plain baseline of image-text-to-text takes chat conversations, for the processor's chat template."""
 
     def plain_calls(self, items: Sequence[Any], params: Any) -> list[tuple[list[Any], dict[str, Any]]]:
         """One user turn per item, its images (decoded as ours are) before the prompt, for the

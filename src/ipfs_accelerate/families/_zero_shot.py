@@ -11,13 +11,15 @@ import abc
 import dataclasses
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from .._exceptions import InvalidInput
+from ._plain import forward_baseline
 from ._text import tokenize
-from .base import Prepared, TaskHandler
+from .base import Baseline, Prepared, TaskHandler
+from .bench_profile import BenchProfile, register_bench_profile
 
-__all__ = ["ZeroShotClassify", "ZeroShotParams", "check_labels", "check_media_items", "ranked"]
+__all__ = ["ZeroShotBench", "ZeroShotClassify", "ZeroShotParams", "check_labels", "check_media_items", "ranked"]
 
 
 def check_media_items(items: Sequence[Any], *, key: str) -> tuple[list[Any], list[tuple[str, ...] | None]]:
@@ -169,7 +171,14 @@ class ZeroShotClassify(TaskHandler):
             outputs.append(ranked(labels, torch.softmax(logits[row, columns], dim=-1).tolist()))
         return outputs
 
-    # -- the benchmark's plain baseline ----------------------------------------------------
+
+Z = TypeVar("Z", bound=ZeroShotClassify)
+
+
+@register_bench_profile(ZeroShotClassify)
+class ZeroShotBench(BenchProfile[Z]):
+    """The benchmark's plain baseline of a zero-shot task: transformers' zero-shot pipeline of
+    its kind, given the same labels and prompt template as ours."""
 
     def plain_media(self, media: Sequence[Any], params: Any) -> list[Any]:
         """The media as a transformers user passes them (decoded once, as ours decodes them)."""
@@ -178,8 +187,8 @@ class ZeroShotClassify(TaskHandler):
     def plain_calls(self, items: Sequence[Any], params: Any) -> list[tuple[list[Any], dict[str, Any]]]:
         """One call per run of consecutive items with the same labels (transformers' zero-shot
         pipelines take one ``candidate_labels`` per call), with our prompt template."""
-        media, per_item = self.item_labels(items, params)
-        template = params.template or self.default_template
+        media, per_item = self.handler.item_labels(items, params)
+        template = params.template or self.handler.default_template
         calls: list[tuple[list[Any], dict[str, Any]]] = []
         start = 0
         for end in range(1, len(media) + 1):
@@ -189,7 +198,7 @@ class ZeroShotClassify(TaskHandler):
                 start = end
         return calls
 
-    def forward_plain_baseline(self, media_processor: str) -> Any:
+    def forward_plain_baseline(self, media_processor: str) -> Baseline:
         """A plain baseline for kinds transformers has no pipeline for: the processor and the model's forward.
 
         The label prompts go through the processor's tokenizer (padded) and the media through
@@ -198,7 +207,7 @@ class ZeroShotClassify(TaskHandler):
         transformers version. Each item's scores are the softmax of the model's
         ``logits_name`` row, as the pipelines of the other zero-shot kinds compute them.
         """
-        from ._plain import forward_baseline
+        logits_name = self.handler.logits_name
 
         def encode(processor: Any, media: list[Any], kwargs: dict[str, Any], params: Any) -> dict[str, Any]:
             prompts = [kwargs["hypothesis_template"].replace("{}", label) for label in kwargs["candidate_labels"]]
@@ -207,9 +216,11 @@ class ZeroShotClassify(TaskHandler):
             return {"input_ids": text["input_ids"], "attention_mask": text["attention_mask"], **pixels}
 
         def decode(raw: Any, media: list[Any], kwargs: dict[str, Any], params: Any) -> list[Any]:
-            probs = getattr(raw, self.logits_name).float().softmax(dim=-1).cpu().tolist()
+            probs = getattr(raw, logits_name).float().softmax(dim=-1).cpu().tolist()
             return [ranked(kwargs["candidate_labels"], row) for row in probs]
 
         return forward_baseline(self, encode=encode, decode=decode,
                                 note=f"label prompts through the tokenizer, media through the {media_processor}, "
-                                     f"softmax of {self.logits_name}")
+                                     f"softmax of {logits_name}")
+
+

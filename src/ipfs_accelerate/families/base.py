@@ -220,7 +220,8 @@ class TaskHandler(abc.ABC):
         """Yield pieces of text as they are produced (generation tasks only)."""
         raise InvalidInput(f"task {self.name!r} does not stream; only generation tasks do")
 
-    # Optional hooks for the batcher and the benchmark; the defaults fit most tasks.
+    # Optional hooks for the endpoint's batching; the defaults fit most tasks. What only the
+    # benchmark needs is a BenchProfile (families/bench_profile.py), not a handler's concern.
 
     pads_to_longest: ClassVar[bool] = False
     """The model pads a batch to its longest item and padding costs compute (text encoders):
@@ -238,79 +239,6 @@ class TaskHandler(abc.ABC):
             return len(item)
         except TypeError:
             return 0
-
-    def bench_inputs(self, n: int) -> list[Any]:
-        """``n`` caller inputs for the benchmark; the default repeats ``example_inputs()``.
-
-        Override it to give the benchmark realistic, varied inputs (mixed lengths, a real
-        audio clip …). Every call with the same ``n`` must return the same inputs.
-        """
-        examples = self.example_inputs()
-        return [examples[i % len(examples)] for i in range(n)]
-
-    def bench_params(self) -> dict[str, Any]:
-        """Keyword parameters every benchmark call passes (a scenario's own params win).
-
-        The default is none (the task's defaults). Override it for tasks that need a
-        parameter to run at all (the labels of a zero-shot classifier …).
-        """
-        return {}
-
-    def bench_references(self, n: int) -> list[str] | None:
-        """The expected output text of each ``bench_inputs(n)`` item, or None (the default).
-
-        Speech recognition returns the spoken text here so that the benchmark can report a
-        word error rate for ours and for every baseline on the same inputs.
-        """
-        return None
-
-    def plain_baseline(self) -> Baseline | None:
-        """This task's own plain transformers fp32 baseline, or None (the default).
-
-        With None the benchmark picks the plain baseline from ``kind``: ``generate`` for text
-        generation, ``generate`` on the processor's chat template for image-text-to-text,
-        masked mean pooling of texts for feature extraction, ``transformers.pipeline(kind)``
-        for the rest. Override it where that cannot be right: transformers has no pipeline
-        for the kind (zero-shot video classification), or the task's output is not the
-        kind's generic one (image, audio or video embeddings; a model-specific projection or
-        pooling). Return what a user would write with transformers alone, in fp32 PyTorch,
-        with outputs in this task's own structure. Same contract as ``reference_baselines``:
-        building it is cheap and imports nothing heavy; ``load(device)`` does the work.
-        """
-        return None
-
-    def plain_calls(self, items: Sequence[Any], params: Any) -> list[tuple[list[Any], dict[str, Any]]]:
-        """How the plain baseline hands ``items`` to transformers: one or more calls.
-
-        Each call is ``(inputs, keyword arguments)``; the outputs of the calls, concatenated,
-        are one per item, in order. For a ``transformers.pipeline(kind)`` baseline these are
-        the pipeline's inputs and arguments (``candidate_labels=`` for zero-shot classifiers,
-        one call per run of items with the same labels …); for image-text-to-text they are
-        chat conversations with their images, for the processor's chat template. The
-        default is one call with the items unchanged and no arguments.
-        """
-        return [(list(items), {})]
-
-    def plain_outputs(self, outputs: Sequence[Any]) -> list[Any]:
-        """A pipeline baseline's outputs in this task's own output structure (default: as they are).
-
-        The benchmark compares them with ours for agreement, so they must have the same shape
-        (``Transcription`` for transcripts, one list of candidates per mask …).
-        """
-        return list(outputs)
-
-    def reference_baselines(self) -> list[Baseline]:
-        """Library-specific references the benchmark compares with (none by default).
-
-        The plain transformers fp32 baseline is chosen by the benchmark from ``kind`` (or
-        given by ``plain_baseline``). A family adds here what its users would otherwise run instead,
-        for example sentence-transformers ``encode`` for sentence embeddings or
-        faster-whisper for Whisper. Contract: building the list must be cheap and must
-        not import the library (do that in ``Baseline.load``); each ``run`` takes the
-        same caller items and parsed params as ``preprocess`` and returns a
-        :class:`BaselineRun` with one output per item.
-        """
-        return []
 
 
 class Family(abc.ABC):

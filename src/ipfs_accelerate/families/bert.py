@@ -12,6 +12,7 @@ from ._embedding import TextEmbed
 from ._text import check_texts, tokenize
 from ._vocab import bert_uncased_tokenizer
 from .base import Checkpoint, Family, Prepared, TaskHandler
+from .bench_profile import BenchProfile, register_bench_profile
 
 __all__ = ["BertFamily"]
 
@@ -109,6 +110,11 @@ class FillMask(TaskHandler):
                 ])
             outputs.append(per_mask)
         return outputs
+
+
+@register_bench_profile(FillMask)
+class FillMaskBench(BenchProfile[FillMask]):
+    """transformers' fill-mask pipeline with our ``top_k``, its candidates in our structure."""
 
     def plain_calls(self, items: Sequence[Any], params: FillMaskParams) -> list[tuple[list[Any], dict[str, Any]]]:
         return [(list(items), {"top_k": params.top_k})]

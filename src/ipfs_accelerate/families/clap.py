@@ -17,10 +17,12 @@ import numpy as np
 
 from ..media.audio import audio_seconds
 from ._audio import AudioParams, audio_as_items, decode_audio_items
+from ._plain import forward_baseline
 from ._text import check_texts, tokenize
 from ._vocab import roberta_tokenizer
-from ._zero_shot import ZeroShotClassify, ZeroShotParams
+from ._zero_shot import ZeroShotBench, ZeroShotClassify, ZeroShotParams
 from .base import Baseline, Checkpoint, Family, Prepared, TaskHandler
+from .bench_profile import BenchProfile, register_bench_profile
 
 __all__ = ["ClapFamily"]
 
@@ -125,12 +127,16 @@ class ClapEmbedAudio(_ClapBase):
     def postprocess(self, raw: Any, prepared: Prepared, params: Any) -> list[Any]:
         return list(raw.float().cpu().numpy())
 
+
+@register_bench_profile(ClapEmbedAudio)
+class ClapEmbedAudioBench(BenchProfile[ClapEmbedAudio]):
+    """Plain baseline: ``ClapModel.get_audio_features``."""
+
     def plain_baseline(self) -> Baseline:
         """``ClapModel.get_audio_features`` on ``ClapProcessor(audio=...)``, scaled to unit length like ours.
 
         The clips are decoded and cut to their middle window as ours are, so both hear the same audio.
         """
-        from ._plain import forward_baseline
 
         def encode(processor: Any, items: list[Any], kwargs: dict[str, Any], params: Any) -> dict[str, Any]:
             extractor = processor.feature_extractor
@@ -169,9 +175,13 @@ class ClapEmbedText(_ClapBase):
     def postprocess(self, raw: Any, prepared: Prepared, params: Any) -> list[Any]:
         return list(raw.float().cpu().numpy())
 
+
+@register_bench_profile(ClapEmbedText)
+class ClapEmbedTextBench(BenchProfile[ClapEmbedText]):
+    """Plain baseline: ``ClapModel.get_text_features``."""
+
     def plain_baseline(self) -> Baseline:
         """``ClapModel.get_text_features`` on ``ClapProcessor(text=...)``, scaled to unit length like ours."""
-        from ._plain import forward_baseline
 
         def encode(processor: Any, items: list[Any], kwargs: dict[str, Any], params: Any) -> dict[str, Any]:
             enc = processor(text=list(items), return_tensors="pt", padding=True, truncation=True,
@@ -221,10 +231,15 @@ class ClapClassify(ZeroShotClassify):
         features, seconds = clap_audio_features(self.processor.feature_extractor, media, params.sample_rate, notes)
         return {"input_features": features}, {"audio_seconds": seconds}
 
+
+@register_bench_profile(ClapClassify)
+class ClapClassifyBench(ZeroShotBench[ClapClassify]):
+    """transformers' zero-shot audio classification pipeline, on clips cut as ours are."""
+
     def plain_media(self, media: Sequence[Any], params: Any) -> list[Any]:
         # The zero-shot audio pipeline takes mono arrays at the extractor's rate; they are cut
         # to the window ours hears, because its own cut of a longer clip is a random crop.
-        clips, _ = clap_clips(self.processor.feature_extractor, media, params.sample_rate, [])
+        clips, _ = clap_clips(self.handler.processor.feature_extractor, media, params.sample_rate, [])
         return clips
 
 

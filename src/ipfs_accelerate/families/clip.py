@@ -15,9 +15,11 @@ from typing import Any, ClassVar
 
 from .._exceptions import InvalidInput
 from ._clip_vocab import build_clip_tokenizer
+from ._plain import forward_baseline
 from ._text import check_texts, tokenize
-from ._vision import ZeroShotClassify, load_item_images, load_processor, sample_image, saved_config
+from ._vision import ZeroShotBench, ZeroShotClassify, load_item_images, load_processor, sample_image, saved_config
 from .base import Baseline, Checkpoint, Family, Prepared, TaskHandler
+from .bench_profile import BenchProfile, register_bench_profile
 
 __all__ = ["CLIPFamily"]
 
@@ -98,16 +100,14 @@ def _load_images(items: Sequence[Any]) -> list[Any]:
     return [load_item_images([item], what=f"image #{i}")[0] for i, item in enumerate(items)]
 
 
-def _features_baseline(handler: TaskHandler, method: str, encode: Any, what: str) -> Baseline:
+def _features_baseline(profile: BenchProfile[Any], method: str, encode: Any, what: str) -> Baseline:
     """``CLIPModel.<method>`` on the processor's output: what CLIP's model card shows for embeddings."""
-    from ._plain import forward_baseline
-
     def decode(raw: Any, inputs: list[Any], kwargs: dict[str, Any], params: Any) -> list[Any]:
         # transformers 4.x returns the projected tensor; newer versions wrap it in an output.
         tensor = raw if hasattr(raw, "float") else raw.pooler_output
         return _vectors(tensor, params.normalize)
 
-    return forward_baseline(handler, method=method, encode=encode, decode=decode, processor=load_processor,
+    return forward_baseline(profile, method=method, encode=encode, decode=decode, processor=load_processor,
                             note=f"CLIPProcessor({what}), unit length when normalize")
 
 
@@ -144,6 +144,11 @@ class EmbedImage(_CLIPTask):
 
     def postprocess(self, raw: Any, prepared: Prepared, params: ImageEmbedParams) -> list[Any]:
         return _vectors(raw, params.normalize)
+
+
+@register_bench_profile(EmbedImage)
+class EmbedImageBench(BenchProfile[EmbedImage]):
+    """Plain baseline: ``CLIPModel.get_image_features`` on the processor's pixels."""
 
     def plain_baseline(self) -> Baseline:
         def encode(processor: Any, items: list[Any], kwargs: dict[str, Any], params: Any) -> dict[str, Any]:
@@ -183,10 +188,17 @@ class EmbedText(_CLIPTask):
     def postprocess(self, raw: Any, prepared: Prepared, params: TextEmbedParams) -> list[Any]:
         return _vectors(raw, params.normalize)
 
+
+@register_bench_profile(EmbedText)
+class EmbedTextBench(BenchProfile[EmbedText]):
+    """Plain baseline: ``CLIPModel.get_text_features`` on the processor's tokens."""
+
     def plain_baseline(self) -> Baseline:
+        max_length = self.handler.max_length
+
         def encode(processor: Any, items: list[Any], kwargs: dict[str, Any], params: Any) -> dict[str, Any]:
             enc = processor(text=list(items), return_tensors="pt", padding=True, truncation=True,
-                            max_length=self.max_length)
+                            max_length=max_length)
             return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
 
         return _features_baseline(self, "get_text_features", encode, "text=..., padding, truncation")
@@ -214,6 +226,11 @@ class ClassifyImage(ZeroShotClassify):
     def media_inputs(self, media: Sequence[Any], notes: list[str], params: Any) -> tuple[dict[str, Any], dict[str, float]]:
         pixels = self.processor.image_processor(images=_load_images(media), return_tensors="pt")["pixel_values"]
         return {"pixel_values": pixels}, {}
+
+
+@register_bench_profile(ClassifyImage)
+class ClassifyImageBench(ZeroShotBench[ClassifyImage]):
+    """transformers' zero-shot image classification pipeline, on images decoded as ours are."""
 
     def plain_media(self, media: Sequence[Any], params: Any) -> list[Any]:
         # The zero-shot image pipeline takes PIL images (or paths, URLs): decode as ours does.

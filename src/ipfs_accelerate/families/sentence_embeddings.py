@@ -12,6 +12,7 @@ from typing import Any
 from ._embedding import TextEmbed, sentence_transformers_pooling
 from ._vocab import bert_uncased_tokenizer, package_dir
 from .base import Baseline, BaselineRun, Checkpoint, Family
+from .bench_profile import BenchProfile, register_bench_profile
 
 __all__ = ["SentenceEmbeddingsFamily"]
 
@@ -65,7 +66,12 @@ class SentenceEmbed(TextEmbed):
     def defaults(self) -> tuple[str, bool]:
         return sentence_transformers_pooling(self.model_dir)
 
-    def bench_inputs(self, n: int) -> list[Any]:
+
+@register_bench_profile(SentenceEmbed)
+class SentenceEmbedBench(BenchProfile[SentenceEmbed]):
+    """Varied sentences, and sentence-transformers ``encode`` as the reference."""
+
+    def inputs(self, n: int) -> list[Any]:
         # Distinct texts first, then numbered variants, so that no two callers send the same text.
         out = []
         for i in range(n):
@@ -74,7 +80,7 @@ class SentenceEmbed(TextEmbed):
         return out
 
     def reference_baselines(self) -> list[Baseline]:
-        model_dir = self.model_dir
+        model_dir = self.handler.model_dir
 
         def load(device: str) -> Any:
             from sentence_transformers import SentenceTransformer

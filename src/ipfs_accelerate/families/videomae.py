@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from .._exceptions import InvalidInput
+from ._plain import forward_baseline
 from ._vision import load_clips, sample_video, saved_config, video_as_items
 from .base import Baseline, Checkpoint, Family, Prepared, TaskHandler
+from .bench_profile import BenchProfile, register_bench_profile
 from .xclip import video_image_processor
 
 __all__ = ["VideoMAEFamily"]
@@ -90,15 +92,20 @@ class EmbedVideo(TaskHandler):
     def postprocess(self, raw: Any, prepared: Prepared, params: VideoEmbedParams) -> list[Any]:
         return _pooled(raw, params.normalize)
 
+
+@register_bench_profile(EmbedVideo)
+class EmbedVideoBench(BenchProfile[EmbedVideo]):
+    """Plain baseline: ``VideoMAEModel``, mean-pooled as ours."""
+
     def plain_baseline(self) -> Baseline:
         """``VideoMAEModel`` on ``VideoMAEImageProcessor(frames)``, the mean of ``last_hidden_state``.
 
         Frames are sampled as ours are (a user samples ``num_frames`` before the processor).
         """
-        from ._plain import forward_baseline
+        num_frames = self.handler.num_frames
 
         def encode(processor: Any, items: list[Any], kwargs: dict[str, Any], params: Any) -> dict[str, Any]:
-            clips = load_clips(items, num_frames=self.num_frames, notes=[])
+            clips = load_clips(items, num_frames=num_frames, notes=[])
             return {"pixel_values": processor([list(c.frames) for c in clips], return_tensors="pt")["pixel_values"]}
 
         return forward_baseline(

