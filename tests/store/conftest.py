@@ -28,7 +28,8 @@ def tiny_folder(tiny_endpoint: Any) -> Path:
     return Path(tiny_endpoint.handler.weights.path)
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -39,7 +40,7 @@ def serve(app: Any) -> Iterator[str]:
     """Run an ASGI app with uvicorn on 127.0.0.1 in a thread; yields its base URL."""
     import uvicorn
 
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -11,7 +11,8 @@ deserialized files are not served). A CID the store does not hold gets 404. Ever
 verified as it is read; a corrupt stored block is never sent (502 for a raw request, an
 aborted stream for a CAR). The router is self-contained: ``gateway_router(store)`` can be
 mounted into any FastAPI app (the OpenAI server's ``extra_routers``) or served alone by
-``ipfs-accelerate models serve``.
+``ipfs-accelerate models serve``. This module needs fastapi (the ``server`` extra); nothing
+else in the store imports it.
 """
 
 from __future__ import annotations
@@ -20,14 +21,15 @@ import logging
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from fastapi import APIRouter, Request
+from fastapi.responses import PlainTextResponse, Response, StreamingResponse
+
 from .._exceptions import IntegrityError, StoreError
 from .blockstore import Blockstore
 from .car import car_header
 from .cid import CID, encode_varint
 
 if TYPE_CHECKING:
-    from fastapi import APIRouter
-
     from .models import ModelStore
 
 __all__ = ["CAR_TYPE", "RAW_TYPE", "gateway_router"]
@@ -59,9 +61,6 @@ def gateway_router(store: ModelStore | Blockstore) -> APIRouter:
     Args:
         store: the model store (or its blockstore) whose blocks are served.
     """
-    from fastapi import APIRouter, Request
-    from fastapi.responses import PlainTextResponse, Response, StreamingResponse
-
     blocks = store if isinstance(store, Blockstore) else store.blocks
     router = APIRouter()
 
