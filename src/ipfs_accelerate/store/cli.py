@@ -97,6 +97,13 @@ def add_models_parser(subparsers: Any) -> argparse.ArgumentParser:
     sv.add_argument("--host", default="127.0.0.1")
     sv.add_argument("--port", type=int, default=8080)
     sv.set_defaults(func=_cmd_serve)
+
+    bn = sub.add_parser("bench", help="MB/s of add (beside plain sha256 of the same bytes) and of fetch")
+    bn.add_argument("paths", nargs="+", help="folders or files (model ids are resolved as for add)")
+    bn.add_argument("--repeat", type=int, default=3)
+    bn.add_argument("--no-fetch", action="store_true", help="skip the two-node fetch")
+    bn.add_argument("--json", action="store_true")
+    bn.set_defaults(func=_cmd_bench)
     return p
 
 
@@ -208,4 +215,24 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     app = FastAPI(title="ipfs-accelerate trustless gateway")
     app.include_router(gateway_router(store_from_env()))
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from .benchmark import measure
+
+    results = []
+    for item in args.paths:
+        path = Path(item).expanduser()
+        if not path.exists():
+            path, _family = _resolve_model(item, store_from_env().root.parent)
+        result = measure(path, repeat=args.repeat, fetch=not args.no_fetch)
+        results.append(result)
+        if not args.json:
+            fetch = f"{result.fetch_mb_s:8.1f}" if result.fetch_mb_s is not None else "       -"
+            print(f"{item}: {result.size / 1e6:.1f} MB  sha256 {result.sha256_mb_s:7.1f} MB/s  "
+                  f"add --only-hash {result.only_hash_mb_s:7.1f} MB/s ({result.add_vs_sha256:.0%} of sha256)  "
+                  f"add {result.add_mb_s:7.1f} MB/s  fetch {fetch} MB/s")
+    if args.json:
+        print(json.dumps([r.__dict__ for r in results], indent=2))
     return 0

@@ -21,6 +21,7 @@ UnixFS ``Data`` is type (1), data (2), filesize (3), blocksizes (4, unpacked).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -287,11 +288,36 @@ class _FileBuilder:
         if self.options.leaves_are_raw:
             cid = self._emit(chunk, RAW)
             tsize = len(chunk)
-        else:
-            block = encode_dag_pb((), encode_unixfs(T_FILE, data=chunk or None, filesize=len(chunk)))
+        elif not chunk:
+            block = encode_dag_pb((), encode_unixfs(T_FILE, filesize=0))
             cid = self._emit(block, DAG_PB)
             tsize = len(block)
+        else:
+            cid, tsize = self._file_leaf(chunk)
         self._push(0, Link(cid=cid, tsize=tsize), len(chunk))
+
+    def _file_leaf(self, chunk: bytes) -> tuple[CID, int]:
+        """A dag-pb leaf hashed piece by piece: the chunk is never copied unless a sink keeps it.
+
+        The block is ``PBNode{Data: UnixFS{Type: File, Data: chunk, filesize: len}}``: a
+        few header bytes, the chunk, and the filesize field.
+        """
+        size = len(chunk)
+        inner_head = _field_varint(1, T_FILE) + encode_varint(2 << 3 | 2) + encode_varint(size)
+        tail = _field_varint(3, size)
+        inner_len = len(inner_head) + size + len(tail)
+        head = encode_varint(1 << 3 | 2) + encode_varint(inner_len) + inner_head
+        version = self.options.cid_version
+        if self.sink is not None:
+            block = b"".join((head, chunk, tail))
+            cid = CID.for_block(block, codec=DAG_PB, version=version)
+            self.sink(cid, block)
+        else:
+            digest = hashlib.sha256(head)
+            digest.update(chunk)
+            digest.update(tail)
+            cid = CID(version=version, codec=DAG_PB, digest=digest.digest())
+        return cid, len(head) + size + len(tail)
 
     def _push(self, depth: int, link: Link, filesize: int) -> None:
         if depth == len(self.levels):
