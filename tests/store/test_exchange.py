@@ -177,3 +177,17 @@ def test_cli_get_from_a_peer_and_models_serve(tmp_path, node_a, monkeypatch, cap
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def test_corrupt_local_block_is_fetched_again_from_a_peer(tmp_path, node_a, tiny_folder):
+    store_a, root = node_a
+    store_b = ModelStore(tmp_path / "b" / "ipfs")
+    store_b.add(tiny_folder)
+    victim = list(store_b.blocks.walk(root))[-1]
+    store_b.blocks.path_of(victim).write_bytes(b"bit rot")
+    with serve(_app(store_a)) as url:
+        repaired = ModelStore(tmp_path / "b" / "ipfs", peers=[url])
+        report = repaired.ensure(root)
+    assert report is not None and report.fetched == 1 and report.local == len(list(store_a.blocks.walk(root))) - 1
+    assert store_b.blocks.get(victim) == store_a.blocks.get(victim)
+    assert add_path(repaired.materialize(root)).cid == root

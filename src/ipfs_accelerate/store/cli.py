@@ -26,7 +26,17 @@ from .cid import CID
 from .models import ModelStore
 from .unixfs import AddOptions
 
-__all__ = ["add_models_parser", "store_from_env"]
+__all__ = ["add_models_parser", "ipfs_load_kwargs", "store_from_env"]
+
+
+def ipfs_load_kwargs() -> dict[str, Any]:
+    """``{"peers": [...], "kubo_api": ...}`` from the environment, for ``ia.load(..., **kwargs)``.
+
+    For the edges (the CLI's ``run``, the server) that load ``ipfs://`` models: the library
+    itself never reads the environment.
+    """
+    peers = [p for p in os.environ.get("IPFS_ACCELERATE_PEERS", "").replace(",", " ").split() if p]
+    return {"peers": peers, "kubo_api": os.environ.get("IPFS_ACCELERATE_KUBO_API") or None}
 
 
 def store_from_env() -> ModelStore:
@@ -34,9 +44,7 @@ def store_from_env() -> ModelStore:
     from ..engine.options import default_cache_dir
 
     cache = os.environ.get("IPFS_ACCELERATE_CACHE")
-    peers = [p for p in os.environ.get("IPFS_ACCELERATE_PEERS", "").replace(",", " ").split() if p]
-    kubo = os.environ.get("IPFS_ACCELERATE_KUBO_API") or None
-    return ModelStore.in_cache(Path(cache) if cache else default_cache_dir(), peers=peers, kubo_api=kubo)
+    return ModelStore.in_cache(Path(cache) if cache else default_cache_dir(), **ipfs_load_kwargs())
 
 
 def _bool(text: str) -> bool:
