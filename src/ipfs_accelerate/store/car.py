@@ -13,13 +13,14 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from .._exceptions import IntegrityError, StoreError
 from .blockstore import Blockstore
 from .cid import CID, encode_varint
 
 __all__ = [
+    "ByteReader",
     "car_header",
     "export_car",
     "import_car",
@@ -27,6 +28,14 @@ __all__ = [
     "iter_car_bytes",
     "write_car",
 ]
+
+
+class ByteReader(Protocol):
+    """Anything with ``read(size) -> bytes`` (a file, an HTTP body adapter)."""
+
+    def read(self, size: int = -1, /) -> bytes:
+        """Up to ``size`` bytes; fewer only at the end."""
+        ...
 
 
 def _cbor_head(major: int, value: int) -> bytes:
@@ -93,7 +102,7 @@ def export_car(store: Blockstore, root: CID, path: str | os.PathLike[str]) -> in
 
 
 class _Reader:
-    def __init__(self, stream: BinaryIO, name: str) -> None:
+    def __init__(self, stream: ByteReader, name: str) -> None:
         self.stream = stream
         self.name = name
 
@@ -171,7 +180,7 @@ def _parse_header(body: bytes, name: str) -> list[CID]:
     return roots
 
 
-def iter_car(stream: BinaryIO, *, name: str = "CAR") -> tuple[list[CID], Iterator[tuple[CID, bytes]]]:
+def iter_car(stream: ByteReader, *, name: str = "CAR") -> tuple[list[CID], Iterator[tuple[CID, bytes]]]:
     """``(roots, blocks)`` of a CAR v1; each block is verified as it is read.
 
     Raises:

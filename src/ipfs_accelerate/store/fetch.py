@@ -19,7 +19,7 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from .._exceptions import IntegrityError, StoreError
 from .blockstore import Blockstore
@@ -57,6 +57,26 @@ class FetchReport:
     def mb_per_s(self) -> float:
         """Fetched megabytes (10⁶ bytes) per second."""
         return self.fetched_bytes / 1e6 / self.seconds if self.seconds > 0 else 0.0
+
+
+class _ByteStream:
+    """A ``read(n)`` view of an iterator of byte pieces (an HTTP body as it arrives)."""
+
+    def __init__(self, pieces: Iterator[bytes]) -> None:
+        self.pieces = pieces
+        self.buffer = bytearray()
+
+    def read(self, size: int = -1) -> bytes:
+        while size < 0 or len(self.buffer) < size:
+            piece = next(self.pieces, None)
+            if piece is None:
+                break
+            self.buffer += piece
+        if size < 0:
+            size = len(self.buffer)
+        out = bytes(self.buffer[:size])
+        del self.buffer[:size]
+        return out
 
 
 class Fetcher:
@@ -127,9 +147,10 @@ class Fetcher:
                 wrong.append(self.kubo_api)
                 tried.append(f"{self.kubo_api}: wrong bytes")
         with self._lock:
-            skipped = [f"{peer} (skipped: sent wrong bytes earlier)" for peer in self._bad if peer not in wrong]
-        if wrong:
-            raise IntegrityError(f"block {cid}: wrong bytes from {', '.join(wrong)}; "
+            skipped = [f"{peer} (skipped: {why})" for peer, why in self._bad.items() if peer not in wrong]
+            liars = wrong + [peer for peer in self._bad if peer not in wrong]
+        if liars:
+            raise IntegrityError(f"block {cid}: wrong bytes from {', '.join(liars)}; "
                                  f"no other source had it ({'; '.join(tried + skipped) or 'none left'})",
                                  cid=str(cid))
         raise StoreError(f"block {cid} is not available from any peer: {'; '.join(tried + skipped) or 'no peers'}")
@@ -148,6 +169,56 @@ class Fetcher:
             return None
         return response.content
 
+    def _fetch_car(self, peer: str, root: CID, store: Blockstore, links: dict[str, list[CID]]) -> tuple[int, int]:
+        """Store the verified blocks of ``root``'s DAG from one CAR stream; ``(blocks, bytes)``.
+
+        Only blocks the DAG reaches are kept (a CAR in depth-first order names each block's
+        children before sending them). A peer whose CAR is malformed or holds a block that
+        fails its hash is marked bad; a stream cut by the network is not (the blocks before
+        the cut are kept and the rest is fetched block by block).
+        """
+        import httpx
+
+        from .car import iter_car
+
+        with self._lock:
+            if peer in self._bad:
+                return 0, 0
+        expected = {root.key}
+        count = size = 0
+        try:
+            with self.client.stream("GET", f"{peer}/ipfs/{root}", params={"format": "car"},
+                                    headers={"Accept": "application/vnd.ipld.car"}) as response:
+                if response.status_code != 200:
+                    return 0, 0
+                _roots, blocks = iter_car(_ByteStream(response.iter_bytes()), name=f"the CAR from {peer}")
+                for cid, data in blocks:  # each verified against its CID by iter_car
+                    if cid.key not in expected or cid.key in links:
+                        continue
+                    store.put(cid, data, verify=False)
+                    children = [link.cid for link in links_of(cid, data)]
+                    links[cid.key] = children
+                    expected.update(child.key for child in children)
+                    count += 1
+                    size += len(data)
+        except httpx.HTTPError as exc:
+            log.info("the CAR stream from %s stopped (%s); fetching the rest block by block", peer, exc)
+        except StoreError as exc:
+            with self._lock:
+                self._bad[peer] = str(exc)
+            log.warning("peer %s sent a bad CAR (%s); skipping it", peer, exc)
+        return count, size
+
+    @staticmethod
+    def _car_gaps(root: CID, links: dict[str, list[CID]]) -> bool:
+        stack = [root]
+        while stack:
+            cid = stack.pop()
+            if cid.key not in links:
+                return True
+            stack.extend(links[cid.key])
+        return False
+
     def _kubo(self, cid: CID, tried: list[str]) -> bytes | None:
         import httpx
 
@@ -161,11 +232,20 @@ class Fetcher:
             return None
         return response.content
 
-    def fetch_dag(self, root: CID, store: Blockstore) -> FetchReport:
-        """Bring every block of ``root``'s DAG into ``store``, in parallel, verified.
+    def fetch_dag(self, root: CID, store: Blockstore, *, car_first: bool = True) -> FetchReport:
+        """Bring every block of ``root``'s DAG into ``store``, verified.
 
-        Blocks already stored are read and verified instead (a corrupt one is fetched again),
-        so calling it again after an interruption resumes the fetch.
+        When the root is not stored yet and peers are configured, the whole DAG is first
+        asked for as one CAR stream (``?format=car``), peer by peer, storing each block
+        that verifies and belongs to the DAG; whatever is still missing after that (or
+        everything, when the root was already stored: a resumed fetch) is fetched block by
+        block, in parallel. Blocks already stored are read and verified instead (a corrupt
+        one is fetched again), so calling it again after an interruption resumes the fetch.
+
+        Args:
+            root: the DAG's root.
+            store: where the blocks go.
+            car_first: try the one-request CAR stream first.
 
         Raises:
             StoreError: a block is not available from any source; the blocks fetched
@@ -176,8 +256,20 @@ class Fetcher:
         counts = {"fetched": 0, "local": 0, "bytes": 0}
         sources: dict[str, int] = {}
         seen: set[str] = {root.key}
+        from_car: dict[str, list[CID]] = {}  # blocks the CAR brought: their links, not read again
+        if car_first and self.peers and not store.has(root):
+            for peer in self.peers:
+                got, size = self._fetch_car(peer, root, store, from_car)
+                if got:
+                    counts["fetched"] += got
+                    counts["bytes"] += size
+                    sources[peer] = sources.get(peer, 0) + got
+                if root.key in from_car and not self._car_gaps(root, from_car):
+                    break
 
         def visit(cid: CID) -> list[CID]:
+            if cid.key in from_car:
+                return from_car[cid.key]
             data: bytes | None = None
             if store.has(cid):
                 try:
