@@ -105,7 +105,7 @@ class CID:
             raise StoreError("a sha2-256 digest has 32 bytes")
 
     @classmethod
-    def for_block(cls, data: bytes, *, codec: int, version: int) -> CID:
+    def for_block(cls, data: bytes | memoryview, *, codec: int, version: int) -> CID:
         """The CID of ``data`` hashed with sha2-256."""
         return cls(version=version, codec=codec, digest=hashlib.sha256(data).digest())
 

@@ -276,14 +276,14 @@ class _FileBuilder:
         self.levels: list[list[tuple[Link, int]]] = [[]]
         self.size = 0
 
-    def _emit(self, data: bytes, codec: int) -> CID:
+    def _emit(self, data: bytes | memoryview, codec: int) -> CID:
         version = 1 if (codec == RAW or self.options.cid_version == 1) else 0
         cid = CID.for_block(data, codec=codec, version=version)
         if self.sink is not None:
-            self.sink(cid, data)
+            self.sink(cid, bytes(data))
         return cid
 
-    def add_chunk(self, chunk: bytes) -> None:
+    def add_chunk(self, chunk: bytes | memoryview) -> None:
         self.size += len(chunk)
         if self.options.leaves_are_raw:
             cid = self._emit(chunk, RAW)
@@ -296,7 +296,7 @@ class _FileBuilder:
             cid, tsize = self._file_leaf(chunk)
         self._push(0, Link(cid=cid, tsize=tsize), len(chunk))
 
-    def _file_leaf(self, chunk: bytes) -> tuple[CID, int]:
+    def _file_leaf(self, chunk: bytes | memoryview) -> tuple[CID, int]:
         """A dag-pb leaf hashed piece by piece: the chunk is never copied unless a sink keeps it.
 
         The block is ``PBNode{Data: UnixFS{Type: File, Data: chunk, filesize: len}}``: a
@@ -363,30 +363,33 @@ def add_file(stream: BinaryIO, options: AddOptions | None = None, *, sink: Block
     options = options or AddOptions()
     builder = _FileBuilder(options, sink)
     size = options.chunk_size
+    # One buffer for every chunk: no allocation (and no fresh pages to fault in) per chunk.
+    buffer = memoryview(bytearray(size))
     while True:
-        chunk = _read_full(stream, size)
-        if chunk:
-            builder.add_chunk(chunk)
-        if len(chunk) < size:
+        got = _read_full(stream, buffer)
+        if got:
+            builder.add_chunk(buffer[:got])
+        if got < size:
             break
     cid, tsize = builder.finish()
     return AddedEntry(path=path, cid=cid, size=builder.size, tsize=tsize)
 
 
-def _read_full(stream: BinaryIO, size: int) -> bytes:
-    """Up to ``size`` bytes, short only at the end of the stream (like Go's io.ReadFull)."""
-    chunk = stream.read(size)
-    if len(chunk) in (0, size):
-        return chunk
-    parts = [chunk]
-    got = len(chunk)
-    while got < size:
-        more = stream.read(size - got)
-        if not more:
+def _read_full(stream: BinaryIO, buffer: memoryview) -> int:
+    """Fill ``buffer``; short only at the end of the stream (like Go's io.ReadFull)."""
+    got = 0
+    readinto = getattr(stream, "readinto", None)
+    while got < len(buffer):
+        if readinto is not None:
+            n = readinto(buffer[got:])
+        else:
+            piece = stream.read(len(buffer) - got)
+            n = len(piece)
+            buffer[got:got + n] = piece
+        if not n:
             break
-        parts.append(more)
-        got += len(more)
-    return b"".join(parts)
+        got += n
+    return got
 
 
 def add_bytes(data: bytes, options: AddOptions | None = None, *, sink: BlockSink | None = None) -> AddedEntry:
