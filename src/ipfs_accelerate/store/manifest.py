@@ -17,7 +17,7 @@ from typing import Any, BinaryIO
 
 from .._exceptions import IntegrityError, StoreError
 from .cid import CID, RAW
-from .unixfs import T_DIRECTORY, T_FILE, T_RAW, AddedEntry, decode_dag_pb, decode_unixfs
+from .unixfs import T_DIRECTORY, T_FILE, T_RAW, AddedEntry, Link, decode_dag_pb, decode_unixfs
 
 __all__ = [
     "FileEntry",
@@ -150,16 +150,16 @@ def walk_unixfs(root: CID, get: BlockGetter) -> Iterator[FileEntry]:
     node = decode_dag_pb(get(root, ""))
     meta = decode_unixfs(node.data)
     if meta.type != T_DIRECTORY:
-        yield FileEntry(path="", cid=str(root), size=_file_size(root, node.links, meta.filesize, meta.data))
+        yield FileEntry(path="", cid=str(root), size=_file_size(meta.filesize, meta.data))
         return
     yield from _walk_dir(root, "", node.links, get)
 
 
-def _file_size(cid: CID, links: Any, filesize: int | None, data: bytes | None) -> int:
+def _file_size(filesize: int | None, data: bytes | None) -> int:
     return filesize if filesize is not None else len(data or b"")
 
 
-def _walk_dir(cid: CID, prefix: str, links: Any, get: BlockGetter) -> Iterator[FileEntry]:
+def _walk_dir(cid: CID, prefix: str, links: tuple[Link, ...], get: BlockGetter) -> Iterator[FileEntry]:
     for link in links:
         if not link.name or "/" in link.name or link.name in (".", ".."):
             raise StoreError(f"directory {cid} has an unsafe entry name {link.name!r}")
@@ -173,8 +173,7 @@ def _walk_dir(cid: CID, prefix: str, links: Any, get: BlockGetter) -> Iterator[F
             yield FileEntry(path=path, cid=str(link.cid), size=0, is_dir=True)
             yield from _walk_dir(link.cid, path, node.links, get)
         elif meta.type in (T_FILE, T_RAW):
-            yield FileEntry(path=path, cid=str(link.cid), size=_file_size(link.cid, node.links, meta.filesize,
-                                                                          meta.data))
+            yield FileEntry(path=path, cid=str(link.cid), size=_file_size(meta.filesize, meta.data))
         else:
             raise StoreError(f"{path} ({link.cid}) is a UnixFS type {meta.type} entry, which the store does not read")
 

@@ -101,9 +101,10 @@ class ModelStore:
         self.workers = workers
 
     @classmethod
-    def in_cache(cls, cache_dir: str | os.PathLike[str], **kwargs: object) -> ModelStore:
-        """The store under a cache directory (``<cache>/ipfs``)."""
-        return cls(Path(cache_dir) / "ipfs", **kwargs)  # type: ignore[arg-type]
+    def in_cache(cls, cache_dir: str | os.PathLike[str], *, peers: Sequence[str] = (), kubo_api: str | None = None,
+                 timeout_s: float = 30.0, workers: int = 8) -> ModelStore:
+        """The store under a cache directory (``<cache>/ipfs``); arguments as for the constructor."""
+        return cls(Path(cache_dir) / "ipfs", peers=peers, kubo_api=kubo_api, timeout_s=timeout_s, workers=workers)
 
     # ------------------------------------------------------------ add
 
