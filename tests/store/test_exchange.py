@@ -50,6 +50,8 @@ def test_gateway_raw_and_car_responses(node_a):
     assert raw.content == store.blocks.get(root) and root.matches(raw.content)
     assert raw.headers["x-content-type-options"] == "nosniff" and "immutable" in raw.headers["cache-control"]
     assert client.get(f"/ipfs/{root.to_v1()}?format=raw").content == raw.content  # either CID version
+    head = client.head(f"/ipfs/{root}?format=raw")
+    assert head.status_code == 200 and head.content == b"" and head.headers["etag"] == f'"{root}.raw"'
     car = client.get(f"/ipfs/{root}", headers={"Accept": "application/vnd.ipld.car"})
     assert car.status_code == 200 and car.headers["content-type"].startswith("application/vnd.ipld.car")
     roots, blocks = iter_car(io.BytesIO(car.content))

@@ -170,6 +170,9 @@ def test_cli_models_commands(tmp_path, tiny_folder, monkeypatch, capsys):
     assert not (tmp_path / "cache" / "ipfs" / "blocks").exists()
     assert main(["models", "add", "--cid-version", "1", "-Q", str(tiny_folder)]) == 0
     assert capsys.readouterr().out.strip() == str(add_path(tiny_folder, AddOptions(cid_version=1)).cid)
+    assert main(["models", "add", "-Q", "--cid-version", "1", "--raw-leaves=false", str(tiny_folder)]) == 0
+    pb_leaves = add_path(tiny_folder, AddOptions(cid_version=1, raw_leaves=False)).cid
+    assert capsys.readouterr().out.strip() == str(pb_leaves)
     assert main(["models", "add", str(tiny_folder)]) == 0
     assert capsys.readouterr().out.splitlines()[-1].split()[1] == expected
     assert main(["models", "ls"]) == 0
