@@ -99,6 +99,7 @@ class ModelStore:
         self.kubo_api = kubo_api
         self.timeout_s = timeout_s
         self.workers = workers
+        self._complete: set[str] = set()  # roots this object saw complete (each block verified)
 
     @classmethod
     def in_cache(cls, cache_dir: str | os.PathLike[str], *, peers: Sequence[str] = (), kubo_api: str | None = None,
@@ -173,8 +174,11 @@ class ModelStore:
             StoreError: blocks are missing and no peer has them (the message names the peers).
             IntegrityError: every peer that had a block sent wrong bytes.
         """
+        if root.key in self._complete:
+            return None
         try:
             if self.has_all(root):
+                self._complete.add(root.key)
                 return None
         except IntegrityError:
             if not self.peers and not self.kubo_api:
@@ -187,7 +191,9 @@ class ModelStore:
 
         with Fetcher(peers=self.peers, kubo_api=self.kubo_api, timeout_s=self.timeout_s,
                      workers=self.workers) as fetcher:
-            return fetcher.fetch_dag(root, self.blocks)
+            report = fetcher.fetch_dag(root, self.blocks)
+        self._complete.add(root.key)
+        return report
 
     def manifest(self, root: CID) -> Manifest:
         """The manifest of ``root``: the saved one, else rebuilt from the (complete) DAG."""
