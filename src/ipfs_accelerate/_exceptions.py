@@ -10,7 +10,8 @@ so callers can catch the whole family with one ``except`` clause::
     ├── InvalidInput          bad input or parameters; raised before any work is done
     ├── OutOfMemory           the device ran out of memory, even after the retries
     ├── Overloaded            the request queue is full (the server maps it to HTTP 429)
-    └── StoreError            the content-addressed model store failed (bad CID, corrupt data)
+    └── StoreError            the content-addressed model store failed (bad CID, missing data)
+        └── IntegrityError    bytes do not hash to their CID (tampered, truncated, a wrong peer)
 
 ``InvalidInput`` also derives from :class:`ValueError` and ``ModelNotAvailable`` from
 :class:`LookupError`, so code written against the builtin exceptions keeps working.
@@ -21,6 +22,7 @@ from __future__ import annotations
 __all__ = [
     "AccelerateError",
     "BackendUnavailable",
+    "IntegrityError",
     "InvalidInput",
     "ModelNotAvailable",
     "OutOfMemory",
@@ -68,3 +70,17 @@ class Overloaded(AccelerateError):
 
 class StoreError(AccelerateError):
     """The content-addressed store could not store, find or verify an object."""
+
+
+class IntegrityError(StoreError):
+    """Bytes read or fetched do not hash to the CID that names them; nothing of them is used.
+
+    Attributes:
+        cid: the CID whose block failed (as a string), when one is known.
+        path: the file of the model the block belongs to, when one is known.
+    """
+
+    def __init__(self, message: str, *, cid: str | None = None, path: str | None = None) -> None:
+        super().__init__(message)
+        self.cid = cid
+        self.path = path

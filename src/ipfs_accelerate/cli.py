@@ -149,6 +149,9 @@ def _build_parser() -> argparse.ArgumentParser:
     from .bench.cli import add_bench_parser
 
     add_bench_parser(sub)
+    from .store.cli import add_models_parser
+
+    add_models_parser(sub)
     return parser
 
 

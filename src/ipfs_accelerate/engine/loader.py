@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +12,7 @@ from .._exceptions import AccelerateError, BackendUnavailable, InvalidInput, Uns
 from .._logs import library_output_logged
 from ..backends import get_backend
 from ..families import find_family, get_family
+from ..store.models import parse_ipfs_ref, resolve_ipfs
 from ..store.weights import resolve_weights
 from .choice import plan_candidates
 from .endpoint import Endpoint, LoadReport
@@ -39,11 +40,15 @@ def load(
     cache_dir: str | Path | None = None,
     max_batch_size: int = 32,
     warmup: bool = True,
+    peers: Sequence[str] = (),
+    kubo_api: str | None = None,
 ) -> Endpoint:
     """Load a model for one task on the best backend that works here.
 
     Args:
-        model_id: a hub id (``"gpt2"``), a local directory, or a checkpoint a package ships.
+        model_id: a hub id (``"gpt2"``), a local directory, a checkpoint a package ships, or
+            ``ipfs://<cid>`` / ``/ipfs/<cid>`` (the local store, then ``peers``, then ``kubo_api``;
+            every block verified).
         task: the task; ``None`` takes the family's default.
         backend: ``"auto"``, ``"torch"``, ``"openvino"`` or ``"onnxruntime"``.
         precision: ``"auto"``, ``"fp32"``, ``"fp16"``, ``"bf16"`` or ``"int8"``.
@@ -57,6 +62,8 @@ def load(
         cache_dir: where synthetic models and exports are kept.
         max_batch_size: the largest batch per forward pass.
         warmup: run the task once on built-in inputs before returning.
+        peers: trustless-gateway URLs to fetch an ``ipfs://`` model's missing blocks from.
+        kubo_api: a kubo RPC API URL tried after the peers.
 
     Returns:
         An :class:`Endpoint`; call it with inputs to get a :class:`Result`.
@@ -67,6 +74,7 @@ def load(
         BackendUnavailable: no backend could load the model (or, with ``strict``,
             the first choice failed).
         InvalidInput: an option is invalid.
+        StoreError: an ``ipfs://`` model cannot be had (``IntegrityError``: bytes fail their CID).
     """
     started = time.perf_counter()
     options = LoadOptions(
@@ -76,7 +84,12 @@ def load(
         cache_dir=Path(cache_dir) if cache_dir is not None else default_cache_dir(),
         max_batch_size=max_batch_size,
     )
-    model_family = get_family(options.family) if options.family else find_family(options.model_id)
+    # An ipfs:// model is fetched and verified first: its folder is what the family is read from.
+    from_ipfs = (resolve_ipfs(options.model_id, cache_dir=options.cache_dir, peers=peers, kubo_api=kubo_api)
+                 if parse_ipfs_ref(options.model_id) is not None else None)
+    family_name = options.family or (from_ipfs.family if from_ipfs is not None else None)
+    model_family = get_family(family_name) if family_name else find_family(
+        str(from_ipfs.path) if from_ipfs is not None else options.model_id)
     task_name = options.task or model_family.default_task
     if task_name not in model_family.tasks:
         raise UnsupportedTask(
@@ -88,7 +101,7 @@ def load(
             raise BackendUnavailable(
                 f"backend {options.backend!r} is unavailable: {probe.reason}", extra=probe.extra
             )
-    resolved = resolve_weights(
+    resolved = from_ipfs or resolve_weights(
         model_family, options.model_id, weights=options.weights, cache_dir=options.cache_dir,
         config_overrides=options.config_overrides,
     )
