@@ -14,6 +14,7 @@ from . import families  # the package of family modules; calling it lists them (
 from ._exceptions import (
     AccelerateError,
     BackendUnavailable,
+    IntegrityError,
     InvalidInput,
     ModelNotAvailable,
     OutOfMemory,
@@ -34,6 +35,7 @@ __all__ = [
     "Endpoint",
     "Fallback",
     "FamilyInfo",
+    "IntegrityError",
     "InvalidInput",
     "LoadReport",
     "ModelNotAvailable",

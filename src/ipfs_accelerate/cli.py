@@ -71,9 +71,12 @@ def _cmd_families(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from . import load
 
+    from .store.cli import ipfs_load_kwargs
+
     endpoint = load(
         args.model, task=args.task, backend=args.backend, precision=args.precision, device=args.device,
         weights=args.weights, family=args.family, strict=args.strict, cache_dir=_cache_dir(),
+        **ipfs_load_kwargs(),  # IPFS_ACCELERATE_PEERS / IPFS_ACCELERATE_KUBO_API for ipfs:// models
     )
     params = dict(args.param or [])
     inputs: Any = args.input if len(args.input) > 1 else args.input[0]
