@@ -70,7 +70,6 @@ def _cmd_families(args: argparse.Namespace) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from . import load
-
     from .store.cli import ipfs_load_kwargs
 
     endpoint = load(
