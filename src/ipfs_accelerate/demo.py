@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ._exceptions import AccelerateError
+from ._types import WeightsKind
 from .families import all_families
 
 __all__ = ["run_demo"]
@@ -28,7 +29,7 @@ def run_demo(*, cache_dir: Path | None = None, families: list[str] | None = None
             continue
         model_id = model_family.default_checkpoint
         # Real weights where a package ships them, else synthetic: labelled in the table.
-        weights = "pretrained" if model_id in packaged[model_family.name] else "synthetic"
+        weights: WeightsKind = "pretrained" if model_id in packaged[model_family.name] else "synthetic"
         for task in model_family.tasks:
             started = time.perf_counter()
             try:

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from .._types import backend_choice, precision_choice
 from ..engine.batcher import DynamicBatcher
 from ..engine.choice import resolve_device
 from ..engine.loader import load
@@ -46,8 +47,10 @@ def run_concurrency(chosen: CaseResult, *, callers: int, rounds: int, cache_dir:
         cache_dir: where synthetic models and exports are kept (None: the default cache).
     """
     case = chosen.case
-    endpoint = load(case.model_id, case.task, backend=chosen.backend or case.backend,
-                    precision=chosen.precision or case.precision, device=case.device, weights=case.weights,
+    # The backend and precision the case really ran (recorded as plain strings), else what it asked.
+    backend = backend_choice(chosen.backend or case.backend)
+    precision = precision_choice(chosen.precision or case.precision)
+    endpoint = load(case.model_id, case.task, backend=backend, precision=precision, device=case.device, weights=case.weights,
                     family=case.family, config_overrides=case.config_overrides, cache_dir=cache_dir)
     handler = endpoint.handler
     profile = bench_profile(handler)

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._exceptions import InvalidInput
+from .._types import BackendChoice, PrecisionChoice, WeightsChoice, WeightsKind, backend_choice, precision_choice
 from ..engine.options import BACKENDS, PRECISIONS, WEIGHTS
 from .target_needs import TARGET_NEEDS, TargetNeeds
 
@@ -89,11 +90,11 @@ class Case:
 
     model_id: str
     task: str | None = None
-    backend: str = "auto"
-    precision: str = "fp32"
+    backend: BackendChoice = "auto"
+    precision: PrecisionChoice = "fp32"
     device: str = "auto"
     batch_sizes: tuple[int, ...] = (1,)
-    weights: str = "auto"
+    weights: WeightsChoice = "auto"
     family: str | None = None
     config_overrides: Mapping[str, Any] | None = None
     params: Mapping[str, Any] = dataclasses.field(default_factory=dict)
@@ -306,10 +307,10 @@ def from_flags(
     *,
     models: Iterable[str],
     task: str | None = None,
-    backends: Sequence[str] = ("auto",),
-    precisions: Sequence[str] = ("fp32",),
+    backends: Sequence[BackendChoice] = ("auto",),
+    precisions: Sequence[PrecisionChoice] = ("fp32",),
     batch_sizes: Sequence[int] = (1,),
-    weights: str = "auto",
+    weights: WeightsChoice = "auto",
     device: str = "auto",
     config_overrides: Mapping[str, Any] | None = None,
     params: Mapping[str, Any] | None = None,
@@ -411,7 +412,7 @@ def seed_suite(
     entries: list[tuple[int, int, int, Case]] = []
     for s_index, model_family in enumerate(all_families()):
         model = model_family.default_checkpoint
-        weights = "pretrained" if model in packaged.get(model_family.name, set()) else "synthetic"
+        weights: WeightsKind = "pretrained" if model in packaged.get(model_family.name, set()) else "synthetic"
         params = _estimated_params(model_family.name, model)
         tasks = [model_family.default_task] + ([t for t in model_family.tasks if t != model_family.default_task] if extra_tasks else [])
         needs = needs_by_kind.get(model_family.tasks[model_family.default_task].kind)
@@ -419,14 +420,14 @@ def seed_suite(
             needs = None  # e.g. embedding targets are stated for real weights
 
         def add(priority: int, task: str, backend: str, precision: str, batches: Iterable[int],
-                model: str = model, weights: str = weights, params: int = params, s_index: int = s_index,
+                model: str = model, weights: WeightsKind = weights, params: int = params, s_index: int = s_index,
                 family: str = model_family.name) -> None:
             chosen = tuple(sorted(set(batches)))
             if not chosen:
                 return
             entries.append((priority, params, s_index, Case(
-                model_id=model, task=task, backend=backend, precision=precision, device=device,
-                batch_sizes=chosen, weights=weights, family=family,
+                model_id=model, task=task, backend=backend_choice(backend), precision=precision_choice(precision),
+                device=device, batch_sizes=chosen, weights=weights, family=family,
                 min_runs=min_runs, min_seconds=min_seconds, strict=True, priority=priority,
             )))
 

@@ -86,7 +86,7 @@ def plan_candidates(options: LoadOptions, spec: ModelSpec) -> list[Candidate]:
         backends = [options.backend] + [b for b in order if b in REGISTRY and b != options.backend]
     out: list[Candidate] = []
     for backend in backends:
-        precision = options.precision
+        precision: str = options.precision
         if precision == "auto":
             precision = auto_precision(backend, device, spec)
         out.append(Candidate(backend=backend, device=device, precision=precision))

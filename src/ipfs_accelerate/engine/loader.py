@@ -10,6 +10,7 @@ from typing import Any
 
 from .._exceptions import AccelerateError, BackendUnavailable, InvalidInput, UnsupportedTask
 from .._logs import library_output_logged
+from .._types import BackendChoice, DeviceChoice, PrecisionChoice, WeightsChoice
 from ..backends import get_backend
 from ..families import find_family, get_family
 from ..store.models import parse_ipfs_ref, resolve_ipfs
@@ -29,10 +30,10 @@ def load(
     model_id: str,
     task: str | None = None,
     *,
-    backend: str = "auto",
-    precision: str = "auto",
-    device: str = "auto",
-    weights: str = "auto",
+    backend: BackendChoice = "auto",
+    precision: PrecisionChoice = "auto",
+    device: DeviceChoice = "auto",
+    weights: WeightsChoice = "auto",
     family: str | None = None,
     strict: bool = False,
     trust_remote_code: bool = False,

@@ -9,6 +9,16 @@ from pathlib import Path
 from typing import Any
 
 from .._exceptions import InvalidInput
+from .._types import (
+    BACKEND_CHOICES,
+    DEVICE_CHOICES,
+    PRECISION_CHOICES,
+    WEIGHTS_CHOICES,
+    BackendChoice,
+    DeviceChoice,
+    PrecisionChoice,
+    WeightsChoice,
+)
 
 __all__ = [
     "BACKENDS",
@@ -19,10 +29,10 @@ __all__ = [
     "default_cache_dir",
 ]
 
-BACKENDS = ("auto", "torch", "openvino", "onnxruntime")
-PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")
-WEIGHTS = ("auto", "pretrained", "synthetic")
-DEVICES = ("auto", "cpu", "cuda", "cuda:N")
+BACKENDS = BACKEND_CHOICES
+PRECISIONS = PRECISION_CHOICES
+WEIGHTS = WEIGHTS_CHOICES
+DEVICES = DEVICE_CHOICES
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 
@@ -54,10 +64,10 @@ class LoadOptions:
 
     model_id: str
     task: str | None = None
-    backend: str = "auto"
-    precision: str = "auto"
-    device: str = "auto"
-    weights: str = "auto"
+    backend: BackendChoice = "auto"
+    precision: PrecisionChoice = "auto"
+    device: DeviceChoice = "auto"
+    weights: WeightsChoice = "auto"
     family: str | None = None
     strict: bool = False
     trust_remote_code: bool = False

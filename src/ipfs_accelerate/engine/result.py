@@ -5,13 +5,14 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
+from .._types import WeightsKind
+
 __all__ = ["Fallback", "Provenance", "Result", "to_jsonable"]
 
-WeightsKind = Literal["pretrained", "synthetic"]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -16,9 +16,10 @@ import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 from .._exceptions import IntegrityError, StoreError
+from .._types import WeightsKind
 from .blockstore import Blockstore
 from .cid import CID
 from .manifest import SYNTHETIC_MARKER, FileEntry, Manifest, read_file, walk_unixfs
@@ -368,7 +369,7 @@ def resolve_ipfs(ref: str, *, cache_dir: Path, peers: Sequence[str] = (), kubo_a
     folder = store.materialize(root)
     if not (folder / "config.json").is_file():
         raise StoreError(f"{root} is a folder without config.json, not a model")
-    kind: Literal["pretrained", "synthetic"] = "synthetic" if (folder / SYNTHETIC_MARKER).is_file() else "pretrained"
+    kind: WeightsKind = "synthetic" if (folder / SYNTHETIC_MARKER).is_file() else "pretrained"
     family = store.manifest(root).family or _marker_family(folder)
     return IpfsWeights(path=folder, model_id=ref, weights=kind, source=f"ipfs:{root}", root=str(root), family=family)
 

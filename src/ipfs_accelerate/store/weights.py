@@ -27,9 +27,10 @@ import struct
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from .._exceptions import ModelNotAvailable
+from .._types import WeightsKind
 
 __all__ = [
     "SYNTHETIC_MARKER",
@@ -110,7 +111,7 @@ class ResolvedWeights:
 
     path: Path
     model_id: str
-    weights: Literal["pretrained", "synthetic"]
+    weights: WeightsKind
     source: str
 
     def content_hash(self, *, memo_dir: Path | None = None) -> str:
@@ -230,7 +231,7 @@ def _local(path: Path, model_id: str) -> ResolvedWeights:
     if not (path / "config.json").is_file():
         raise ModelNotAvailable(f"{path} is a directory but holds no config.json")
     marker = path / SYNTHETIC_MARKER
-    kind: Literal["pretrained", "synthetic"] = "synthetic" if marker.is_file() else "pretrained"
+    kind: WeightsKind = "synthetic" if marker.is_file() else "pretrained"
     return ResolvedWeights(path=path.resolve(), model_id=model_id, weights=kind, source=f"dir:{path.resolve()}")
 
 
