@@ -71,7 +71,7 @@ def test_gateway_raw_and_car_responses(node_a):
 def test_node_b_loads_a_model_only_node_a_has(tmp_path, node_a, tiny_endpoint):
     store_a, root = node_a
     with serve(_app(store_a)) as url:
-        ep = ia.load(f"ipfs://{root}", backend="torch", cache_dir=tmp_path / "b", peers=[url])
+        ep = ia.load(f"ipfs://{root}", backend="torch", precision="fp32", cache_dir=tmp_path / "b", peers=[url])
     result = ep(TEXTS)
     for x, y in zip(result.outputs, tiny_endpoint(TEXTS).outputs, strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))

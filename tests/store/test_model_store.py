@@ -34,7 +34,7 @@ def test_model_added_then_loaded_by_cid(tmp_path, tiny_folder, tiny_endpoint):
         p.name: p.stat().st_size for p in tiny_folder.iterdir() if not p.name.startswith(".")}
     reference = tiny_endpoint(TEXTS)
     for ref in (f"ipfs://{manifest.root}", f"/ipfs/{manifest.root}"):
-        ep = ia.load(ref, backend="torch", cache_dir=tmp_path)
+        ep = ia.load(ref, backend="torch", precision="fp32", cache_dir=tmp_path)
         result = ep(TEXTS)
         assert result.provenance.source == f"ipfs:{manifest.root}"
         assert result.provenance.weights == "synthetic"
@@ -123,7 +123,7 @@ def test_car_export_import_elsewhere_then_load(tmp_path, tiny_folder, tiny_endpo
     assert roots == [root] and order == list(a.blocks.walk(root))  # depth first from the root
     b = ModelStore(tmp_path / "b" / "ipfs")
     assert import_car(b.blocks, car) == ([root], count)
-    ep = ia.load(f"ipfs://{root}", backend="torch", cache_dir=tmp_path / "b")
+    ep = ia.load(f"ipfs://{root}", backend="torch", precision="fp32", cache_dir=tmp_path / "b")
     _same_outputs(ep(TEXTS), tiny_endpoint(TEXTS))
     assert ep(TEXTS).provenance.weights == "synthetic"
 

@@ -14,13 +14,13 @@ from .._types import BackendChoice, DeviceChoice, PrecisionChoice, WeightsChoice
 from ..backends import get_backend
 from ..families import find_family, get_family
 from ..store.models import parse_ipfs_ref, resolve_ipfs
-from ..store.weights import resolve_weights
+from ..store.weights import ResolvedWeights, resolve_weights
 from .choice import plan_candidates
 from .endpoint import Endpoint, LoadReport
 from .options import LoadOptions, default_cache_dir
 from .result import Fallback
 
-__all__ = ["load"]
+__all__ = ["describe_model_folder", "load", "resolve_model_weights"]
 
 log = logging.getLogger("ipfs_accelerate")
 
@@ -203,3 +203,23 @@ def _load_config(path: Path, trust_remote_code: bool) -> Any:
         return AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code, local_files_only=True)
     except ValueError as exc:
         raise UnsupportedTask(f"cannot read the config in {path}: {_one_line(exc)}") from exc
+
+
+def describe_model_folder(folder: Path) -> tuple[str | None, str | None]:
+    """``(family, default task)`` of the model in ``folder``, or ``(None, None)`` when no family
+    claims its config (the store records them in a model's manifest)."""
+    try:
+        model_family = find_family(str(folder))
+    except UnsupportedTask:
+        return None, None
+    return model_family.name, model_family.default_task
+
+
+def resolve_model_weights(model_id: str, *, cache_dir: Path, weights: WeightsChoice = "auto") -> ResolvedWeights:
+    """The weights folder of ``model_id`` as :func:`load` resolves it, without loading a backend.
+
+    Raises:
+        UnsupportedTask: no family knows the model.
+        ModelNotAvailable: no source has the weights.
+    """
+    return resolve_weights(find_family(model_id), model_id, weights=weights, cache_dir=cache_dir)

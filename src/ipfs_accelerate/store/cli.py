@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .._exceptions import InvalidInput, StoreError
+from ..engine.loader import describe_model_folder, resolve_model_weights
 from .cid import CID
 from .models import ModelStore
 from .unixfs import AddOptions
@@ -125,12 +126,13 @@ def _cmd_add(args: argparse.Namespace) -> int:
     store = store_from_env()
     options = AddOptions(cid_version=args.cid_version, raw_leaves=args.raw_leaves)
     target = Path(args.target).expanduser()
-    name, family = target.name, None
+    name = target.name
     if not target.exists():
-        target, family = _resolve_model(args.target, store.root.parent)
+        target = _resolve_model(args.target, store.root.parent)
         name = args.target
+    family, task = describe_model_folder(target) if target.is_dir() else (None, None)
     manifest = store.add(target, options=options, only_hash=args.only_hash, name=name, pin=not args.no_pin,
-                         family=family)
+                         family=family, task=task)
     if not args.quieter:
         for entry in manifest.files:
             if entry.path:
@@ -139,13 +141,9 @@ def _cmd_add(args: argparse.Namespace) -> int:
     return 0
 
 
-def _resolve_model(model_id: str, cache_dir: Path) -> tuple[Path, str]:
-    from ..families import find_family
-    from .weights import resolve_weights
-
-    model_family = find_family(model_id)
-    resolved = resolve_weights(model_family, model_id, weights="auto", cache_dir=cache_dir)
-    return resolved.path, model_family.name
+def _resolve_model(model_id: str, cache_dir: Path) -> Path:
+    """The folder of a model id (a package's real weights, the HF cache), as ``load()`` finds it."""
+    return resolve_model_weights(model_id, cache_dir=cache_dir).path
 
 
 def _cmd_get(args: argparse.Namespace) -> int:
@@ -233,7 +231,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     for item in args.paths:
         path = Path(item).expanduser()
         if not path.exists():
-            path, _family = _resolve_model(item, store_from_env().root.parent)
+            path = _resolve_model(item, store_from_env().root.parent)
         result = measure(path, repeat=args.repeat, fetch=not args.no_fetch)
         results.append(result)
         if not args.json:

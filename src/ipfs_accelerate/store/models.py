@@ -111,7 +111,8 @@ class ModelStore:
     # ------------------------------------------------------------ add
 
     def add(self, path: str | os.PathLike[str], *, options: AddOptions | None = None, only_hash: bool = False,
-            name: str | None = None, pin: bool = True, family: str | None = None) -> Manifest:
+            name: str | None = None, pin: bool = True, family: str | None = None,
+            task: str | None = None) -> Manifest:
         """Add a file or a folder (as ``ipfs add [-r]``) and record its manifest.
 
         Args:
@@ -120,8 +121,10 @@ class ModelStore:
             only_hash: compute the CIDs, store nothing (``--only-hash``).
             name: the name in ``models ls`` (the folder's name by default).
             pin: keep it through ``gc``.
-            family: the model's family (else the synthetic marker's, else the one that
-                claims the folder's config.json).
+            family: the model's family, recorded in the manifest so that a CID alone is enough
+                to load (else the synthetic marker's; the store knows no family itself: the
+                CLI asks ``engine.loader.describe_model_folder``).
+            task: the model's default task, recorded beside the family.
 
         Raises:
             StoreError: the path cannot be added.
@@ -132,9 +135,10 @@ class ModelStore:
             self.blocks.put(cid, data, verify=False)  # hashed just now by the builder
 
         added = add_path(folder, options, sink=None if only_hash else store_block)
-        task = None
         if folder.is_dir() and (folder / "config.json").is_file():
-            family, task = _family_of(folder, family or _marker_family(folder))
+            family = family or _marker_family(folder)
+        else:
+            family = task = None
         manifest = Manifest.from_added(added, name=name or folder.name, raw_leaves=options.leaves_are_raw,
                                        folder=folder if folder.is_dir() else None, family=family, task=task)
         if not only_hash:
@@ -338,16 +342,6 @@ class ModelStore:
                 if not keep:
                     shutil.rmtree(folder, ignore_errors=True)
         return freed
-
-
-def _family_of(folder: Path, name: str | None) -> tuple[str | None, str | None]:
-    from ..families import find_family, get_family
-
-    try:
-        found = get_family(name) if name else find_family(str(folder))
-    except Exception:  # noqa: BLE001 - a folder no family claims is still content to store
-        return None, None
-    return found.name, found.default_task
 
 
 def resolve_ipfs(ref: str, *, cache_dir: Path, peers: Sequence[str] = (), kubo_api: str | None = None,
