@@ -160,6 +160,9 @@ def _build_parser() -> argparse.ArgumentParser:
     from .bench.cli import add_bench_parser
 
     add_bench_parser(sub)
+    from .server.cli import add_serve_parser
+
+    add_serve_parser(sub)
     return parser
 
 
