@@ -7,7 +7,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-
 from .._exceptions import InvalidInput
 
 __all__ = ["DEFAULT_MODELS", "Limits", "ModelConfig", "ServerConfig", "load_config", "models_or_defaults", "parse_model_arg"]

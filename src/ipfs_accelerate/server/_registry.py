@@ -17,9 +17,32 @@ if TYPE_CHECKING:
     from ..engine.batcher import DynamicBatcher
     from ..engine.endpoint import Endpoint
 
-__all__ = ["ModelRegistry", "ServedModel"]
+__all__ = ["ModelRegistry", "ServedModel", "TokenCounter"]
 
 log = logging.getLogger("ipfs_accelerate.server")
+
+
+class TokenCounter:
+    """Counts tokens for usage figures and limits, on the server's own tokenizer copy.
+
+    A fast tokenizer is not safe to call from two threads at once ("Already borrowed"),
+    and the batcher's worker uses the endpoint's own: the server counts on a copy, one
+    caller at a time.
+    """
+
+    def __init__(self, tokenizer: Any) -> None:
+        import copy
+
+        self._tokenizer = copy.deepcopy(tokenizer) if tokenizer is not None else None
+        self._lock = threading.Lock()
+
+    def count(self, texts: Sequence[str], *, special: bool = True) -> list[int]:
+        """Tokens per text (whitespace words when the model has no tokenizer)."""
+        if self._tokenizer is None or not texts:
+            return [len(t.split()) for t in texts]
+        with self._lock:
+            encoded = self._tokenizer(list(texts), add_special_tokens=special)["input_ids"]
+        return [len(ids) for ids in encoded]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -33,6 +56,7 @@ class ServedModel:
         batcher: its dynamic batcher (one per model).
         created: Unix seconds when it finished loading (the OpenAI ``created`` field).
         load_s: seconds it took to load.
+        tokens: the token counter of its text inputs and outputs.
     """
 
     name: str
@@ -41,6 +65,7 @@ class ServedModel:
     batcher: DynamicBatcher
     created: int
     load_s: float
+    tokens: TokenCounter
 
     @property
     def task(self) -> str:
@@ -61,7 +86,8 @@ class ServedModel:
         batcher = endpoint.batched(max_batch_size=config.max_batch_size, max_wait_s=config.max_wait_s,
                                    max_queue=config.queue_size)
         return cls(name=config.served_name, config=config, endpoint=endpoint, batcher=batcher,
-                   created=int(time.time()), load_s=load_s)
+                   created=int(time.time()), load_s=load_s,
+                   tokens=TokenCounter(getattr(endpoint.handler, "tokenizer", None)))
 
     @classmethod
     def load(cls, config: ModelConfig, *, cache_dir: str | Path | None = None) -> ServedModel:

@@ -162,11 +162,7 @@ def _tokenizer(model: ServedModel) -> Any:
 
 
 def _count_tokens(model: ServedModel, texts: Sequence[str], *, special: bool = True) -> list[int]:
-    tokenizer = _tokenizer(model)
-    if tokenizer is None or not texts:
-        return [len(t.split()) for t in texts]
-    encoded = tokenizer(list(texts), add_special_tokens=special)["input_ids"]
-    return [len(ids) for ids in encoded]
+    return model.tokens.count(texts, special=special)
 
 
 def _json(content: Any, result: Result | None = None, status: int = 200) -> Response:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 from pathlib import Path
 
 __all__ = ["add_serve_parser", "run_serve"]
@@ -27,7 +28,13 @@ def run_serve(args: argparse.Namespace) -> int:
     app = create_app(config)
     server = uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port, log_level="info",
                                            timeout_graceful_shutdown=int(config.drain_s) or 1))
+    # uvicorn drains on SIGTERM/SIGINT, then raises the signal again under the handlers that
+    # were in place before it started; with these, a drained shutdown exits 0 instead of -15.
+    stopped: list[int] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda number, frame: stopped.append(number))
     server.run()
+    logging.getLogger("ipfs_accelerate.server").info("stopped after draining (signals: %s)", stopped)
     return 0
 
 
