@@ -39,7 +39,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def add_serve_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Register ``serve`` on the CLI's subparsers."""
+    """Register ``serve`` (and ``bench-http``, the HTTP benchmark) on the CLI's subparsers."""
     p = subparsers.add_parser("serve", help="serve models over an OpenAI-compatible HTTP API")
     p.add_argument("--model", action="append", metavar="ID[=NAME]",
                    help="a model to serve, optionally under another name (repeatable); default: "
@@ -49,3 +49,7 @@ def add_serve_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     p.add_argument("--port", type=int, default=None, help="TCP port (default 8000)")
     p.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' (or IPFS_ACCELERATE_API_KEY)")
     p.set_defaults(func=run_serve)
+
+    from ..bench.http import add_bench_http_parser
+
+    add_bench_http_parser(subparsers)
