@@ -35,12 +35,12 @@ def test_the_real_minilm_folder_is_found() -> None:
     assert folder is not None and (folder / "model.safetensors").is_file()
 
 
-def test_drive_counts_answers_and_errors() -> None:
-    from ipfs_accelerate.bench.http import _drive
+def testdrive_load_counts_answers_and_errors() -> None:
+    from ipfs_accelerate.bench.http import drive_load
 
     async def call(text: str) -> bool:
         await asyncio.sleep(0)
         return not text.startswith("bad")
 
-    figures = asyncio.run(_drive(call, ["ok"] * 30 + ["bad"] * 5, 8, "t", ""))
+    figures = asyncio.run(drive_load(call, ["ok"] * 30 + ["bad"] * 5, 8, "t", ""))
     assert figures.requests == 30 and figures.errors == 5 and figures.latency is not None
