@@ -73,6 +73,10 @@ def test_embeddings_float_match_the_endpoint(client: Any, tiny_endpoints: dict[s
     tokens = sum(len(tokenizer(t)["input_ids"]) for t in texts)
     assert body["usage"] == {"prompt_tokens": tokens, "total_tokens": tokens}
     assert body["provenance"]["weights"] == "synthetic" and body["model"] == "mini"
+    expected_provenance = direct.provenance.to_dict()
+    assert set(body["provenance"]) == set(expected_provenance)
+    for key in ("model_id", "family", "task", "backend", "device", "precision", "weights", "source", "fallbacks"):
+        assert body["provenance"][key] == expected_provenance[key], key
     assert response.headers["x-accelerate-backend"] == direct.provenance.backend
     assert response.headers["x-accelerate-weights"] == "synthetic"
 

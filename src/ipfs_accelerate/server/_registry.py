@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from .._exceptions import InvalidInput
 from ._config import ModelConfig
@@ -36,12 +36,26 @@ class TokenCounter:
         self._tokenizer = copy.deepcopy(tokenizer) if tokenizer is not None else None
         self._lock = threading.Lock()
 
-    def count(self, texts: Sequence[str], *, special: bool = True) -> list[int]:
-        """Tokens per text (whitespace words when the model has no tokenizer)."""
+    @overload
+    def count(self, texts: Sequence[str], *, special: bool = ..., wait: Literal[True] = ...) -> list[int]: ...
+
+    @overload
+    def count(self, texts: Sequence[str], *, special: bool = ..., wait: bool) -> list[int] | None: ...
+
+    def count(self, texts: Sequence[str], *, special: bool = True, wait: bool = True) -> list[int] | None:
+        """Tokens per text (whitespace words when the model has no tokenizer).
+
+        With ``wait=False`` it answers None instead of waiting for another caller (so the
+        event loop never blocks on the lock).
+        """
         if self._tokenizer is None or not texts:
             return [len(t.split()) for t in texts]
-        with self._lock:
+        if not self._lock.acquire(blocking=wait):
+            return None
+        try:
             encoded = self._tokenizer(list(texts), add_special_tokens=special)["input_ids"]
+        finally:
+            self._lock.release()
         return [len(ids) for ids in encoded]
 
 

@@ -142,13 +142,11 @@ async def _run(request: Request, model: ServedModel, inputs: Any, **params: Any)
         raise status_of(exc) from exc
     except Exception as exc:
         raise status_of(exc) from exc
-    depth.set(model.batcher.stats().queued)
+    depth.set(model.batcher.stats().queued)  # /metrics refreshes it too
     try:
         result = await asyncio.wrap_future(future)
     except Exception as exc:
         raise status_of(exc) from exc
-    finally:
-        depth.set(model.batcher.stats().queued)
     t = result.timings
     metrics.queue_time.labels(model.name).observe(t.get("queue_s", 0.0))
     metrics.inference_time.labels(model.name).observe(t.get("compute_s", t.get("total_s", 0.0)))
@@ -163,6 +161,29 @@ def _tokenizer(model: ServedModel) -> Any:
 
 def _count_tokens(model: ServedModel, texts: Sequence[str], *, special: bool = True) -> list[int]:
     return model.tokens.count(texts, special=special)
+
+
+# Counting this many characters takes well under a millisecond: cheaper on the event loop than
+# a hop to a worker thread and back.
+_INLINE_COUNT_CHARS = 2048
+
+
+async def _count_tokens_async(model: ServedModel, texts: Sequence[str], *, special: bool = True) -> list[int]:
+    if sum(len(t) for t in texts) <= _INLINE_COUNT_CHARS:
+        counts = model.tokens.count(texts, special=special, wait=False)
+        if counts is not None:
+            return counts
+    return await asyncio.to_thread(_count_tokens, model, texts, special=special)
+
+
+def _provenance_dict(result: Result) -> dict[str, Any]:
+    """``Provenance.to_dict`` without its deep copies (a batch's callers share one provenance)."""
+    p = result.provenance
+    return {"model_id": p.model_id, "family": p.family, "task": p.task, "backend": p.backend, "device": p.device,
+            "precision": p.precision, "batch_size": p.batch_size, "weights": p.weights, "source": p.source,
+            "fallbacks": [{"stage": f.stage, "tried": f.tried, "reason": f.reason, "next": f.next}
+                          for f in p.fallbacks],
+            "notes": list(p.notes), "runtime": to_jsonable(dict(p.runtime))}
 
 
 def _json(content: Any, result: Result | None = None, status: int = 200) -> Response:
@@ -190,7 +211,7 @@ async def _embeddings(request: Request, body: EmbeddingRequest) -> Response:
         inputs = [_decode_media(t, limits) for t in texts]
         tokens = [0] * len(texts)
     else:
-        tokens = await asyncio.to_thread(_count_tokens, model, texts)
+        tokens = await _count_tokens_async(model, texts)
         too_long = [i for i, n in enumerate(tokens) if n > limits.max_tokens_per_item]
         if too_long and not limits.truncate_items:
             raise ApiError(400, f"input {too_long[0]} has {tokens[too_long[0]]} tokens, over the limit of "
@@ -206,7 +227,7 @@ async def _embeddings(request: Request, body: EmbeddingRequest) -> Response:
         data.append({"object": "embedding", "index": index, "embedding": embedding})
     return _json({"object": "list", "data": data, "model": model.name,
                   "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
-                  "provenance": result.provenance.to_dict()}, result)
+                  "provenance": _provenance_dict(result)}, result)
 
 
 # -- completions and chat -----------------------------------------------------------------
@@ -324,7 +345,7 @@ async def _stream(request: Request, model: ServedModel, inputs: Any, params: dic
             text += str(piece)
             yield _sse(chunk(str(piece), None, first=first))
             first = False
-        generated = (await asyncio.to_thread(_count_tokens, model, [text], special=False))[0] if text else 0
+        generated = (await _count_tokens_async(model, [text], special=False))[0] if text else 0
         metrics.generated_tokens.labels(model.name).inc(generated)
         metrics.prompt_tokens.labels(model.name).inc(prompt_tokens)
         metrics.items.labels(model.name).inc()
@@ -354,7 +375,7 @@ async def _completions(request: Request, body: CompletionRequest) -> Response:
     if not prompts or len(prompts) > limits.max_items:
         raise ApiError(400, f"prompt must hold 1 to {limits.max_items} strings", param="prompt", code="invalid_input")
     params = _generation_params(body, limits, default_max=16)
-    prompt_counts = await asyncio.to_thread(_count_tokens, model, prompts)
+    prompt_counts = await _count_tokens_async(model, prompts)
     if body.stream:
         if len(prompts) != 1:
             raise ApiError(400, "stream takes exactly one prompt", param="prompt", code="invalid_input")
@@ -367,7 +388,7 @@ async def _completions(request: Request, body: CompletionRequest) -> Response:
                                         prompt_tokens=prompt_counts[0], include_usage=include), model)
     result = await _run(request, model, prompts, **params)
     texts = [str(t) for t in result.outputs]
-    generated = await asyncio.to_thread(_count_tokens, model, texts, special=False)
+    generated = await _count_tokens_async(model, texts, special=False)
     _count_generation(metrics, model, result, sum(prompt_counts), sum(generated))
     choices = [{"index": i, "text": t, "finish_reason": _finish_reason(g, params["max_new_tokens"]),
                 "logprobs": None} for i, (t, g) in enumerate(zip(texts, generated, strict=True))]
@@ -375,7 +396,7 @@ async def _completions(request: Request, body: CompletionRequest) -> Response:
                   "model": model.name, "choices": choices,
                   "usage": {"prompt_tokens": sum(prompt_counts), "completion_tokens": sum(generated),
                             "total_tokens": sum(prompt_counts) + sum(generated)},
-                  "provenance": result.provenance.to_dict()}, result)
+                  "provenance": _provenance_dict(result)}, result)
 
 
 def _count_generation(metrics: Metrics, model: ServedModel, result: Result, prompt: int, generated: int) -> None:
@@ -391,7 +412,7 @@ async def _chat(request: Request, body: ChatRequest) -> Response:
     _, metrics, limits = _state(request)
     inputs, prompt, extra_stop = _chat_input(model, body, limits)
     params = _generation_params(body, limits, default_max=256, extra_stop=extra_stop)
-    prompt_tokens = (await asyncio.to_thread(_count_tokens, model, [prompt]))[0]
+    prompt_tokens = (await _count_tokens_async(model, [prompt]))[0]
     if body.stream:
         try:
             model.endpoint.parse_params(params)
@@ -402,7 +423,7 @@ async def _chat(request: Request, body: ChatRequest) -> Response:
                                         include_usage=include), model)
     result = await _run(request, model, [inputs], **params)
     text = str(result.outputs[0])
-    generated = (await asyncio.to_thread(_count_tokens, model, [text], special=False))[0] if text else 0
+    generated = (await _count_tokens_async(model, [text], special=False))[0] if text else 0
     _count_generation(metrics, model, result, prompt_tokens, generated)
     return _json({"id": "chatcmpl-" + uuid.uuid4().hex, "object": "chat.completion", "created": int(time.time()),
                   "model": model.name,
@@ -411,7 +432,7 @@ async def _chat(request: Request, body: ChatRequest) -> Response:
                                "logprobs": None}],
                   "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": generated,
                             "total_tokens": prompt_tokens + generated},
-                  "provenance": result.provenance.to_dict()}, result)
+                  "provenance": _provenance_dict(result)}, result)
 
 
 # -- audio --------------------------------------------------------------------------------
@@ -511,7 +532,7 @@ async def _audio(request: Request, *, translate: bool) -> Response:
     body, media_type = render_transcript(result.outputs[0], response_format, duration=duration,
                                          task="translate" if translate else "transcribe")
     if isinstance(body, dict):
-        body["provenance"] = result.provenance.to_dict()
+        body["provenance"] = _provenance_dict(result)
         return _json(body, result)
     return PlainTextResponse(body, media_type=media_type, headers=_provenance_headers(result))
 
@@ -581,7 +602,7 @@ def build_router() -> APIRouter:
                            code="too_many_items")
         result = await _run(request, model, inputs, **body.parameters)
         return _json({"model": model.name, "outputs": to_jsonable(result.outputs),
-                      "provenance": result.provenance.to_dict(), "timings": to_jsonable(dict(result.timings))},
+                      "provenance": _provenance_dict(result), "timings": to_jsonable(dict(result.timings))},
                      result)
 
     return router
