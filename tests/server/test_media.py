@@ -71,3 +71,25 @@ def test_llava_chat_takes_image_parts(media: tuple[Any, dict[str, Any]]) -> None
         "model": "llava", "messages": [{"role": "user", "content": [
             {"type": "image_url", "image_url": {"url": "http://example.com/x.png"}}]}]})
     assert remote.status_code == 400 and "data: URI" in remote.json()["error"]["message"]
+
+
+def test_wav2vec2_and_translation_routes(load_tiny: Any, real_whisper: Any, speech_wav: tuple[Any, str]) -> None:
+    from starlette.testclient import TestClient
+
+    wav2vec2 = load_tiny("facebook/wav2vec2-base-960h", "transcribe")
+    models = [ServedModel.from_endpoint(wav2vec2, ModelConfig(model="facebook/wav2vec2-base-960h", name="w2v")),
+              ServedModel.from_endpoint(real_whisper, ModelConfig(model="openai/whisper-tiny.en", name="en"))]
+    app = create_app(ServerConfig(), registry=ModelRegistry(models=models))
+    audio = speech_wav[0].read_bytes()
+    with TestClient(app, raise_server_exceptions=False) as client:
+        files = {"file": ("s.wav", audio, "audio/wav")}
+        response = client.post("/v1/audio/transcriptions", files=files,
+                               data={"model": "w2v", "response_format": "verbose_json"})
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert isinstance(body["text"], str) and body["provenance"]["family"] == "wav2vec2"
+        assert body["provenance"]["weights"] == "synthetic" and body["segments"]
+        # wav2vec2 has no translate task; English-only Whisper refuses to translate (400, not 500).
+        assert client.post("/v1/audio/translations", files=files, data={"model": "w2v"}).status_code == 400
+        refused = client.post("/v1/audio/translations", files=files, data={"model": "en"})
+        assert refused.status_code == 400, refused.text
