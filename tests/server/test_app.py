@@ -303,3 +303,28 @@ def test_config_toml(tmp_path: Path) -> None:
         load_config(path)
     with pytest.raises(ValueError, match="share a name"):
         ModelRegistry([ModelConfig(model="a"), ModelConfig(model="b", name="a")])
+
+
+def test_extra_routers_mount_and_a_crash_is_a_logged_500_without_traceback(
+        tiny_endpoints: dict[str, Any], caplog: pytest.LogCaptureFixture) -> None:
+    from fastapi import APIRouter
+    from starlette.testclient import TestClient
+
+    router = APIRouter()
+
+    @router.get("/ipfs/{cid}")
+    async def crash(cid: str) -> dict[str, str]:
+        if cid == "boom":
+            raise RuntimeError("secret internal detail")
+        return {"cid": cid}
+
+    app = create_app(ServerConfig(), registry=ModelRegistry(models=[]), extra_routers=[router], load_models=False)
+    with TestClient(app, raise_server_exceptions=False) as c, caplog.at_level("ERROR", "ipfs_accelerate.server"):
+        assert c.get("/ipfs/bafy").json() == {"cid": "bafy"}
+        response = c.get("/ipfs/boom")
+    err = _error(response, 500)
+    assert "secret" not in response.text and err["type"] == "server_error"
+    request_id = response.headers["x-request-id"]
+    assert request_id in err["message"]
+    logged = [r for r in caplog.records if request_id in r.getMessage()]
+    assert logged and logged[0].exc_info is not None
