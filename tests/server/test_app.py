@@ -328,3 +328,22 @@ def test_extra_routers_mount_and_a_crash_is_a_logged_500_without_traceback(
     assert request_id in err["message"]
     logged = [r for r in caplog.records if request_id in r.getMessage()]
     assert logged and logged[0].exc_info is not None
+
+
+def test_cors_is_off_unless_configured(tiny_endpoints: dict[str, Any]) -> None:
+    from starlette.testclient import TestClient
+
+    preflight = {"Origin": "http://app.example", "Access-Control-Request-Method": "POST",
+                 "Access-Control-Request-Headers": "authorization,content-type"}
+    with TestClient(make_app({"mini": tiny_endpoints["mini"]})) as c:
+        assert "access-control-allow-origin" not in c.options("/v1/embeddings", headers=preflight).headers
+        assert "access-control-allow-origin" not in c.get("/health", headers={"Origin": "http://app.example"}).headers
+    app = make_app({"mini": tiny_endpoints["mini"]}, cors_origins=("http://app.example",))
+    with TestClient(app) as c:
+        answer = c.options("/v1/embeddings", headers=preflight)
+        assert answer.status_code == 200
+        assert answer.headers["access-control-allow-origin"] == "http://app.example"
+        assert c.options("/v1/embeddings", headers={**preflight, "Origin": "http://other.example"}).status_code == 400
+        # The key is still needed for the real request.
+        _error(c.post("/v1/embeddings", json={"model": "mini", "input": "x"}, headers={"Origin": "http://app.example"}),
+               401)

@@ -48,6 +48,8 @@ class _Guard:
         if self.key is None:
             return True
         path: str = scope["path"]
+        if scope.get("method") == "OPTIONS" and self.config.cors_origins:
+            return True  # CORS preflights carry no credentials; the CORS middleware answers them
         if path in _OPEN_PATHS or (path == "/metrics" and not self.config.metrics_need_key):
             return True
         for name, value in scope.get("headers", ()):
