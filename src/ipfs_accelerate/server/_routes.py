@@ -356,9 +356,14 @@ async def _stream(request: Request, model: ServedModel, inputs: Any, params: dic
                                   "total_tokens": prompt_tokens + generated}})
         yield b"data: [DONE]\n\n"
     finally:
+        # A client that went away cancels this generator while a worker thread may still be
+        # inside next(pieces); closing is then refused and the piece iterator ends on its own.
         close = getattr(pieces, "close", None)
         if close is not None:
-            close()
+            try:
+                close()
+            except ValueError:
+                pass
 
 
 def _stream_response(iterator: AsyncIterator[bytes], model: ServedModel) -> Response:
