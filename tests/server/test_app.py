@@ -114,6 +114,20 @@ def test_body_over_the_limit_is_413(client: Any) -> None:
     assert "limit" in err["message"]
 
 
+def test_chunked_body_over_the_limit_is_413_on_every_route(client: Any) -> None:
+    def chunks() -> Any:
+        for _ in range(5):
+            yield b"x" * 500_000
+
+    for route, content_type in (("/v1/embeddings", "application/json"),
+                                ("/v1/audio/transcriptions", "multipart/form-data; boundary=abc")):
+        err = _error(client.post(route, content=chunks(), headers={"content-type": content_type}), 413)
+        assert err["code"] == "body_too_large"
+    small = client.post("/v1/embeddings", content=iter([b'{"model": "mini", ', b'"input": "x"}']),
+                        headers={"content-type": "application/json"})
+    assert small.status_code == 200, small.text
+
+
 def test_malformed_json_is_400(client: Any) -> None:
     _error(client.post("/v1/embeddings", content=b"{not json", headers={"content-type": "application/json"}), 400)
 
