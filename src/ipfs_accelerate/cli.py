@@ -154,6 +154,9 @@ def _build_parser() -> argparse.ArgumentParser:
     from .store.cli import add_models_parser
 
     add_models_parser(sub)
+    from .server.cli import add_serve_parser
+
+    add_serve_parser(sub)
     return parser
 
 

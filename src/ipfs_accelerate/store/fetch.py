@@ -91,7 +91,10 @@ class Fetcher:
 
     def __init__(self, *, peers: Sequence[str] = (), kubo_api: str | None = None, timeout_s: float = 30.0,
                  workers: int = 8) -> None:
-        import httpx
+        try:
+            import httpx
+        except ImportError as exc:
+            raise StoreError("fetching from IPFS peers needs httpx: pip install 'ipfs-accelerate[ipfs]'") from exc
 
         self.peers = tuple(p.rstrip("/") for p in peers)
         self.kubo_api = kubo_api.rstrip("/") if kubo_api else None

@@ -1,0 +1,613 @@
+"""The routes: OpenAI-compatible ones under /v1, /v1/infer, and the operational ones."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import dataclasses
+import io
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+
+from .._exceptions import InvalidInput, Overloaded
+from ..engine.result import Result, to_jsonable
+from ._errors import ApiError, status_of
+from ._openai import ChatRequest, CompletionRequest, EmbeddingRequest, InferRequest
+
+if TYPE_CHECKING:
+    from ._config import Limits
+    from ._metrics import Metrics
+    from ._registry import ModelRegistry, ServedModel
+
+__all__ = ["PLAIN_CHAT_TEMPLATE", "build_router", "decode_data_uri", "plain_chat_prompt", "render_transcript"]
+
+EMBED_TASKS = frozenset({"embed", "embed-text", "embed-image", "embed-audio"})
+GENERATE_TASKS = frozenset({"generate", "text2text"})
+SPEECH_TASKS = frozenset({"transcribe"})
+VISION_CHAT_FAMILIES = frozenset({"llava", "llava-next"})
+RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
+
+#: The chat template for checkpoints that carry none: one ``Role: content`` line per
+#: message, then ``Assistant:``; generation also stops at a new ``\nUser:`` line.
+PLAIN_CHAT_TEMPLATE = "{Role}: {content}\n ... Assistant:"
+
+
+def plain_chat_prompt(messages: Sequence[tuple[str, str]]) -> str:
+    """The documented plain template: ``Role: content`` lines, then ``Assistant:``."""
+    lines = [f"{role.capitalize()}: {content}" for role, content in messages]
+    return "\n".join([*lines, "Assistant:"])
+
+
+def decode_data_uri(text: str) -> bytes:
+    """The bytes of a ``data:[type][;base64],payload`` URI.
+
+    Raises:
+        InvalidInput: the URI is malformed.
+    """
+    head, sep, payload = text.partition(",")
+    if not sep or not head.startswith("data:"):
+        raise InvalidInput("a media input must be a data: URI (data:TYPE;base64,PAYLOAD)")
+    if head.endswith(";base64"):
+        try:
+            return base64.b64decode(payload, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise InvalidInput(f"the data: URI's base64 payload is invalid: {exc}") from exc
+    from urllib.parse import unquote_to_bytes
+
+    return unquote_to_bytes(payload)
+
+
+def _decode_media(value: Any, limits: Limits) -> Any:
+    """Replace every ``data:`` URI string in a JSON value by its bytes (checked against the limits)."""
+    if isinstance(value, str) and value.startswith("data:"):
+        data = decode_data_uri(value)
+        _check_image(value, data, limits)
+        return data
+    if isinstance(value, list):
+        return [_decode_media(v, limits) for v in value]
+    if isinstance(value, dict):
+        return {k: _decode_media(v, limits) for k, v in value.items()}
+    return value
+
+
+def _check_image(uri: str, data: bytes, limits: Limits) -> None:
+    if not uri.startswith("data:image/"):
+        return
+    try:
+        from PIL import Image
+
+        with Image.open(io.BytesIO(data)) as image:  # reads the header only
+            width, height = image.size
+    except Exception:  # noqa: BLE001 - not decodable here: the family's loader names the error
+        return
+    if width * height > limits.max_image_pixels:
+        raise ApiError(400, f"image of {width}x{height} pixels is over the limit of {limits.max_image_pixels}",
+                       code="image_too_large")
+
+
+def _provenance_headers(result: Result) -> dict[str, str]:
+    p = result.provenance
+    fallbacks = "; ".join(f"{f.tried} -> {f.next}" for f in p.fallbacks)
+    headers = {"x-accelerate-model": p.model_id, "x-accelerate-family": p.family, "x-accelerate-task": p.task,
+               "x-accelerate-backend": p.backend, "x-accelerate-device": p.device,
+               "x-accelerate-precision": p.precision, "x-accelerate-weights": p.weights,
+               "x-accelerate-batch-size": str(p.batch_size), "x-accelerate-fallbacks": fallbacks or "none"}
+    # Header values must be latin-1; provenance is mostly ASCII already.
+    return {k: v.encode("ascii", "replace").decode("ascii") for k, v in headers.items()}
+
+
+def _stream_provenance(model: ServedModel) -> dict[str, Any]:
+    return model.endpoint.provenance(batch_size=1).to_dict()
+
+
+def _state(request: Request) -> tuple[ModelRegistry, Metrics, Limits]:
+    app = request.app
+    return app.state.registry, app.state.metrics, app.state.config.limits
+
+
+def _served(request: Request, name: str, tasks: frozenset[str] | None = None, route: str = "") -> ServedModel:
+    registry, _, _ = _state(request)
+    request.state.model = name
+    model = registry.get(name)
+    if model is None:
+        if name in registry.pending() and name not in registry.errors:
+            raise ApiError(503, f"model {name!r} is still loading; retry later", code="model_loading",
+                           headers={"Retry-After": "5"})
+        known = ", ".join(m.name for m in registry.all()) or "none"
+        raise ApiError(404, f"the model {name!r} does not exist here; served: {known}", param="model",
+                       code="model_not_found")
+    if tasks is not None and model.task not in tasks:
+        raise ApiError(400, f"model {name!r} serves the task {model.task!r}, which {route} does not take "
+                            f"(it takes {', '.join(sorted(tasks))}); use /v1/infer/{name} for it",
+                       param="model", code="wrong_task")
+    return model
+
+
+async def _run(request: Request, model: ServedModel, inputs: Any, **params: Any) -> Result:
+    """One call through the model's batcher, with its metrics; errors become ApiError."""
+    _, metrics, _ = _state(request)
+    depth = metrics.queue_depth.labels(model.name)
+    try:
+        future = model.batcher.submit(inputs, **params)
+    except Overloaded as exc:
+        metrics.rejected.labels(model.name).inc()
+        raise status_of(exc) from exc
+    except Exception as exc:
+        raise status_of(exc) from exc
+    depth.set(model.batcher.stats().queued)  # /metrics refreshes it too
+    try:
+        result = await asyncio.wrap_future(future)
+    except Exception as exc:
+        raise status_of(exc) from exc
+    t = result.timings
+    metrics.queue_time.labels(model.name).observe(t.get("queue_s", 0.0))
+    metrics.inference_time.labels(model.name).observe(t.get("compute_s", t.get("total_s", 0.0)))
+    metrics.batch_size.labels(model.name).observe(t.get("batch_items", len(result.outputs)))
+    metrics.items.labels(model.name).inc(len(result.outputs))
+    return result
+
+
+def _tokenizer(model: ServedModel) -> Any:
+    return getattr(model.endpoint.handler, "tokenizer", None)
+
+
+def _count_tokens(model: ServedModel, texts: Sequence[str], *, special: bool = True) -> list[int]:
+    return model.tokens.count(texts, special=special)
+
+
+# Counting this many characters takes well under a millisecond: cheaper on the event loop than
+# a hop to a worker thread and back.
+_INLINE_COUNT_CHARS = 2048
+
+
+async def _count_tokens_async(model: ServedModel, texts: Sequence[str], *, special: bool = True) -> list[int]:
+    if sum(len(t) for t in texts) <= _INLINE_COUNT_CHARS:
+        counts = model.tokens.count(texts, special=special, wait=False)
+        if counts is not None:
+            return counts
+    return await asyncio.to_thread(_count_tokens, model, texts, special=special)
+
+
+def _provenance_dict(result: Result) -> dict[str, Any]:
+    """``Provenance.to_dict`` without its deep copies (a batch's callers share one provenance)."""
+    p = result.provenance
+    return {"model_id": p.model_id, "family": p.family, "task": p.task, "backend": p.backend, "device": p.device,
+            "precision": p.precision, "batch_size": p.batch_size, "weights": p.weights, "source": p.source,
+            "fallbacks": [{"stage": f.stage, "tried": f.tried, "reason": f.reason, "next": f.next}
+                          for f in p.fallbacks],
+            "notes": list(p.notes), "runtime": to_jsonable(dict(p.runtime))}
+
+
+def _json(content: Any, result: Result | None = None, status: int = 200) -> Response:
+    headers = _provenance_headers(result) if result is not None else None
+    return JSONResponse(content, status_code=status, headers=headers)
+
+
+# -- embeddings ---------------------------------------------------------------------------
+
+async def _embeddings(request: Request, body: EmbeddingRequest) -> Response:
+    model = _served(request, body.model, EMBED_TASKS, "/v1/embeddings")
+    _, metrics, limits = _state(request)
+    texts = [body.input] if isinstance(body.input, str) else list(body.input)
+    if not texts:
+        raise ApiError(400, "input is empty", param="input", code="invalid_input")
+    if len(texts) > limits.max_items:
+        raise ApiError(400, f"{len(texts)} inputs is over the limit of {limits.max_items}", param="input",
+                       code="too_many_items")
+    if body.dimensions is not None:
+        raise ApiError(400, f"model {model.name!r} does not support dimensions (its vectors have a fixed size)",
+                       param="dimensions", code="unsupported_parameter")
+    inputs: list[Any] = texts
+    tokens: list[int]
+    if model.task in ("embed-image", "embed-audio"):
+        inputs = [_decode_media(t, limits) for t in texts]
+        tokens = [0] * len(texts)
+    else:
+        tokens = await _count_tokens_async(model, texts)
+        too_long = [i for i, n in enumerate(tokens) if n > limits.max_tokens_per_item]
+        if too_long and not limits.truncate_items:
+            raise ApiError(400, f"input {too_long[0]} has {tokens[too_long[0]]} tokens, over the limit of "
+                                f"{limits.max_tokens_per_item}", param="input", code="too_many_tokens")
+    result = await _run(request, model, inputs)
+    prompt_tokens = sum(tokens)
+    metrics.prompt_tokens.labels(model.name).inc(prompt_tokens)
+    data = []
+    for index, vector in enumerate(result.outputs):
+        array = np.asarray(vector, dtype="<f4").ravel()
+        embedding: Any = (base64.b64encode(array.tobytes()).decode("ascii") if body.encoding_format == "base64"
+                          else array.tolist())
+        data.append({"object": "embedding", "index": index, "embedding": embedding})
+    return _json({"object": "list", "data": data, "model": model.name,
+                  "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
+                  "provenance": _provenance_dict(result)}, result)
+
+
+# -- completions and chat -----------------------------------------------------------------
+
+def _generation_params(body: CompletionRequest | ChatRequest, limits: Limits, *, default_max: int,
+                       extra_stop: Sequence[str] = ()) -> dict[str, Any]:
+    if body.n != 1:
+        raise ApiError(400, "only n=1 is supported", param="n", code="unsupported_parameter")
+    max_tokens = body.max_tokens
+    if isinstance(body, ChatRequest) and body.max_completion_tokens is not None:
+        max_tokens = body.max_completion_tokens
+    max_tokens = max_tokens or default_max
+    if max_tokens > limits.max_tokens:
+        raise ApiError(400, f"max_tokens {max_tokens} is over the limit of {limits.max_tokens}",
+                       param="max_tokens", code="max_tokens_over_limit")
+    stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
+    stop = [s for s in stop if s] + list(extra_stop)
+    if len(stop) > 4:
+        raise ApiError(400, "at most 4 stop sequences", param="stop", code="invalid_input")
+    params: dict[str, Any] = {"max_new_tokens": max_tokens,
+                              "temperature": 1.0 if body.temperature is None else body.temperature,
+                              "top_p": 1.0 if body.top_p is None else body.top_p}
+    if stop:
+        params["stop"] = tuple(stop)
+    if body.seed is not None:
+        params["seed"] = body.seed
+    return params
+
+
+def _finish_reason(generated: int, max_tokens: int) -> str:
+    return "length" if generated >= max_tokens else "stop"
+
+
+def _chat_input(model: ServedModel, body: ChatRequest, limits: Limits) -> tuple[Any, str, list[str]]:
+    """The generate input for a chat, the prompt text (for token counts) and extra stop strings."""
+    messages: list[tuple[str, str]] = []
+    images: list[bytes] = []
+    for index, message in enumerate(body.messages):
+        if message.content is None or isinstance(message.content, str):
+            messages.append((message.role, message.content or ""))
+            continue
+        texts = []
+        for part in message.content:
+            kind = part.get("type")
+            if kind == "text" and isinstance(part.get("text"), str):
+                texts.append(part["text"])
+            elif kind == "image_url":
+                if model.endpoint.family not in VISION_CHAT_FAMILIES:
+                    raise ApiError(400, f"model {model.name!r} does not take images", param=f"messages.{index}",
+                                   code="invalid_input")
+                url = part.get("image_url")
+                url = url.get("url") if isinstance(url, dict) else url
+                if not isinstance(url, str) or not url.startswith("data:"):
+                    raise ApiError(400, "image_url must be a data: URI here (no URL is fetched)",
+                                   param=f"messages.{index}", code="invalid_input")
+                images.append(_decode_media(url, limits))
+            else:
+                raise ApiError(400, f"unsupported content part {kind!r}", param=f"messages.{index}",
+                               code="invalid_input")
+        messages.append((message.role, " ".join(texts)))
+    if model.endpoint.family in VISION_CHAT_FAMILIES:
+        # The family applies the checkpoint's chat template around the images itself.
+        prompt = "\n".join(content for role, content in messages if role in ("user", "system", "developer"))
+        return ({"prompt": prompt, "images": images} if images else prompt), prompt, []
+    tokenizer = _tokenizer(model)
+    if tokenizer is not None and getattr(tokenizer, "chat_template", None):
+        prompt = tokenizer.apply_chat_template([{"role": r, "content": c} for r, c in messages], tokenize=False,
+                                               add_generation_prompt=True)
+        return prompt, prompt, []
+    prompt = plain_chat_prompt(messages)
+    return prompt, prompt, ["\nUser:"]
+
+
+def _sse(data: Any) -> bytes:
+    return f"data: {json.dumps(data)}\n\n".encode()
+
+
+async def _stream(request: Request, model: ServedModel, inputs: Any, params: dict[str, Any], *, chat: bool,
+                  prompt_tokens: int, include_usage: bool) -> AsyncIterator[bytes]:
+    """SSE chunks of one generation; a client that goes away stops reading (and the stream closes)."""
+    _, metrics, _ = _state(request)
+    ident = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
+    created = int(time.time())
+    kind = "chat.completion.chunk" if chat else "text_completion"
+    provenance = _stream_provenance(model)
+
+    def chunk(text: str | None, finish: str | None, *, first: bool = False) -> dict[str, Any]:
+        if chat:
+            delta: dict[str, Any] = {}
+            if first:
+                delta["role"] = "assistant"
+            if text is not None:
+                delta["content"] = text
+            choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
+        else:
+            choice = {"index": 0, "text": text or "", "finish_reason": finish, "logprobs": None}
+        return {"id": ident, "object": kind, "created": created, "model": model.name, "choices": [choice],
+                "provenance": provenance}
+
+    started = time.perf_counter()
+    pieces: Iterator[str] = await asyncio.to_thread(model.endpoint.stream, inputs, **params)
+    done = object()
+    text = ""
+    first = True
+    try:
+        if chat:
+            yield _sse(chunk(None, None, first=True))
+            first = False
+        while True:
+            piece = await asyncio.to_thread(next, pieces, done)
+            if piece is done:
+                break
+            if not text:
+                metrics.ttft.labels(model.name).observe(time.perf_counter() - started)
+            text += str(piece)
+            yield _sse(chunk(str(piece), None, first=first))
+            first = False
+        generated = (await _count_tokens_async(model, [text], special=False))[0] if text else 0
+        metrics.generated_tokens.labels(model.name).inc(generated)
+        metrics.prompt_tokens.labels(model.name).inc(prompt_tokens)
+        metrics.items.labels(model.name).inc()
+        yield _sse(chunk(None, _finish_reason(generated, params["max_new_tokens"])))
+        if include_usage:
+            yield _sse({"id": ident, "object": kind, "created": created, "model": model.name, "choices": [],
+                        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": generated,
+                                  "total_tokens": prompt_tokens + generated}})
+        yield b"data: [DONE]\n\n"
+    finally:
+        # A client that went away cancels this generator while a worker thread may still be
+        # inside next(pieces); closing is then refused and the piece iterator ends on its own.
+        close = getattr(pieces, "close", None)
+        if close is not None:
+            try:
+                close()
+            except ValueError:
+                pass
+
+
+def _stream_response(iterator: AsyncIterator[bytes], model: ServedModel) -> Response:
+    p = model.endpoint.provenance(batch_size=1)
+    headers = _provenance_headers(Result(outputs=[], provenance=p, timings={}))
+    headers.update({"cache-control": "no-cache", "x-accel-buffering": "no"})
+    return StreamingResponse(iterator, media_type="text/event-stream", headers=headers)
+
+
+async def _completions(request: Request, body: CompletionRequest) -> Response:
+    model = _served(request, body.model, GENERATE_TASKS, "/v1/completions")
+    _, metrics, limits = _state(request)
+    prompts = [body.prompt] if isinstance(body.prompt, str) else list(body.prompt)
+    if not prompts or len(prompts) > limits.max_items:
+        raise ApiError(400, f"prompt must hold 1 to {limits.max_items} strings", param="prompt", code="invalid_input")
+    params = _generation_params(body, limits, default_max=16)
+    prompt_counts = await _count_tokens_async(model, prompts)
+    if body.stream:
+        if len(prompts) != 1:
+            raise ApiError(400, "stream takes exactly one prompt", param="prompt", code="invalid_input")
+        try:
+            model.endpoint.parse_params(params)
+        except Exception as exc:
+            raise status_of(exc) from exc
+        include = bool(body.stream_options and body.stream_options.include_usage)
+        return _stream_response(_stream(request, model, prompts[0], params, chat=False,
+                                        prompt_tokens=prompt_counts[0], include_usage=include), model)
+    result = await _run(request, model, prompts, **params)
+    texts = [str(t) for t in result.outputs]
+    generated = await _count_tokens_async(model, texts, special=False)
+    _count_generation(metrics, model, result, sum(prompt_counts), sum(generated))
+    choices = [{"index": i, "text": t, "finish_reason": _finish_reason(g, params["max_new_tokens"]),
+                "logprobs": None} for i, (t, g) in enumerate(zip(texts, generated, strict=True))]
+    return _json({"id": "cmpl-" + uuid.uuid4().hex, "object": "text_completion", "created": int(time.time()),
+                  "model": model.name, "choices": choices,
+                  "usage": {"prompt_tokens": sum(prompt_counts), "completion_tokens": sum(generated),
+                            "total_tokens": sum(prompt_counts) + sum(generated)},
+                  "provenance": _provenance_dict(result)}, result)
+
+
+def _count_generation(metrics: Metrics, model: ServedModel, result: Result, prompt: int, generated: int) -> None:
+    metrics.prompt_tokens.labels(model.name).inc(prompt)
+    metrics.generated_tokens.labels(model.name).inc(generated)
+    ttft = result.timings.get("time_to_first_token_s")
+    if ttft is not None:
+        metrics.ttft.labels(model.name).observe(ttft)
+
+
+async def _chat(request: Request, body: ChatRequest) -> Response:
+    model = _served(request, body.model, GENERATE_TASKS, "/v1/chat/completions")
+    _, metrics, limits = _state(request)
+    inputs, prompt, extra_stop = _chat_input(model, body, limits)
+    params = _generation_params(body, limits, default_max=256, extra_stop=extra_stop)
+    prompt_tokens = (await _count_tokens_async(model, [prompt]))[0]
+    if body.stream:
+        try:
+            model.endpoint.parse_params(params)
+        except Exception as exc:
+            raise status_of(exc) from exc
+        include = bool(body.stream_options and body.stream_options.include_usage)
+        return _stream_response(_stream(request, model, inputs, params, chat=True, prompt_tokens=prompt_tokens,
+                                        include_usage=include), model)
+    result = await _run(request, model, [inputs], **params)
+    text = str(result.outputs[0])
+    generated = (await _count_tokens_async(model, [text], special=False))[0] if text else 0
+    _count_generation(metrics, model, result, prompt_tokens, generated)
+    return _json({"id": "chatcmpl-" + uuid.uuid4().hex, "object": "chat.completion", "created": int(time.time()),
+                  "model": model.name,
+                  "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                               "finish_reason": _finish_reason(generated, params["max_new_tokens"]),
+                               "logprobs": None}],
+                  "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": generated,
+                            "total_tokens": prompt_tokens + generated},
+                  "provenance": _provenance_dict(result)}, result)
+
+
+# -- audio --------------------------------------------------------------------------------
+
+def _audio_seconds(data: bytes) -> float | None:
+    try:
+        import soundfile
+
+        return float(soundfile.info(io.BytesIO(data)).duration)
+    except Exception:  # noqa: BLE001 - not readable here: the family's decoder names the error
+        return None
+
+
+def _timestamp(seconds: float, sep: str) -> str:
+    ms = round(seconds * 1000)
+    h, rest = divmod(ms, 3_600_000)
+    m, rest = divmod(rest, 60_000)
+    s, ms = divmod(rest, 1000)
+    return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
+
+
+def _segments(transcript: Any, duration: float | None) -> list[dict[str, Any]]:
+    segments = [dict(s) for s in getattr(transcript, "segments", ()) or ()]
+    if not segments:
+        segments = [{"start": 0.0, "end": duration or 0.0, "text": str(transcript)}]
+    return [{"id": i, "seek": 0, "start": float(s.get("start") or 0.0), "end": float(s.get("end") or 0.0),
+             "text": str(s.get("text", "")), "tokens": [], "temperature": 0.0, "avg_logprob": 0.0,
+             "compression_ratio": 0.0, "no_speech_prob": 0.0} for i, s in enumerate(segments)]
+
+
+def render_transcript(transcript: Any, response_format: str, *, duration: float | None, task: str
+                      ) -> tuple[str | dict[str, Any], str]:
+    """The body of a transcription in ``response_format``, and its media type."""
+    text = str(transcript).strip()
+    if response_format == "json":
+        return {"text": text}, "application/json"
+    if response_format == "text":
+        return text + "\n", "text/plain; charset=utf-8"
+    segments = _segments(transcript, duration)
+    if response_format == "verbose_json":
+        return {"task": task, "language": getattr(transcript, "language", None) or "english",
+                "duration": duration or (segments[-1]["end"] if segments else 0.0), "text": text,
+                "segments": segments}, "application/json"
+    if response_format == "srt":
+        blocks = [f"{i + 1}\n{_timestamp(s['start'], ',')} --> {_timestamp(s['end'], ',')}\n{s['text'].strip()}\n"
+                  for i, s in enumerate(segments)]
+        return "\n".join(blocks), "text/plain; charset=utf-8"
+    blocks = [f"{_timestamp(s['start'], '.')} --> {_timestamp(s['end'], '.')}\n{s['text'].strip()}\n"
+              for s in segments]
+    return "WEBVTT\n\n" + "\n".join(blocks), "text/vtt; charset=utf-8"
+
+
+async def _audio(request: Request, *, translate: bool) -> Response:
+    form = await request.form(max_part_size=request.app.state.config.limits.max_body_bytes)
+    model_name = form.get("model")
+    upload = form.get("file")
+    if not isinstance(model_name, str) or not model_name:
+        raise ApiError(400, "the form needs a model field", param="model", code="invalid_input")
+    model = _served(request, model_name, SPEECH_TASKS, "/v1/audio/translations" if translate
+                    else "/v1/audio/transcriptions")
+    if upload is None or isinstance(upload, str):
+        raise ApiError(400, "the form needs a file field (the audio)", param="file", code="invalid_input")
+    _, _, limits = _state(request)
+    response_format = str(form.get("response_format") or "json")
+    if response_format not in RESPONSE_FORMATS:
+        raise ApiError(400, f"response_format must be one of {', '.join(RESPONSE_FORMATS)}",
+                       param="response_format", code="invalid_input")
+    granularities = [str(g) for g in form.getlist("timestamp_granularities[]")]
+    if "word" in granularities:
+        raise ApiError(400, "word timestamps are not supported; segment timestamps are",
+                       param="timestamp_granularities", code="unsupported_parameter")
+    data = await upload.read()
+    if not data:
+        raise ApiError(400, "the uploaded file is empty", param="file", code="invalid_input")
+    duration = await asyncio.to_thread(_audio_seconds, data)
+    if duration is not None and duration > limits.max_audio_seconds:
+        raise ApiError(400, f"audio of {duration:.1f} s is over the limit of {limits.max_audio_seconds} s",
+                       param="file", code="audio_too_long")
+    fields = {f.name for f in dataclasses.fields(model.endpoint.handler.Params)}
+    params: dict[str, Any] = {}
+    language = form.get("language")
+    if isinstance(language, str) and language and "language" in fields:
+        params["language"] = language
+    temperature = form.get("temperature")
+    if isinstance(temperature, str) and temperature and "temperature" in fields:
+        try:
+            params["temperature"] = float(temperature)
+        except ValueError as exc:
+            raise ApiError(400, "temperature must be a number", param="temperature", code="invalid_input") from exc
+    if "timestamps" in fields and (response_format in ("verbose_json", "srt", "vtt") or "segment" in granularities):
+        params["timestamps"] = True
+    if translate:
+        if "task" not in fields:
+            raise ApiError(400, f"model {model.name!r} cannot translate", param="model", code="invalid_input")
+        params["task"] = "translate"
+    result = await _run(request, model, [data], **params)
+    body, media_type = render_transcript(result.outputs[0], response_format, duration=duration,
+                                         task="translate" if translate else "transcribe")
+    if isinstance(body, dict):
+        body["provenance"] = _provenance_dict(result)
+        return _json(body, result)
+    return PlainTextResponse(body, media_type=media_type, headers=_provenance_headers(result))
+
+
+# -- the router ---------------------------------------------------------------------------
+
+def build_router() -> APIRouter:
+    """Every route of the server (the app adds error handlers and middleware)."""
+    router = APIRouter()
+
+    @router.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @router.get("/ready")
+    async def ready(request: Request) -> Response:
+        registry: ModelRegistry = request.app.state.registry
+        body = {"ready": registry.ready, "models": [m.name for m in registry.all()],
+                "loading": [n for n in registry.pending() if n not in registry.errors], "failed": registry.errors}
+        return JSONResponse(body, status_code=200 if registry.ready else 503)
+
+    @router.get("/metrics")
+    async def metrics(request: Request) -> Response:
+        m: Metrics = request.app.state.metrics
+        for model in request.app.state.registry.all():
+            m.queue_depth.labels(model.name).set(model.batcher.stats().queued)
+        return Response(m.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @router.get("/v1/models")
+    async def list_models(request: Request) -> dict[str, Any]:
+        registry: ModelRegistry = request.app.state.registry
+        return {"object": "list", "data": [m.describe() for m in registry.all()]}
+
+    @router.get("/v1/models/{model_id:path}")
+    async def get_model(request: Request, model_id: str) -> dict[str, Any]:
+        return _served(request, model_id).describe()
+
+    @router.post("/v1/embeddings")
+    async def embeddings(request: Request, body: EmbeddingRequest) -> Response:
+        return await _embeddings(request, body)
+
+    @router.post("/v1/completions")
+    async def completions(request: Request, body: CompletionRequest) -> Response:
+        return await _completions(request, body)
+
+    @router.post("/v1/chat/completions")
+    async def chat(request: Request, body: ChatRequest) -> Response:
+        return await _chat(request, body)
+
+    @router.post("/v1/audio/transcriptions")
+    async def transcriptions(request: Request) -> Response:
+        return await _audio(request, translate=False)
+
+    @router.post("/v1/audio/translations")
+    async def translations(request: Request) -> Response:
+        return await _audio(request, translate=True)
+
+    @router.post("/v1/infer/{model_id:path}")
+    async def infer(request: Request, model_id: str, body: InferRequest) -> Response:
+        model = _served(request, model_id)
+        if "inputs" in body.parameters:
+            raise ApiError(400, "parameters cannot be named 'inputs'", param="parameters", code="invalid_input")
+        limits: Limits = request.app.state.config.limits
+        inputs = _decode_media(body.inputs, limits)
+        if isinstance(inputs, list) and len(inputs) > limits.max_items:
+            raise ApiError(400, f"{len(inputs)} inputs is over the limit of {limits.max_items}", param="inputs",
+                           code="too_many_items")
+        result = await _run(request, model, inputs, **body.parameters)
+        return _json({"model": model.name, "outputs": to_jsonable(result.outputs),
+                      "provenance": _provenance_dict(result), "timings": to_jsonable(dict(result.timings))},
+                     result)
+
+    return router
