@@ -3,7 +3,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export RAY_AUTH_MODE := disabled
 
-.PHONY: setup report test lint
+.PHONY: setup report test serve lint
 
 setup:
 	@bash scripts/setup.sh
@@ -15,6 +15,10 @@ report: setup
 
 test: setup
 	.venv/bin/python -m pytest -q
+
+# Serve the default models (real MiniLM embeddings, Whisper tiny.en) over OpenAI-compatible HTTP.
+serve: setup
+	.venv/bin/ipfs-accelerate serve
 
 lint: setup
 	.venv/bin/ruff check src tests
