@@ -265,3 +265,20 @@ def test_encoder_decoder_greedy_loop_picks_the_tokens_generate_picks(load_tiny, 
         assert ours.token_ids == theirs.token_ids and ours.texts == theirs.texts
         assert ours.new_tokens == theirs.new_tokens > 0
     assert stop not in ours.texts[1] and full[1].startswith(ours.texts[1])
+
+
+def test_a_cancelled_stream_stops_generating(load_tiny):
+    """cancel() (a server whose client left) stops generate() at its next token, from another thread."""
+    ep = load_tiny("gpt2")
+    budget = 400
+    full = list(ep.stream(PROMPTS[0], max_new_tokens=budget))
+    tokenizer = ep.handler.tokenizer
+    full_tokens = len(tokenizer("".join(full))["input_ids"])
+    assert full_tokens > budget // 2  # greedy on these weights runs long: cancelling has something to cut
+
+    pieces = ep.stream(PROMPTS[0], max_new_tokens=budget)
+    first = next(pieces)
+    pieces.cancel()
+    rest = list(pieces)  # ends once the generation sees the cancel
+    got = len(tokenizer(first + "".join(rest))["input_ids"])
+    assert pieces.cancelled and got < full_tokens

@@ -356,14 +356,12 @@ async def _stream(request: Request, model: ServedModel, inputs: Any, params: dic
                                   "total_tokens": prompt_tokens + generated}})
         yield b"data: [DONE]\n\n"
     finally:
-        # A client that went away cancels this generator while a worker thread may still be
-        # inside next(pieces); closing is then refused and the piece iterator ends on its own.
-        close = getattr(pieces, "close", None)
-        if close is not None:
-            try:
-                close()
-            except ValueError:
-                pass
+        # A client that went away cancels this generator, maybe while a worker thread is inside
+        # next(pieces): cancelling stops the generation at its next token (GenerationStream),
+        # so the model is not kept busy to max_tokens for nobody.
+        cancel = getattr(pieces, "cancel", None)
+        if cancel is not None:
+            cancel()
 
 
 def _stream_response(iterator: AsyncIterator[bytes], model: ServedModel) -> Response:
