@@ -278,7 +278,9 @@ def test_a_cancelled_stream_stops_generating(load_tiny):
 
     pieces = ep.stream(PROMPTS[0], max_new_tokens=budget)
     first = next(pieces)
+    assert ep.runtime.lock.locked()  # the generation holds the model: no batch runs inside it
     pieces.cancel()
     rest = list(pieces)  # ends once the generation sees the cancel
     got = len(tokenizer(first + "".join(rest))["input_ids"])
     assert pieces.cancelled and got < full_tokens
+    assert not ep.runtime.lock.locked()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -104,6 +105,10 @@ class Runtime:
             backend that computes in its own thread pool sets 1: torch's OpenMP workers spin
             after every small op and take the cores that pool needs (measured:
             docs/backends.md, "Host threads").
+        lock: held while the model runs, so one loaded model runs one call at a time
+            (a batch, or a stream's whole generation): stateful runtimes such as OpenVINO's
+            decoder infer requests and the KV caches a wrapper keeps cannot serve two
+            threads at once.
         decoder_step: one pass of a generator's decoder without the model wrapper's per-call
             bookkeeping: ``decoder_step(inputs, past)`` takes host torch tensors named as the
             decoder's inputs (``input_ids`` and ``attention_mask``/``position_ids`` for a
@@ -124,6 +129,7 @@ class Runtime:
     prepare: Callable[[Mapping[str, Any]], dict[str, Any]] = dict
     host_threads: int | None = None
     decoder_step: Callable[[Mapping[str, Any], Any], tuple[Any, Any]] | None = None
+    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock, repr=False, compare=False)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -320,7 +320,7 @@ class Endpoint:
         t0 = time.perf_counter()
         prepared = self.handler.preprocess(chunk, params)
         t1 = time.perf_counter()
-        with torch_threads(self.runtime.host_threads):
+        with self.runtime.lock, torch_threads(self.runtime.host_threads):
             raw = self.handler.forward(self.runtime, prepared, params)
         t2 = time.perf_counter()
         out = self.handler.postprocess(raw, prepared, params)

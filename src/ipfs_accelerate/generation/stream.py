@@ -97,7 +97,8 @@ def _pieces(runtime: Runtime, inputs: dict[str, Any], params: GenerationParams, 
 
     def work() -> None:
         try:
-            with torch.random.fork_rng(devices=[]), torch.inference_mode():
+            # The runtime's lock: a batch of the same model must not run inside this generation.
+            with runtime.lock, torch.random.fork_rng(devices=[]), torch.inference_mode():
                 if params.seed is not None:
                     torch.manual_seed(params.seed)
                 runtime.model.generate(**runtime.prepare(inputs), **kwargs)
