@@ -15,6 +15,8 @@ so callers can catch the whole family with one ``except`` clause::
 
 ``InvalidInput`` also derives from :class:`ValueError` and ``ModelNotAvailable`` from
 :class:`LookupError`, so code written against the builtin exceptions keeps working.
+:func:`is_out_of_memory` says which foreign exceptions mean memory ran out (what the
+endpoint's batch splitting and the batch probe react to).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ __all__ = [
     "Overloaded",
     "StoreError",
     "UnsupportedTask",
+    "is_out_of_memory",
 ]
 
 
@@ -84,3 +87,14 @@ class IntegrityError(StoreError):
         super().__init__(message)
         self.cid = cid
         self.path = path
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` says memory ran out: ``MemoryError`` or torch's CUDA out-of-memory error."""
+    if isinstance(exc, MemoryError):
+        return True
+    try:
+        import torch
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(exc, torch.cuda.OutOfMemoryError)

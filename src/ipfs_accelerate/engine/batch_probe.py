@@ -21,13 +21,15 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .._exceptions import InvalidInput, OutOfMemory
+from .._exceptions import InvalidInput, OutOfMemory, is_out_of_memory
 from ..bench.measure import CudaPeak, PeakRSS, release_freed_memory, rss_bytes
 from ..families.bench_profile import bench_profile
-from .endpoint import Endpoint, is_out_of_memory
 from .options import default_cache_dir
+
+if TYPE_CHECKING:
+    from .endpoint import Endpoint
 
 __all__ = ["cache_key", "probe_max_batch"]
 

@@ -45,6 +45,7 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 from .._exceptions import InvalidInput, Overloaded
+from .batch_probe import probe_max_batch
 from .result import Result
 
 if TYPE_CHECKING:
@@ -167,8 +168,6 @@ class DynamicBatcher:
         start: bool = True,
     ) -> None:
         if max_batch_size == "auto":
-            from .batch_probe import probe_max_batch
-
             max_batch_size = probe_max_batch(endpoint)
         if max_batch_size is None:
             max_batch_size = endpoint.max_batch_size

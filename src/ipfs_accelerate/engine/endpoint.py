@@ -8,15 +8,13 @@ import logging
 import re
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .._exceptions import InvalidInput, OutOfMemory
+from .._exceptions import InvalidInput, OutOfMemory, is_out_of_memory
 from ..backends.base import Runtime
 from ..families.base import Prepared, TaskHandler
+from .batcher import DynamicBatcher
 from .result import Fallback, Provenance, Result
-
-if TYPE_CHECKING:
-    from .batcher import DynamicBatcher
 
 __all__ = ["PASS_LENGTH_RATIO", "PASS_LENGTH_SLACK", "Endpoint", "LoadReport", "is_out_of_memory", "length_groups",
            "torch_threads"]
@@ -104,17 +102,6 @@ class LoadReport:
     backend_load_s: float
     warmup_s: float
     total_s: float
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    """Whether ``exc`` says memory ran out: ``MemoryError`` or torch's CUDA out-of-memory error."""
-    if isinstance(exc, MemoryError):
-        return True
-    try:
-        import torch
-    except ImportError:  # pragma: no cover
-        return False
-    return isinstance(exc, torch.cuda.OutOfMemoryError)
 
 
 class Endpoint:
@@ -221,7 +208,6 @@ class Endpoint:
         or use it as a context manager). See :class:`~ipfs_accelerate.engine.batcher.DynamicBatcher`
         for the arguments; ``max_batch_size="auto"`` probes the memory at hand.
         """
-        from .batcher import DynamicBatcher
 
         return DynamicBatcher(self, max_batch_size=max_batch_size, max_wait_s=max_wait_s,
                               max_queue=max_queue, max_latency_s=max_latency_s)
