@@ -50,6 +50,8 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="change the published config (synthetic weights only; values parsed as JSON)")
     p.add_argument("--param", action="append", type=parse_key_value, metavar="NAME=VALUE",
                    help="a task parameter for every call, e.g. max_new_tokens=32")
+    p.add_argument("--input-set", help="the bench profile's input set by name (default: the task's default set; "
+                                       "sentence embeddings: mixed or uniform)")
     p.add_argument("--min-runs", type=int, help="timed runs at least, per figure (default 3; suite 5)")
     p.add_argument("--min-seconds", type=float, help="timed seconds at least, per figure (default 1; suite 3)")
     p.add_argument("--budget-s", type=float,
@@ -107,7 +109,7 @@ def _scenario(args: argparse.Namespace) -> Any:
             weights=args.weights, device=args.device, config_overrides=dict(args.config_override or []) or None,
             params=dict(args.param or []), min_runs=args.min_runs or 3,
             min_seconds=args.min_seconds if args.min_seconds is not None else 1.0, budget_s=args.budget_s,
-            concurrency=args.concurrency or 0,
+            concurrency=args.concurrency or 0, input_set=args.input_set,
         )
     if args.no_baselines:
         import dataclasses

@@ -409,8 +409,10 @@ def render_markdown(run: BenchRun, targets: Sequence[Target], *, plots: Sequence
 
     lines += ["## Performance targets", ""]
     rows = [[t.name, t.subject, "–" if t.required is None else _n(t.required), _against(t.value, t.required),
-             {True: "met", False: "**not met**", None: "–"}[t.met], t.figure] for t in targets]
-    lines += _table(["Target", "Applies to", "Required", "Best measured", "Met", "Figures"], rows)
+             {True: "met", False: "**not met**", None: "–"}[t.met],
+             "–" if t.spread is None else f"{t.spread:.2f}", t.input_set or "–", t.figure] for t in targets]
+    lines += _table(["Target", "Applies to", "Required", "Best measured", "Met", "Spread (max÷min run)",
+                     "Inputs", "Figures"], rows)
 
     lines += ["## Share of the machine's measured peaks", ""]
     lines += [f"Against the measured fp32 peak ({m.fp32_gflops:.1f} GFLOP/s) and memory bandwidth "
