@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from ipfs_accelerate import InvalidInput
-from ipfs_accelerate.bench.report import render_markdown, report_dict, validate
+from ipfs_accelerate.bench.report import load_reports, render_markdown, report_dict, validate, write_report
 from ipfs_accelerate.bench.runner import case_batches, case_input_set
 from ipfs_accelerate.bench.scenario import Case
 from ipfs_accelerate.bench.stats import Latency
@@ -109,3 +109,35 @@ def test_targets_read_their_own_set_and_label_the_others():
     text = render_markdown(run, targets).split("## Performance targets\n", 1)[1]
     assert "Spread (max÷min run)" in text and "| 1.25 |" in text
     assert "uniform: 512 sentences of 12–20 words" in text
+
+
+def test_history_gives_each_target_its_values_across_reports(tmp_path):
+    uniform, uniform_plain = _embedding("uniform", "512 sentences of 12–20 words", 1.6, [1.0, 1.1])
+    mixed, mixed_plain = _embedding("mixed", "mixed lengths, length-sorted passes", 3.0, [2.0, 2.0])
+    run = _run([uniform, mixed], [uniform_plain, mixed_plain])
+    cosine = {"metric": "cosine", "min": 0.999, "mean": 0.999}
+    run = dataclasses.replace(run, comparisons=tuple(dataclasses.replace(c, agreement=cosine)
+                                                    for c in run.comparisons))
+    first = write_report(run, tmp_path / "a")
+    earlier = json.loads(first.json.read_text())
+    # An earlier report where the uniform target read 1.2× (a different run of the same target).
+    slower = json.loads(json.dumps(earlier))
+    for row in slower["targets"]:
+        if row["input_set"].startswith("uniform"):
+            row["value"] = 1.2
+    (tmp_path / "slower.json").write_text(json.dumps(slower))
+    docs = load_reports([tmp_path / "slower.json", first.json])
+    files = write_report(run, tmp_path / "b", history=docs)
+    by_set = {t.input_set.split(":")[0]: t for t in files.targets}
+    assert sorted(by_set["uniform"].history) == pytest.approx([1.2, 1.6])
+    assert by_set["uniform"].spread_across_reports() == pytest.approx(1.6 / 1.2)
+    assert by_set["mixed"].values_across_reports() == pytest.approx((3.0, 3.0, 3.0))
+    doc = json.loads(files.json.read_text())
+    assert validate(doc) == []
+    text = files.markdown.read_text()
+    assert "1.2–1.6 over 3 reports (1.33)" in text and "3–3 over 3 reports (1.00)" in text
+    # Without history there is nothing to compare.
+    assert by_set["uniform"].spread is not None and first.targets[0].history == ()
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(InvalidInput, match="not a benchmark JSON report"):
+        load_reports([tmp_path / "bad.json"])

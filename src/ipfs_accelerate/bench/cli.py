@@ -65,6 +65,9 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="torch intra-op threads: a number, 'default' (torch's choice), or 'auto' (default): "
                         "torch's choice unless a timed small step runs faster on one thread, as happens when "
                         "other processes keep the CPUs busy")
+    p.add_argument("--history", nargs="+", type=Path, default=[], metavar="REPORT_JSON",
+                   help="earlier JSON reports (e.g. old/*/benchmark.json): each target states its values "
+                        "over them and this run, and their max÷min spread")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
                    help="log fallbacks and library warnings")
@@ -142,7 +145,7 @@ def _set_threads(value: str) -> str:
 def cmd_bench(args: argparse.Namespace) -> int:
     """Run the benchmark the arguments describe and write its report; 0 on success."""
     from .progress import Progress
-    from .report import write_report
+    from .report import load_reports, write_report
     from .runner import run_scenario
 
     scenario = _scenario(args)
@@ -156,7 +159,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     with Progress(enabled=not args.quiet) as progress:
         run = run_scenario(scenario, cache_dir=Path(cache) if cache else None, progress=progress,
                            notes=[n for n in notes if n])
-    files = write_report(run, args.out)
+    files = write_report(run, args.out, history=load_reports(args.history))
     print(f"report: {files.markdown}")
     print(f"json:   {files.json}")
     print(f"plots:  {', '.join(str(p) for p in files.plots)}")

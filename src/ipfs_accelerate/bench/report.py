@@ -39,9 +39,11 @@ from .results import (
     run_to_dict,
     schema_of,
 )
-from .targets import Target, evaluate_targets
+from .targets import Target, evaluate_targets, with_history
 
-__all__ = ["SCHEMA", "SECTIONS", "ReportFiles", "render_markdown", "report_dict", "validate", "write_report"]
+__all__ = [
+    "SCHEMA", "SECTIONS", "ReportFiles", "load_reports", "render_markdown", "report_dict", "validate", "write_report",
+]
 
 MARKDOWN_NAME = "benchmark.md"
 JSON_NAME = "benchmark.json"
@@ -290,6 +292,15 @@ def _perf_headers(section: str, *, with_wer: bool = False) -> list[str]:
     return headers
 
 
+def _across(t: Target) -> str:
+    """The target's values over the earlier reports and this one (``bench --history``)."""
+    values = t.values_across_reports()
+    spread = t.spread_across_reports()
+    if spread is None:
+        return "–"
+    return f"{min(values):.3g}–{max(values):.3g} over {len(values)} reports ({spread:.2f})"
+
+
 def render_markdown(run: BenchRun, targets: Sequence[Target], *, plots: Sequence[str] = ()) -> str:
     """The Markdown report (every section of :data:`SECTIONS`, in order)."""
     m = run.machine
@@ -410,9 +421,10 @@ def render_markdown(run: BenchRun, targets: Sequence[Target], *, plots: Sequence
     lines += ["## Performance targets", ""]
     rows = [[t.name, t.subject, "–" if t.required is None else _n(t.required), _against(t.value, t.required),
              {True: "met", False: "**not met**", None: "–"}[t.met],
-             "–" if t.spread is None else f"{t.spread:.2f}", t.input_set or "–", t.figure] for t in targets]
+             "–" if t.spread is None else f"{t.spread:.2f}", _across(t), t.input_set or "–", t.figure]
+            for t in targets]
     lines += _table(["Target", "Applies to", "Required", "Best measured", "Met", "Spread (max÷min run)",
-                     "Inputs", "Figures"], rows)
+                     "Across reports (min–max, max÷min)", "Inputs", "Figures"], rows)
 
     lines += ["## Share of the machine's measured peaks", ""]
     lines += [f"Against the measured fp32 peak ({m.fp32_gflops:.1f} GFLOP/s) and memory bandwidth "
@@ -561,15 +573,39 @@ class ReportFiles:
     targets: tuple[Target, ...]
 
 
-def write_report(run: BenchRun, out_dir: str | Path) -> ReportFiles:
+def load_reports(paths: Sequence[str | Path]) -> list[dict[str, Any]]:
+    """Earlier JSON reports for ``write_report(history=...)``, oldest first (by modification time).
+
+    Raises:
+        InvalidInput: a file is missing, or is not a benchmark JSON report.
+    """
+    docs = []
+    for path in sorted((Path(p) for p in paths), key=lambda p: p.stat().st_mtime if p.is_file() else 0.0):
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise InvalidInput(f"history {path}: not a readable JSON report ({exc})") from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("targets"), list):
+            raise InvalidInput(f"history {path}: not a benchmark JSON report (no targets list)")
+        docs.append(doc)
+    return docs
+
+
+def write_report(run: BenchRun, out_dir: str | Path, *, history: Sequence[Mapping[str, Any]] = ()) -> ReportFiles:
     """Write the Markdown, JSON and PNG files of ``run`` into ``out_dir``.
+
+    Args:
+        run: the results.
+        out_dir: where the files go.
+        history: earlier JSON reports, oldest first: each target states its values in them
+            beside this run's, and their spread (:func:`~ipfs_accelerate.bench.targets.with_history`).
 
     Raises:
         InvalidInput: the JSON document does not match :data:`SCHEMA` (a bug, reported loudly).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    targets = evaluate_targets(run)
+    targets = with_history(evaluate_targets(run), history)
     plots = (out / THROUGHPUT_PNG, out / LATENCY_PNG)
     _plot_throughput(run, plots[0])
     _plot_latency(run, plots[1])

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .results import BaselineResult, BenchRun, CaseResult, Comparison, Measurement
@@ -45,7 +45,7 @@ from .target_needs import (
     TargetNeeds,
 )
 
-__all__ = ["TARGET_NEEDS", "WER_MARGIN", "Target", "TargetNeeds", "evaluate_targets"]
+__all__ = ["TARGET_NEEDS", "WER_MARGIN", "Target", "TargetNeeds", "evaluate_targets", "with_history"]
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Target:
@@ -61,6 +61,8 @@ class Target:
         input_set: the input set the figures were measured on, and what it holds.
         spread: the slowest ÷ the fastest timed run of the measurement behind ``value``
             (1.0: every run alike; None when not measured).
+        history: this target's value in earlier reports (``bench --history``), oldest
+            first; this run's ``value`` is not among them.
     """
 
     name: str
@@ -71,6 +73,23 @@ class Target:
     figure: str
     input_set: str = ""
     spread: float | None = None
+    history: tuple[float, ...] = ()
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """What identifies the same target across reports: its name, subject and input set."""
+        return (self.name, self.subject, self.input_set)
+
+    def values_across_reports(self) -> tuple[float, ...]:
+        """The earlier reports' values, then this run's (when measured)."""
+        return self.history + ((self.value,) if self.value is not None else ())
+
+    def spread_across_reports(self) -> float | None:
+        """The largest ÷ the smallest value over the reports (None with fewer than two)."""
+        values = self.values_across_reports()
+        if len(values) < 2 or min(values) <= 0:
+            return None
+        return max(values) / min(values)
 
 
 def _fmt(x: float) -> str:
@@ -312,3 +331,24 @@ def _measurement_of(baseline: BaselineResult | None, batch_size: int) -> Measure
 
 def _wer(m: Measurement | None) -> str:
     return "–" if m is None or m.wer is None else f"{m.wer:.3f}"
+
+
+def with_history(targets: Iterable[Target], earlier: Iterable[Mapping[str, Any]]) -> list[Target]:
+    """``targets`` with the values the same targets had in earlier JSON reports.
+
+    A target is the same when its name, subject and input set are (:attr:`Target.key`);
+    targets of an earlier report that this run did not evaluate are left out, and so are
+    earlier rows that were not measured.
+
+    Args:
+        targets: this run's targets (:func:`evaluate_targets`).
+        earlier: earlier reports' JSON documents, oldest first (``report.json``).
+    """
+    seen: dict[tuple[str, str, str], list[float]] = {}
+    for doc in earlier:
+        for row in doc.get("targets", []):
+            value = row.get("value")
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                key = (str(row.get("name", "")), str(row.get("subject", "")), str(row.get("input_set", "")))
+                seen.setdefault(key, []).append(float(value))
+    return [dataclasses.replace(t, history=tuple(seen.get(t.key, ()))) for t in targets]
