@@ -14,7 +14,14 @@ from pathlib import Path
 import pytest
 
 from ipfs_accelerate import InvalidInput
-from ipfs_accelerate.bench.report import load_reports, render_markdown, report_dict, validate, write_report
+from ipfs_accelerate.bench.report import (
+    load_reports,
+    render_markdown,
+    report_dict,
+    throughput_panels,
+    validate,
+    write_report,
+)
 from ipfs_accelerate.bench.runner import case_batches, case_input_set
 from ipfs_accelerate.bench.scenario import Case
 from ipfs_accelerate.bench.stats import Latency
@@ -141,3 +148,28 @@ def test_history_gives_each_target_its_values_across_reports(tmp_path):
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(InvalidInput, match="not a benchmark JSON report"):
         load_reports([tmp_path / "bad.json"])
+
+
+def test_throughput_plot_has_one_panel_per_model_sorted_with_its_ratio_to_plain(tmp_path):
+    from PIL import Image
+
+    uniform, uniform_plain = _embedding("uniform", "512 sentences", 1.6, [1.0])
+    mixed, mixed_plain = _embedding("mixed", "mixed lengths", 3.0, [1.0])
+    slower = dataclasses.replace(mixed, backend="openvino", precision="int8", case=dataclasses.replace(
+        mixed.case, backend="openvino", precision="int8"), measurements=(_m(32, "items/s", 150.0),))
+    lm = _case("lm", "generate", "text-generation", "fp32", (_m(1, "tokens/s", 40.0), _m(8, "tokens/s", 200.0)))
+    lm_plain = _baseline(lm, "plain generate", "plain", "fp32", (_m(1, "tokens/s", 20.0),))
+    run = _run([uniform, mixed, slower, lm], [uniform_plain, mixed_plain, lm_plain])
+    panels = throughput_panels(run)
+    assert len(panels) == 3  # the two input sets of one model are apart, and the language model
+    mixed_panel = next(bars for title, bars in panels.items() if "mixed inputs" in title)
+    assert [b.label for b in mixed_panel] == ["b32 torch/fp32", "b32 openvino/int8", "b32 plain fwd"]
+    assert [b.vs_plain for b in mixed_panel] == pytest.approx([3.0, 1.5, 1.0])
+    assert [b.is_baseline for b in mixed_panel] == [False, False, True]
+    lm_panel = next(bars for title, bars in panels.items() if title.startswith("lm generate"))
+    assert [b.label for b in lm_panel] == ["b1 torch/fp32", "b1 plain generate", "b8 torch/fp32"]
+    assert [b.vs_plain for b in lm_panel] == [pytest.approx(2.0), pytest.approx(1.0), None]  # no plain at b8
+    assert next(title for title in panels if title.startswith("lm")).endswith("— tokens/s")
+    files = write_report(run, tmp_path)
+    with Image.open(files.plots[0]) as image:
+        assert image.size[0] > 1000  # two panels side by side
