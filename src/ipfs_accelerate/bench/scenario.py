@@ -446,7 +446,9 @@ def seed_suite(
             # fp16 on a CPU only where a target reads it (fp16 weights halve a bandwidth-bound
             # decode's bytes); elsewhere CPUs compute it in f32 at fp32's speed.
             fp16 = kind == "cuda" or "fp16" in target_precisions
-            lower = [p for p in ((["fp16"] if fp16 else []) + ["int8"])
+            # bf16 where a target reads it: AMX/AVX512-BF16 CPUs run it near twice fp32 (docs/benchmark.md).
+            bf16 = ["bf16"] if "bf16" in target_precisions else []
+            lower = [p for p in ((["fp16"] if fp16 else []) + bf16 + ["int8"])
                      if backend.unsupported(device=resolved, precision=p) is None]
             if b_index == 0:
                 if target_set is not None:
