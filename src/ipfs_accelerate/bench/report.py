@@ -595,7 +595,7 @@ def _plot_throughput(run: BenchRun, path: Path) -> None:
     fig.legend(handles, [*backends, "baseline (outlined)"], fontsize=7, loc="upper right", ncol=len(handles))
     fig.suptitle(f"Throughput per model, ours and baselines: {run.scenario.name}", fontsize=10, x=0.02,
                  ha="left")
-    fig.tight_layout(rect=(0, 0, 1, 0.985 - 0.25 / (sum(heights) + 0.6)))
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / (sum(heights) + 0.6)))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
