@@ -50,19 +50,30 @@ def test_target_kinds_get_the_targets_batch_sizes_first(suite):
         assert len(first) == 1, family
         case = first[0]
         assert case.backend == preferred and case.precision == "fp32" and _is_default_task(case)
-        # The smallest batch first (a larger batch's cost is predicted from it), then the targets'.
-        assert case.batch_sizes == tuple(sorted({sizes[0], *needs.batch_sizes})), family
+        assert case.input_set == needs.input_set, family
+        if needs.input_set is None:
+            # The smallest batch first (a larger batch's cost is predicted from it), then the targets'.
+            assert case.batch_sizes == tuple(sorted({sizes[0], *needs.batch_sizes})), family
+        else:
+            # A target on its own input set: only its batch sizes on that set; the default set
+            # runs later at the same sizes too (the labelled second row).
+            assert case.batch_sizes == needs.batch_sizes, family
+            default_set = [c for c in suite.cases if c.family == family and c.input_set is None
+                           and c.backend == preferred and c.precision == "fp32" and _is_default_task(c)]
+            assert len(default_set) == 1 and set(needs.batch_sizes) <= set(default_set[0].batch_sizes), family
         lower = [c for c in suite.cases if c.family == family and c.priority == 1]
         expected = [p for p in needs.precisions
                     if p != "fp32" and get_backend(preferred).unsupported(device="cpu", precision=p) is None]
         assert sorted(c.precision for c in lower) == sorted(expected), family
-        assert all(c.backend == preferred and c.batch_sizes == needs.batch_sizes for c in lower)
+        assert all(c.backend == preferred and c.batch_sizes == needs.batch_sizes
+                   and c.input_set == needs.input_set for c in lower)
 
 
 def test_the_issue_batch_sizes_are_in_the_table():
     assert TARGET_NEEDS["feature-extraction"].batch_sizes == (32,)
     assert TARGET_NEEDS["feature-extraction"].input_type == "str"
     assert TARGET_NEEDS["feature-extraction"].weights == "pretrained"  # "MiniLM (real weights)"
+    assert TARGET_NEEDS["feature-extraction"].input_set == "uniform"  # 512 sentences of 12-20 words
     assert TARGET_NEEDS["text-generation"].batch_sizes == (1, 8)
     assert "int8" in TARGET_NEEDS["text-generation"].precisions
     assert TARGET_NEEDS["automatic-speech-recognition"].batch_sizes == (1,)

@@ -50,6 +50,8 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="change the published config (synthetic weights only; values parsed as JSON)")
     p.add_argument("--param", action="append", type=parse_key_value, metavar="NAME=VALUE",
                    help="a task parameter for every call, e.g. max_new_tokens=32")
+    p.add_argument("--input-set", help="the bench profile's input set by name (default: the task's default set; "
+                                       "sentence embeddings: mixed or uniform)")
     p.add_argument("--min-runs", type=int, help="timed runs at least, per figure (default 3; suite 5)")
     p.add_argument("--min-seconds", type=float, help="timed seconds at least, per figure (default 1; suite 3)")
     p.add_argument("--budget-s", type=float,
@@ -63,6 +65,9 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="torch intra-op threads: a number, 'default' (torch's choice), or 'auto' (default): "
                         "torch's choice unless a timed small step runs faster on one thread, as happens when "
                         "other processes keep the CPUs busy")
+    p.add_argument("--history", nargs="+", type=Path, default=[], metavar="REPORT_JSON",
+                   help="earlier JSON reports (e.g. old/*/benchmark.json): each target states its values "
+                        "over them and this run, and their max÷min spread")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
                    help="log fallbacks and library warnings")
@@ -107,7 +112,7 @@ def _scenario(args: argparse.Namespace) -> Any:
             weights=args.weights, device=args.device, config_overrides=dict(args.config_override or []) or None,
             params=dict(args.param or []), min_runs=args.min_runs or 3,
             min_seconds=args.min_seconds if args.min_seconds is not None else 1.0, budget_s=args.budget_s,
-            concurrency=args.concurrency or 0,
+            concurrency=args.concurrency or 0, input_set=args.input_set,
         )
     if args.no_baselines:
         import dataclasses
@@ -140,7 +145,7 @@ def _set_threads(value: str) -> str:
 def cmd_bench(args: argparse.Namespace) -> int:
     """Run the benchmark the arguments describe and write its report; 0 on success."""
     from .progress import Progress
-    from .report import write_report
+    from .report import load_reports, write_report
     from .runner import run_scenario
 
     scenario = _scenario(args)
@@ -154,7 +159,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     with Progress(enabled=not args.quiet) as progress:
         run = run_scenario(scenario, cache_dir=Path(cache) if cache else None, progress=progress,
                            notes=[n for n in notes if n])
-    files = write_report(run, args.out)
+    files = write_report(run, args.out, history=load_reports(args.history))
     print(f"report: {files.markdown}")
     print(f"json:   {files.json}")
     print(f"plots:  {', '.join(str(p) for p in files.plots)}")

@@ -39,9 +39,12 @@ from .results import (
     run_to_dict,
     schema_of,
 )
-from .targets import Target, evaluate_targets
+from .targets import Target, evaluate_targets, with_history
 
-__all__ = ["SCHEMA", "SECTIONS", "ReportFiles", "render_markdown", "report_dict", "validate", "write_report"]
+__all__ = [
+    "SCHEMA", "SECTIONS", "ReportFiles", "ThroughputBar", "load_reports", "render_markdown", "report_dict",
+    "throughput_panels", "validate", "write_report",
+]
 
 MARKDOWN_NAME = "benchmark.md"
 JSON_NAME = "benchmark.json"
@@ -290,6 +293,15 @@ def _perf_headers(section: str, *, with_wer: bool = False) -> list[str]:
     return headers
 
 
+def _across(t: Target) -> str:
+    """The target's values over the earlier reports and this one (``bench --history``)."""
+    values = t.values_across_reports()
+    spread = t.spread_across_reports()
+    if spread is None:
+        return "–"
+    return f"{min(values):.3g}–{max(values):.3g} over {len(values)} reports ({spread:.2f})"
+
+
 def render_markdown(run: BenchRun, targets: Sequence[Target], *, plots: Sequence[str] = ()) -> str:
     """The Markdown report (every section of :data:`SECTIONS`, in order)."""
     m = run.machine
@@ -409,8 +421,11 @@ def render_markdown(run: BenchRun, targets: Sequence[Target], *, plots: Sequence
 
     lines += ["## Performance targets", ""]
     rows = [[t.name, t.subject, "–" if t.required is None else _n(t.required), _against(t.value, t.required),
-             {True: "met", False: "**not met**", None: "–"}[t.met], t.figure] for t in targets]
-    lines += _table(["Target", "Applies to", "Required", "Best measured", "Met", "Figures"], rows)
+             {True: "met", False: "**not met**", None: "–"}[t.met],
+             "–" if t.spread is None else f"{t.spread:.2f}", _across(t), t.input_set or "–", t.figure]
+            for t in targets]
+    lines += _table(["Target", "Applies to", "Required", "Best measured", "Met", "Spread (max÷min run)",
+                     "Across reports (min–max, max÷min)", "Inputs", "Figures"], rows)
 
     lines += ["## Share of the machine's measured peaks", ""]
     lines += [f"Against the measured fp32 peak ({m.fp32_gflops:.1f} GFLOP/s) and memory bandwidth "
@@ -488,38 +503,99 @@ def _series(run: BenchRun) -> list[tuple[str, str, Measurement, bool]]:
     return out
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ThroughputBar:
+    """One bar of the throughput plot: ours (a backend and precision) or a baseline, at one batch size."""
+
+    label: str
+    backend: str
+    value: float
+    is_baseline: bool
+    vs_plain: float | None
+
+
+def throughput_panels(run: BenchRun) -> dict[str, list[ThroughputBar]]:
+    """The throughput plot's panels: one per model, task and input set, each bar ours or a baseline.
+
+    Within a panel the bars are grouped by batch size (smallest first) and sorted by
+    throughput, fastest first; each carries its ratio to the plain transformers baseline of
+    the same model and batch size (None where no plain baseline ran).
+    """
+    plain: dict[tuple[str, int], float] = {}
+    keys = {r.case.model_key: r for r in run.cases}
+    titles: dict[str, str] = {}
+    for r in run.cases:
+        on = f", {r.input_set} inputs" if r.input_set else ""
+        titles[r.case.model_key] = f"{r.case.model_id.split('/')[-1]} {r.task} ({r.weights or '?'} weights{on})"
+    for b in run.baselines:
+        key = b.baseline_id.split("#", 1)[0]
+        if b.role == "plain" and key in keys:
+            for m in b.measurements:
+                plain[(key, m.batch_size)] = m.rates.get(m.throughput.rate_unit or m.throughput.unit, 0.0)
+    rows: dict[str, list[tuple[int, ThroughputBar]]] = {}
+
+    def add(key: str, m: Measurement, label: str, backend: str, is_baseline: bool) -> None:
+        unit = m.throughput.rate_unit or m.throughput.unit
+        value = m.rates.get(unit, 0.0)
+        base = plain.get((key, m.batch_size))
+        ratio = value / base if base else None
+        title = f"{titles.get(key, key)} — {unit}"
+        rows.setdefault(title, []).append((m.batch_size, ThroughputBar(
+            label=f"b{m.batch_size} {label}", backend=backend, value=value, is_baseline=is_baseline,
+            vs_plain=ratio)))
+
+    for r in run.cases:
+        for m in r.measurements:
+            add(r.case.model_key, m, f"{r.backend}/{r.precision}", r.backend or "?", False)
+    for b in run.baselines:
+        key = b.baseline_id.split("#", 1)[0]
+        for m in b.measurements:
+            add(key, m, b.name, "baseline", True)
+    return {title: [bar for _, bar in sorted(bars, key=lambda x: (x[0], -x[1].value))]
+            for title, bars in rows.items()}
+
+
 def _plot_throughput(run: BenchRun, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    series = _series(run)
-    units: dict[str, list[tuple[str, str, float, bool]]] = {}
-    for label, backend, m, is_base in series:
-        unit = m.throughput.rate_unit or m.throughput.unit
-        units.setdefault(unit, []).append((label, backend, m.rates.get(unit, 0.0), is_base))
-    if not units:
-        units = {"items/s": []}
-    heights = [max(1.5, 0.28 * len(v) + 0.8) for v in units.values()]
-    fig, axes = plt.subplots(len(units), 1, figsize=(10, sum(heights) + 0.5), squeeze=False,
+    panels = throughput_panels(run) or {"nothing measured": []}
+    columns = 2 if len(panels) > 1 else 1
+    grid = [list(panels.items())[i:i + columns] for i in range(0, len(panels), columns)]
+    heights = [max(1.6, 0.3 * max(len(bars) for _, bars in row) + 0.9) for row in grid]
+    fig, axes = plt.subplots(len(grid), columns, figsize=(7.5 * columns, sum(heights) + 0.6), squeeze=False,
                              gridspec_kw={"height_ratios": heights})
-    backends = sorted({b for _, b, _, _ in series if b != "baseline"})
+    backends = sorted({bar.backend for bars in panels.values() for bar in bars if not bar.is_baseline})
     colors = {b: plt.get_cmap("tab10")(i % 10) for i, b in enumerate(backends)}
-    colors["baseline"] = (0.6, 0.6, 0.6, 1.0)
-    for ax, (unit, rows) in zip(axes[:, 0], units.items(), strict=True):
-        labels = [r[0] for r in rows]
-        values = [r[2] for r in rows]
-        ax.barh(range(len(rows)), values, color=[colors.get(r[1], "C0") for r in rows],
-                hatch=None, edgecolor=["black" if r[3] else "none" for r in rows])
-        ax.set_yticks(range(len(rows)), labels, fontsize=7)
-        ax.invert_yaxis()
-        ax.set_xlabel(unit)
-        ax.grid(axis="x", alpha=0.3)
+    colors["baseline"] = (0.62, 0.62, 0.62, 1.0)
+    for r_index, row in enumerate(grid):
+        for c_index in range(columns):
+            ax = axes[r_index, c_index]
+            if c_index >= len(row):
+                ax.axis("off")
+                continue
+            title, bars = row[c_index]
+            ax.barh(range(len(bars)), [b.value for b in bars], color=[colors.get(b.backend, "C0") for b in bars],
+                    edgecolor=["black" if b.is_baseline else "none" for b in bars])
+            ax.set_yticks(range(len(bars)), [b.label for b in bars], fontsize=7)
+            ax.invert_yaxis()
+            top = max((b.value for b in bars), default=1.0) or 1.0
+            ax.set_xlim(0, top * 1.22)
+            for y, bar in enumerate(bars):
+                figure = f"{bar.value:,.0f}" if bar.value >= 1000 else f"{bar.value:.3g}"
+                text = figure + (f"  {bar.vs_plain:.2f}× plain" if bar.vs_plain is not None else "")
+                ax.text(bar.value + top * 0.01, y, text, va="center", fontsize=6.5)
+            ax.set_title(title.split(" — ")[0], fontsize=8.5)
+            ax.set_xlabel(title.split(" — ")[-1], fontsize=7.5)
+            ax.tick_params(axis="x", labelsize=7)
+            ax.grid(axis="x", alpha=0.3)
     handles = [plt.Rectangle((0, 0), 1, 1, color=colors[b]) for b in [*backends, "baseline"]]
-    axes[0, 0].legend(handles, [*backends, "baseline"], fontsize=7, loc="lower right")
-    axes[0, 0].set_title(f"Throughput per backend: {run.scenario.name}")
-    fig.tight_layout()
+    fig.legend(handles, [*backends, "baseline (outlined)"], fontsize=7, loc="upper right", ncol=len(handles))
+    fig.suptitle(f"Throughput per model, ours and baselines: {run.scenario.name}", fontsize=10, x=0.02,
+                 ha="left")
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / (sum(heights) + 0.6)))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -559,15 +635,39 @@ class ReportFiles:
     targets: tuple[Target, ...]
 
 
-def write_report(run: BenchRun, out_dir: str | Path) -> ReportFiles:
+def load_reports(paths: Sequence[str | Path]) -> list[dict[str, Any]]:
+    """Earlier JSON reports for ``write_report(history=...)``, oldest first (by modification time).
+
+    Raises:
+        InvalidInput: a file is missing, or is not a benchmark JSON report.
+    """
+    docs = []
+    for path in sorted((Path(p) for p in paths), key=lambda p: p.stat().st_mtime if p.is_file() else 0.0):
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise InvalidInput(f"history {path}: not a readable JSON report ({exc})") from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("targets"), list):
+            raise InvalidInput(f"history {path}: not a benchmark JSON report (no targets list)")
+        docs.append(doc)
+    return docs
+
+
+def write_report(run: BenchRun, out_dir: str | Path, *, history: Sequence[Mapping[str, Any]] = ()) -> ReportFiles:
     """Write the Markdown, JSON and PNG files of ``run`` into ``out_dir``.
+
+    Args:
+        run: the results.
+        out_dir: where the files go.
+        history: earlier JSON reports, oldest first: each target states its values in them
+            beside this run's, and their spread (:func:`~ipfs_accelerate.bench.targets.with_history`).
 
     Raises:
         InvalidInput: the JSON document does not match :data:`SCHEMA` (a bug, reported loudly).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    targets = evaluate_targets(run)
+    targets = with_history(evaluate_targets(run), history)
     plots = (out / THROUGHPUT_PNG, out / LATENCY_PNG)
     _plot_throughput(run, plots[0])
     _plot_latency(run, plots[1])

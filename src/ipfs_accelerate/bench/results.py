@@ -131,6 +131,9 @@ class CaseResult:
         load: load seconds (``total_s``, ``resolve_s``, ``backend_load_s``) and ``rss_mb``.
         model_params: parameters in the model's safetensors files.
         input_type: the Python type of the benchmark inputs (``str``, ``ndarray``, ``Image`` …).
+        input_set: the bench profile's input set that was measured (``InputSet.name``;
+            ``case`` for a case's own inputs).
+        input_description: that set in words.
         measurements: one per batch size that ran.
         runtime: the backend's facts about what ran (``Provenance.runtime``: execution
             providers or devices, export and quantization recipe, int8 gate cosine, fusion …).
@@ -152,6 +155,8 @@ class CaseResult:
     load: dict[str, float] | None = None
     model_params: int | None = None
     input_type: str = ""
+    input_set: str = ""
+    input_description: str = ""
     measurements: tuple[Measurement, ...] = ()
     runtime: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 

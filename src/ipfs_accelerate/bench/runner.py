@@ -43,7 +43,7 @@ from ..engine.loader import load
 from ..engine.options import default_cache_dir
 from ..families import all_families, find_family, get_family
 from ..families.base import Baseline, BaselineRun, TaskHandler
-from ..families.bench_profile import bench_profile
+from ..families.bench_profile import InputSet, bench_profile
 from ..store.weights import SYNTHETIC_MARKER, parameter_counts, resolve_weights
 from .baselines import all_baselines, library_version
 from .budget import BudgetClock, predicted_seconds
@@ -74,12 +74,41 @@ def _weights_key(case: Case) -> str:
     return f"{case.model_id}|{case.weights}|{case.family or ''}|{overrides}"
 
 
+CASE_INPUTS = InputSet(name="case", description="the case's own inputs, built to the batch size")
+
+
+def case_input_set(case: Case, handler: TaskHandler) -> InputSet:
+    """The input set a case measures: its own builder's, else the bench profile's set it names."""
+    return CASE_INPUTS if case.inputs is not None else bench_profile(handler).input_set(case.input_set)
+
+
+def case_batches(case: Case, handler: TaskHandler, batch_size: int) -> list[list[Any]]:
+    """The calls of one timed run at ``batch_size``: one batch, or a pass over a sized set in batches."""
+    if case.inputs is not None:
+        return [list(case.inputs(handler, batch_size))]
+    chosen = case_input_set(case, handler)
+    profile = bench_profile(handler)
+    if chosen.size is None:
+        return [profile.inputs(batch_size, chosen.name)]
+    items = profile.inputs(chosen.size, chosen.name)
+    return [items[i:i + batch_size] for i in range(0, len(items), batch_size)]
+
+
+def _summed(figures: Sequence[dict[str, float]]) -> dict[str, float]:
+    """The task figures of one pass: the sum of its calls' (items, tokens, seconds)."""
+    out: dict[str, float] = {}
+    for f in figures:
+        for k, v in f.items():
+            out[k] = out.get(k, 0.0) + float(v)
+    return out
+
+
 def _references(case: Case, handler: TaskHandler, n: int) -> list[str] | None:
     """The expected text of the case's ``n`` inputs: the case's own, else its bench profile's
-    (only for the handler's own bench inputs, which its references describe)."""
+    (only for the handler's own default bench inputs, which its references describe)."""
     if case.references is not None:
         return list(case.references(handler, n))
-    if case.inputs is not None:
+    if case.inputs is not None or case_input_set(case, handler).size is not None:
         return None
     refs = bench_profile(handler).references(n)
     return list(refs) if refs is not None else None
@@ -288,6 +317,7 @@ class BenchRunner:
         measurements: list[Measurement] = []
         status, reason = ("fallback" if fallbacks else "ok"), ""
         input_type = ""
+        input_set = case_input_set(case, handler)
         device = str(endpoint.runtime.device)
         for b_index, batch_size in enumerate(case.batch_sizes):
             left = len(case.batch_sizes) - b_index
@@ -305,17 +335,24 @@ class BenchRunner:
                                      f"{self.clock.remaining():.0f} s left")
                     self.progress.step(f"skipped {label} batch {batch_size} (predicted over budget)")
                     continue
-            items = case.inputs(handler, batch_size) if case.inputs else bench_profile(handler).inputs(batch_size)
+            batches = case_batches(case, handler, batch_size)
+            items = [x for batch in batches for x in batch]
             references = _references(case, handler, batch_size)
             input_type = input_type or (type(items[0]).__name__ if items else "")
             outputs: list[Sequence[Any]] = []
 
-            def call(items: list[Any] = items, out: list[Sequence[Any]] = outputs,
+            def call(batches: list[list[Any]] = batches, out: list[Sequence[Any]] = outputs,
                      ep: Any = endpoint) -> dict[str, float]:
-                result = ep.run_items(items, params)
-                notes.extend(result.provenance.notes)
-                out[:] = [result.outputs]
-                return dict(result.timings)
+                done: list[Any] = []
+                figures = []
+                for index, batch in enumerate(batches):
+                    result = ep.run_items(batch, params)
+                    if index == 0:  # the batches of a pass differ only in the details (sub-batch sizes)
+                        notes.extend(result.provenance.notes)
+                    done += list(result.outputs)
+                    figures.append({"items": float(len(batch)), **dict(result.timings)})
+                out[:] = [done]
+                return _summed(figures)
 
             try:
                 m = self._measure(call, case, batch_size, device=device, cold=b_index == 0,
@@ -344,7 +381,8 @@ class BenchRunner:
             case=case, status=status, reason=reason, family=prov.family, task=prov.task, kind=handler.kind,
             backend=prov.backend, precision=prov.precision, device=prov.device, weights=prov.weights,
             source=prov.source, fallbacks=fallbacks, notes=tuple(dict.fromkeys(notes)), load=load_info,
-            model_params=n_params or None, input_type=input_type, measurements=tuple(measurements),
+            model_params=n_params or None, input_type=input_type, input_set=input_set.name,
+            input_description=input_set.description, measurements=tuple(measurements),
             runtime=json_safe(dict(prov.runtime)),
         )
 
@@ -420,16 +458,21 @@ class BenchRunner:
                                          f"predicted {predicted:.0f} s, more than a quarter of the "
                                          f"{self.clock.remaining():.0f} s left")
                         continue
-                items = (case.inputs(handler, batch_size) if case.inputs
-                         else bench_profile(handler).inputs(batch_size))
+                batches = case_batches(case, handler, batch_size)
                 outputs: list[Sequence[Any]] = []
                 run = record.run
 
-                def call(items: list[Any] = items, out: list[Sequence[Any]] = outputs,
+                def call(batches: list[list[Any]] = batches, out: list[Sequence[Any]] = outputs,
                          run: Any = run) -> dict[str, float]:
-                    result = run(items, params)
-                    out[:] = [list(result.outputs)]
-                    return {"items": float(len(items)), **{k: float(v) for k, v in result.figures.items()}}
+                    done: list[Any] = []
+                    figures = []
+                    for batch in batches:
+                        result = run(batch, params)
+                        done += list(result.outputs)
+                        figures.append({"items": float(len(batch)),
+                                        **{k: float(v) for k, v in result.figures.items()}})
+                    out[:] = [done]
+                    return _summed(figures)
 
                 extra = self.input_figures.get((case.model_key, batch_size), {})
                 try:

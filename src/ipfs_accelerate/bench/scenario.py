@@ -82,6 +82,8 @@ class Case:
         warmup_runs: untimed runs before the timed ones (the cold first call is extra).
         strict: fail instead of falling back to another backend or precision.
         priority: lower runs first; a time budget cuts the highest numbers first.
+        input_set: the bench profile's input set by name (``BenchProfile.input_sets``); None:
+            its default. A target names the set it is stated on (``TargetNeeds.input_set``).
         inputs: builds ``n`` inputs from the handler; None uses the handler's bench profile's ``inputs(n)``.
         references: builds the expected output text of each of the ``n`` inputs, for a
             word error rate of ours and every baseline; None uses
@@ -104,6 +106,7 @@ class Case:
     warmup_runs: int = 1
     strict: bool = False
     priority: int = 0
+    input_set: str | None = None
     # Builders of inputs are code, not data: the JSON report leaves them out.
     inputs: InputsBuilder | None = dataclasses.field(default=None, metadata={"json": False})
     references: ReferencesBuilder | None = dataclasses.field(default=None, metadata={"json": False})
@@ -133,13 +136,15 @@ class Case:
     def case_id(self) -> str:
         """A readable unique id: ``model:task:backend:precision:b<batch sizes>``."""
         sizes = "-".join(str(b) for b in self.batch_sizes)
-        return f"{self.model_id}:{self.task or 'default'}:{self.backend}:{self.precision}:b{sizes}"
+        on = f":{self.input_set}" if self.input_set else ""
+        return f"{self.model_id}:{self.task or 'default'}:{self.backend}:{self.precision}:b{sizes}{on}"
 
     @property
     def model_key(self) -> str:
-        """Identifies the model, task and device: cases with the same key share baselines."""
+        """Identifies the model, task, device and input set: cases with the same key share baselines."""
         overrides = json.dumps(dict(self.config_overrides or {}), sort_keys=True, default=str)
-        return f"{self.model_id}|{self.task or ''}|{self.weights}|{self.family or ''}|{self.device}|{overrides}"
+        on = f"|{self.input_set}" if self.input_set else ""
+        return f"{self.model_id}|{self.task or ''}|{self.weights}|{self.family or ''}|{self.device}|{overrides}{on}"
 
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.metadata.get("json", True)}
@@ -319,12 +324,13 @@ def from_flags(
     budget_s: float | None = None,
     baselines: bool = True,
     concurrency: int = 0,
+    input_set: str | None = None,
 ) -> Scenario:
     """A scenario from command-line choices: every model × backend × precision."""
     cases = [
         Case(model_id=model, task=task, backend=backend, precision=precision, device=device,
              batch_sizes=tuple(batch_sizes), weights=weights, config_overrides=config_overrides,
-             params=dict(params or {}), min_runs=min_runs, min_seconds=min_seconds)
+             params=dict(params or {}), min_runs=min_runs, min_seconds=min_seconds, input_set=input_set)
         for model in models for backend in backends for precision in precisions
     ]
     if not cases:
@@ -421,17 +427,19 @@ def seed_suite(
 
         def add(priority: int, task: str, backend: str, precision: str, batches: Iterable[int],
                 model: str = model, weights: WeightsKind = weights, params: int = params, s_index: int = s_index,
-                family: str = model_family.name) -> None:
+                family: str = model_family.name, input_set: str | None = None) -> None:
             chosen = tuple(sorted(set(batches)))
             if not chosen:
                 return
             entries.append((priority, params, s_index, Case(
                 model_id=model, task=task, backend=backend_choice(backend), precision=precision_choice(precision),
                 device=device, batch_sizes=chosen, weights=weights, family=family,
-                min_runs=min_runs, min_seconds=min_seconds, strict=True, priority=priority,
+                min_runs=min_runs, min_seconds=min_seconds, strict=True, priority=priority, input_set=input_set,
             )))
 
         target_sizes = set(needs.batch_sizes) if needs is not None else set()
+        # The target's own input set where it names one (its cases are apart from the default set's).
+        target_set = needs.input_set if needs is not None else None
         target_precisions = set(needs.precisions) if needs is not None else set()
         every_size = set(sizes) | target_sizes
         for b_index, name in enumerate(backends):
@@ -439,19 +447,29 @@ def seed_suite(
             # fp16 on a CPU only where a target reads it (fp16 weights halve a bandwidth-bound
             # decode's bytes); elsewhere CPUs compute it in f32 at fp32's speed.
             fp16 = kind == "cuda" or "fp16" in target_precisions
-            lower = [p for p in ((["fp16"] if fp16 else []) + ["int8"])
+            # bf16 where a target reads it: AMX/AVX512-BF16 CPUs run it near twice fp32 (docs/benchmark.md).
+            bf16 = ["bf16"] if "bf16" in target_precisions else []
+            lower = [p for p in ((["fp16"] if fp16 else []) + bf16 + ["int8"])
                      if backend.unsupported(device=resolved, precision=p) is None]
             if b_index == 0:
-                first = {sizes[0]} | target_sizes
-                add(0 if needs is not None else 2, model_family.default_task, name, "fp32", first)
-                add(4, model_family.default_task, name, "fp32", set(sizes) - first)
+                if target_set is not None:
+                    add(0, model_family.default_task, name, "fp32", target_sizes, input_set=target_set)
+                    # The default set at the targets' batch sizes too: a second, labelled row.
+                    add(4, model_family.default_task, name, "fp32", set(sizes) | target_sizes)
+                else:
+                    first = {sizes[0]} | target_sizes
+                    add(0 if needs is not None else 2, model_family.default_task, name, "fp32", first)
+                    add(4, model_family.default_task, name, "fp32", set(sizes) - first)
             else:
                 add(5, model_family.default_task, name, "fp32", every_size)
+                if target_set is not None:
+                    add(5, model_family.default_task, name, "fp32", target_sizes, input_set=target_set)
             for precision in lower:
                 if precision in target_precisions:
                     # The targets read every backend's lower precisions: the preferred
                     # backend for fp32 need not be the fastest in int8 (docs/benchmark.md).
-                    add(1 if b_index == 0 else 3, model_family.default_task, name, precision, target_sizes)
+                    add(1 if b_index == 0 else 3, model_family.default_task, name, precision, target_sizes,
+                        input_set=target_set)
                     add(6, model_family.default_task, name, precision, (set(sizes) if b_index == 0 else every_size) - target_sizes)
                 else:
                     add(6, model_family.default_task, name, precision, sizes if b_index == 0 else every_size)

@@ -6,8 +6,10 @@ every model of that kind the run measured:
 ==============================  ==========================================================
 kind                            target
 ==============================  ==========================================================
-feature-extraction (of texts,   batch 32: ≥ 1.5× plain transformers, with cosine ≥ 0.99
-real weights)                   to the reference baseline (the plain one when there is none)
+feature-extraction (of texts,   batch 32 on 512 sentences of 12–20 words (the ``uniform``
+real weights)                   input set): ≥ 1.5× plain transformers, with cosine ≥ 0.99
+                                to the reference baseline (the plain one when there is none);
+                                other input sets (mixed lengths) get a labelled, reported row
 text-generation                 batch 1 ≥ 2× plain transformers tokens/s (fp32 or fp16
                                 weights; the best fp32 figure is stated beside it); int8
                                 ≥ 4×; batch 8 ≥ 4× batch 1; the share of the weight-bytes
@@ -28,12 +30,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .results import BaselineResult, BenchRun, CaseResult, Comparison, Measurement
 from .target_needs import (
     EMBEDDING_BATCH,
+    EMBEDDING_INPUT_SET,
     GENERATION_BATCH,
     GENERATION_SCALED_BATCH,
     SPEECH_BATCH,
@@ -42,7 +45,7 @@ from .target_needs import (
     TargetNeeds,
 )
 
-__all__ = ["TARGET_NEEDS", "WER_MARGIN", "Target", "TargetNeeds", "evaluate_targets"]
+__all__ = ["TARGET_NEEDS", "WER_MARGIN", "Target", "TargetNeeds", "evaluate_targets", "with_history"]
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Target:
@@ -55,6 +58,11 @@ class Target:
         value: the best measured value (None: not measured in this run).
         met: True or False; None when not measured or only reported.
         figure: how the value was obtained (which case, which batch, the raw figures).
+        input_set: the input set the figures were measured on, and what it holds.
+        spread: the slowest ÷ the fastest timed run of the measurement behind ``value``
+            (1.0: every run alike; None when not measured).
+        history: this target's value in earlier reports (``bench --history``), oldest
+            first; this run's ``value`` is not among them.
     """
 
     name: str
@@ -63,6 +71,25 @@ class Target:
     value: float | None
     met: bool | None
     figure: str
+    input_set: str = ""
+    spread: float | None = None
+    history: tuple[float, ...] = ()
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """What identifies the same target across reports: its name, subject and input set."""
+        return (self.name, self.subject, self.input_set)
+
+    def values_across_reports(self) -> tuple[float, ...]:
+        """The earlier reports' values, then this run's (when measured)."""
+        return self.history + ((self.value,) if self.value is not None else ())
+
+    def spread_across_reports(self) -> float | None:
+        """The largest ÷ the smallest value over the reports (None with fewer than two)."""
+        values = self.values_across_reports()
+        if len(values) < 2 or min(values) <= 0:
+            return None
+        return max(values) / min(values)
 
 
 def _fmt(x: float) -> str:
@@ -87,13 +114,28 @@ def _label(result: CaseResult) -> str:
 
 
 def _best(rows: list[tuple[float, str]], name: str, subject: str, required: float | None,
-          needs: str = "") -> Target:
+          needs: str = "", spreads: dict[str, float] | None = None) -> Target:
+    """The best row; ``spreads`` maps a row's figure to its measurement's max ÷ min run time."""
     if not rows:
         figure = f"not measured{f' (needs {needs})' if needs else ''}"
         return Target(name=name, subject=subject, required=required, value=None, met=None, figure=figure)
     value, figure = max(rows, key=lambda r: r[0])
     met = None if required is None else value >= required
-    return Target(name=name, subject=subject, required=required, value=value, met=met, figure=figure)
+    return Target(name=name, subject=subject, required=required, value=value, met=met, figure=figure,
+                  spread=(spreads or {}).get(figure))
+
+
+def run_spread(m: Measurement | None) -> float | None:
+    """The slowest ÷ the fastest timed run of one measurement (None with no runs)."""
+    if m is None or m.latency.min <= 0:
+        return None
+    return m.latency.max / m.latency.min
+
+
+def _input_label(result: CaseResult) -> str:
+    if not result.input_set:
+        return ""
+    return f"{result.input_set}: {result.input_description}" if result.input_description else result.input_set
 
 
 def _subject(result: CaseResult) -> str:
@@ -113,12 +155,15 @@ def evaluate_targets(run: BenchRun) -> list[Target]:
         needs = TARGET_NEEDS.get(kind or "")
         if needs is None or not needs.applies(weights=results[0].weights, input_type=results[0].input_type):
             continue
+        found: list[Target] = []
         if kind == "feature-extraction":
-            out.append(_embedding_target(pairs, subject))
+            named = needs.input_set is None or results[0].input_set == needs.input_set
+            found.append(_embedding_target(pairs, subject, named=named))
         elif kind == "text-generation":
-            out += _generation_targets(pairs, results, subject)
+            found += _generation_targets(pairs, results, subject)
         elif kind == "automatic-speech-recognition":
-            out += _speech_targets(run, pairs, results, subject)
+            found += _speech_targets(run, pairs, results, subject)
+        out += [dataclasses.replace(t, input_set=_input_label(results[0])) for t in found]
     c = run.concurrency
     if c is not None:
         name = f"{c.callers} concurrent callers ≥ 3× one-by-one plain transformers"
@@ -128,6 +173,9 @@ def evaluate_targets(run: BenchRun) -> list[Target]:
                 value=c.ratio_vs_plain, met=c.ratio_vs_plain >= 3.0,
                 figure=(f"{_fmt(c.items_per_s or 0)} items/s batched ({c.backend}/{c.precision}) vs "
                         f"{_fmt(c.plain_one_by_one_items_per_s or 0)} items/s one by one"),
+                input_set=f"{c.callers} single inputs of the task's default input set, at once",
+                spread=(c.round_seconds.max / c.round_seconds.min if c.round_seconds is not None
+                        and c.round_seconds.min > 0 else None),
             ))
         else:
             out.append(Target(name=name, subject=c.model_id or "-", required=3.0, value=None, met=None,
@@ -135,10 +183,17 @@ def evaluate_targets(run: BenchRun) -> list[Target]:
     return out
 
 
-def _embedding_target(pairs: list[tuple[CaseResult, Comparison]], subject: str) -> Target:
+def _embedding_target(pairs: list[tuple[CaseResult, Comparison]], subject: str, *, named: bool = True) -> Target:
+    """The target on its own input set (``named``); on another set, the same figure reported only."""
     name = f"batch {EMBEDDING_BATCH} ≥ 1.5× plain transformers at cosine ≥ 0.99"
+    required: float | None = 1.5
+    if not named:
+        name = f"batch {EMBEDDING_BATCH} × plain transformers at cosine ≥ 0.99 (reported: not the target's " \
+               f"{EMBEDDING_INPUT_SET} input set)"
+        required = None
     pairs = [(r, c) for r, c in pairs if c.batch_size == EMBEDDING_BATCH]
     rows: list[tuple[float, str]] = []
+    spreads: dict[str, float] = {}
     cosines: dict[tuple[str, int], dict[str, Any]] = {}
     for _, c in pairs:
         if c.agreement and c.agreement.get("metric") == "cosine":
@@ -152,27 +207,38 @@ def _embedding_target(pairs: list[tuple[CaseResult, Comparison]], subject: str) 
         cos = cosines.get((c.case_id, c.batch_size))
         if cos is None or cos["min"] < 0.99:
             continue
-        rows.append((c.ratio, f"{_label(result)} batch {c.batch_size}: {_fmt(c.ours)} vs {_fmt(c.theirs)} "
-                              f"{c.unit}; cosine min {cos['min']:.4f} vs {cos['against']}"))
+        figure = (f"{_label(result)} batch {c.batch_size}: {_fmt(c.ours)} vs {_fmt(c.theirs)} "
+                  f"{c.unit}; cosine min {cos['min']:.4f} vs {cos['against']}")
+        rows.append((c.ratio, figure))
+        spread = run_spread(_measurement(result, c.batch_size))
+        if spread is not None:
+            spreads[figure] = spread
     if not rows and pairs:
-        return Target(name=name, subject=subject, required=1.5, value=None, met=False,
+        return Target(name=name, subject=subject, required=required, value=None,
+                      met=False if named else None,
                       figure="no case reached cosine ≥ 0.99 with a plain baseline measured")
-    return _best(rows, name, subject, 1.5, needs=f"batch {EMBEDDING_BATCH}")
+    return _best(rows, name, subject, required, needs=f"batch {EMBEDDING_BATCH}", spreads=spreads)
 
 
 def _generation_targets(pairs: list[tuple[CaseResult, Comparison]], results: list[CaseResult],
                         subject: str) -> list[Target]:
     one_b, many_b = GENERATION_BATCH, GENERATION_SCALED_BATCH
 
+    spreads: dict[str, float] = {}
+
     def plain_rows(precisions: tuple[str, ...]) -> list[tuple[float, str]]:
-        return [
-            (c.ratio, f"{_label(r)}: {_fmt(c.ours)} vs {_fmt(c.theirs)} tokens/s")
-            for r, c in pairs
-            if c.role == "plain" and c.batch_size == one_b and c.unit == "tokens/s" and r.precision in precisions
-        ]
+        rows = []
+        for r, c in pairs:
+            if c.role == "plain" and c.batch_size == one_b and c.unit == "tokens/s" and r.precision in precisions:
+                figure = f"{_label(r)}: {_fmt(c.ours)} vs {_fmt(c.theirs)} tokens/s"
+                spread = run_spread(_measurement(r, one_b))
+                if spread is not None:
+                    spreads[figure] = spread
+                rows.append((c.ratio, figure))
+        return rows
 
     unquantized = _best(plain_rows(("fp32", "fp16", "bf16")), f"batch {one_b} ≥ 2× plain transformers tokens/s",
-                        subject, 2.0, needs=f"batch {one_b} and its plain baseline")
+                        subject, 2.0, needs=f"batch {one_b} and its plain baseline", spreads=spreads)
     fp32 = plain_rows(("fp32",))
     if fp32 and unquantized.value is not None and max(fp32)[0] < unquantized.value:
         best = max(fp32)
@@ -181,7 +247,7 @@ def _generation_targets(pairs: list[tuple[CaseResult, Comparison]], results: lis
     out = [
         unquantized,
         _best(plain_rows(("int8",)), f"int8 batch {one_b} ≥ 4× plain transformers tokens/s", subject, 4.0,
-              needs=f"int8 at batch {one_b} and the plain baseline"),
+              needs=f"int8 at batch {one_b} and the plain baseline", spreads=spreads),
     ]
     scaling: list[tuple[float, str]] = []
     bound: list[tuple[float, str]] = []
@@ -265,3 +331,24 @@ def _measurement_of(baseline: BaselineResult | None, batch_size: int) -> Measure
 
 def _wer(m: Measurement | None) -> str:
     return "–" if m is None or m.wer is None else f"{m.wer:.3f}"
+
+
+def with_history(targets: Iterable[Target], earlier: Iterable[Mapping[str, Any]]) -> list[Target]:
+    """``targets`` with the values the same targets had in earlier JSON reports.
+
+    A target is the same when its name, subject and input set are (:attr:`Target.key`);
+    targets of an earlier report that this run did not evaluate are left out, and so are
+    earlier rows that were not measured.
+
+    Args:
+        targets: this run's targets (:func:`evaluate_targets`).
+        earlier: earlier reports' JSON documents, oldest first (``report.json``).
+    """
+    seen: dict[tuple[str, str, str], list[float]] = {}
+    for doc in earlier:
+        for row in doc.get("targets", []):
+            value = row.get("value")
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                key = (str(row.get("name", "")), str(row.get("subject", "")), str(row.get("input_set", "")))
+                seen.setdefault(key, []).append(float(value))
+    return [dataclasses.replace(t, history=tuple(seen.get(t.key, ()))) for t in targets]

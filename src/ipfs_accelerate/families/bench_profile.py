@@ -11,18 +11,40 @@ gets the default profile, which fits most tasks: a new family needs no profile a
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
+from .._exceptions import InvalidInput
 from .base import Baseline, TaskHandler
 
-__all__ = ["BenchProfile", "bench_profile", "register_bench_profile"]
+__all__ = ["BenchProfile", "InputSet", "bench_profile", "register_bench_profile"]
 
 H = TypeVar("H", bound=TaskHandler)
 P = TypeVar("P", bound="type[BenchProfile[Any]]")
 
 # Keyed by handler class; abstract handler classes (shared bases) register too.
 _PROFILES: dict[type, type[BenchProfile[Any]]] = {}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class InputSet:
+    """A named set of benchmark inputs that a profile offers (a target names the one it is stated on).
+
+    Attributes:
+        name: short and stable (``Case.input_set``, the report's input column).
+        description: what the inputs are, in words (the report states it beside each figure).
+        size: items in the set: a measurement at batch size ``b`` then times passes over
+            all of them, ``b`` at a time (the last batch may be smaller). None: the set is
+            built to the batch size, one batch per timed call.
+    """
+
+    name: str
+    description: str
+    size: int | None = None
+
+
+DEFAULT_INPUT_SET = InputSet(name="examples", description="the task's example inputs, repeated to the batch size")
 
 
 class BenchProfile(Generic[H]):
@@ -35,12 +57,40 @@ class BenchProfile(Generic[H]):
     def __init__(self, handler: H) -> None:
         self.handler = handler
 
-    def inputs(self, n: int) -> list[Any]:
+    def input_sets(self) -> tuple[InputSet, ...]:
+        """The input sets :meth:`inputs` builds; the first is the default.
+
+        The default is one set, the task's example inputs. Override it together with
+        :meth:`inputs` where a target names its inputs (512 sentences of 12–20 words …).
+        """
+        return (DEFAULT_INPUT_SET,)
+
+    def input_set(self, name: str | None = None) -> InputSet:
+        """The input set called ``name`` (None: the default one).
+
+        Raises:
+            InvalidInput: the profile has no set of that name.
+        """
+        sets = self.input_sets()
+        if name is None:
+            return sets[0]
+        for found in sets:
+            if found.name == name:
+                return found
+        raise InvalidInput(f"{self.handler.name}: no benchmark input set {name!r}; "
+                           f"known: {', '.join(s.name for s in sets)}")
+
+    def inputs(self, n: int, input_set: str | None = None) -> list[Any]:
         """``n`` caller inputs for the benchmark; the default repeats ``handler.example_inputs()``.
 
         Override it to give the benchmark realistic, varied inputs (mixed lengths, a real
-        audio clip …). Every call with the same ``n`` must return the same inputs.
+        audio clip …). Every call with the same ``n`` and set must return the same inputs.
+
+        Args:
+            n: how many.
+            input_set: one of :meth:`input_sets` by name; None: the default.
         """
+        self.input_set(input_set)
         examples = self.handler.example_inputs()
         return [examples[i % len(examples)] for i in range(n)]
 

