@@ -11,8 +11,8 @@ from ._app import create_app
 from ._config import DEFAULT_MODELS, Limits, ModelConfig, ServerConfig, load_config, parse_model_arg
 from ._errors import ApiError
 from ._metrics import Metrics
-from ._registry import ModelRegistry, ServedModel
-from ._routes import PLAIN_CHAT_TEMPLATE, decode_data_uri, plain_chat_prompt, render_transcript
+from ._registry import PLAIN_CHAT_TEMPLATE, ModelRegistry, ModelService, ServedModel, plain_chat_prompt
+from ._routes import decode_data_uri, render_transcript
 
 __all__ = [
     "DEFAULT_MODELS",
@@ -22,6 +22,7 @@ __all__ = [
     "Metrics",
     "ModelConfig",
     "ModelRegistry",
+    "ModelService",
     "ServedModel",
     "ServerConfig",
     "create_app",
