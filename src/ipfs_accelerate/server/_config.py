@@ -28,6 +28,11 @@ class ModelConfig:
         queue_size: the most requests waiting; more answer 429.
         max_wait_s: the longest a request waits for company.
         config_overrides: passed to ``ia.load`` (tiny synthetic models in tests).
+        num_replicas: Ray Serve replicas of this model (``serve --ray``).
+        autoscaling: a Ray Serve ``autoscaling_config`` table (``min_replicas``,
+            ``max_replicas``, ``target_ongoing_requests`` …); replaces ``num_replicas``.
+        threads: CPU threads of one replica (Ray's ``num_cpus`` for it and its
+            ``OMP_NUM_THREADS``), so that replicas do not oversubscribe the cores.
     """
 
     model: str
@@ -41,6 +46,9 @@ class ModelConfig:
     queue_size: int = 256
     max_wait_s: float = 0.005
     config_overrides: Mapping[str, Any] | None = None
+    num_replicas: int = 1
+    autoscaling: Mapping[str, Any] | None = None
+    threads: int = 1
 
     @property
     def served_name(self) -> str:

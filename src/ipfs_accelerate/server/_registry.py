@@ -260,7 +260,7 @@ class ModelRegistry:
         cache_dir: the ipfs_accelerate cache for :meth:`load_all`.
     """
 
-    def __init__(self, configs: Sequence[ModelConfig] = (), *, models: Iterable[ServedModel] = (),
+    def __init__(self, configs: Sequence[ModelConfig] = (), *, models: Iterable[ModelService] = (),
                  cache_dir: str | Path | None = None) -> None:
         self.configs = tuple(configs)
         self.cache_dir = cache_dir

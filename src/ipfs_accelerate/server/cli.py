@@ -25,6 +25,11 @@ def run_serve(args: argparse.Namespace) -> int:
     models = [*config.models, *(parse_model_arg(m) for m in args.model or [])]
     config = load_config(args.config, host=args.host, port=args.port, api_key=api_key, cache_dir=cache,
                          models=models_or_defaults(models))
+    if args.ray is not None:
+        from .ray import serve_on_ray
+
+        serve_on_ray(config, args.ray or os.environ.get("RAY_ADDRESS") or None)
+        return 0
     app = create_app(config)
     server = uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port, log_level="info",
                                            timeout_graceful_shutdown=int(config.drain_s) or 1))
@@ -48,6 +53,10 @@ def add_serve_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     p.add_argument("--host", default=None, help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="TCP port (default 8000)")
     p.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' (or IPFS_ACCELERATE_API_KEY)")
+    p.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help="deploy on Ray Serve: a deployment per model (num_replicas/autoscaling/threads in its "
+                        "[[models]] table) behind the same app; ADDRESS joins a cluster (default RAY_ADDRESS, "
+                        "else a local one)")
     p.set_defaults(func=run_serve)
 
     from ..bench.http import add_bench_http_parser
