@@ -164,14 +164,17 @@ def deployed(cluster: dict[str, Any], cache_dir: Path) -> Iterator[str]:
     from ray import serve
 
     from ipfs_accelerate.server import ModelConfig, ServerConfig
-    from ipfs_accelerate.server.ray import APP_NAME, build_app
+    from ipfs_accelerate.server.ray import APP_NAME, SERVE_LOGGING, build_app
 
     port = _free_port()
-    config = ServerConfig(models=(ModelConfig(**_model_config(cache_dir, replicas=2)),), port=port,
+    gpt = ModelConfig(model="gpt2", task="generate", name="gpt", backend="torch", weights="synthetic",
+                      config_overrides=TINY["gpt2"], max_batch_size=4, threads=1)
+    config = ServerConfig(models=(ModelConfig(**_model_config(cache_dir, replicas=2)), gpt), port=port,
                           cache_dir=str(cache_dir))
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     try:
-        serve.run(build_app(config, {"IPFS_ACCELERATE_CACHE": str(cache_dir)}), name=APP_NAME, route_prefix="/")
+        serve.run(build_app(config, {"IPFS_ACCELERATE_CACHE": str(cache_dir)}), name=APP_NAME, route_prefix="/",
+                  logging_config=SERVE_LOGGING)
         yield f"http://127.0.0.1:{port}"
     finally:
         serve.shutdown()
@@ -198,6 +201,27 @@ def test_requests_spread_over_two_replicas_and_match_the_endpoint(deployed: str,
         served = np.asarray(responses[i].json()["data"][0]["embedding"])
         assert cosine(direct, served) > 0.999
     assert responses[0].headers["x-accelerate-task"] == "embed"
+
+
+def test_chat_streams_through_a_streaming_handle(deployed: str) -> None:
+    """SSE chat through the ingress and a streaming handle: the same text as the non-streamed answer."""
+    import json
+
+    payload = {"model": "gpt", "messages": [{"role": "user", "content": "Say hi"}], "max_tokens": 5,
+               "temperature": 0}
+    with httpx.Client(timeout=60) as client:
+        plain = client.post(f"{deployed}/v1/chat/completions", json=payload)
+        assert plain.status_code == 200, plain.text
+        with client.stream("POST", f"{deployed}/v1/chat/completions", json={**payload, "stream": True}) as r:
+            assert r.status_code == 200
+            assert r.headers["content-type"].startswith("text/event-stream")
+            lines = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
+    assert lines[-1] == "[DONE]"
+    chunks = [json.loads(line) for line in lines[:-1]]
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+    streamed = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
+    assert streamed == plain.json()["choices"][0]["message"]["content"]
+    assert plain.json()["provenance"]["replica"] and chunks[0]["provenance"]["replica"]
 
 
 def test_killing_a_replica_loses_no_request_and_ray_brings_it_back(deployed: str) -> None:

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
     from ..engine.result import Provenance, Result
 
-__all__ = ["APP_NAME", "FORWARDED_ENV", "Ingress", "ModelReplica", "RemoteModel", "build_app",
+__all__ = ["APP_NAME", "FORWARDED_ENV", "SERVE_LOGGING", "Ingress", "ModelReplica", "RemoteModel", "build_app",
            "deployment_options", "serve_on_ray"]
 
 log = logging.getLogger("ipfs_accelerate.server")
@@ -43,6 +43,10 @@ APP_NAME = "ipfs-accelerate"
 #: store's cache and peers (so ``ipfs://`` ids resolve on every node) and offline hubs.
 FORWARDED_ENV = ("IPFS_ACCELERATE_CACHE", "IPFS_ACCELERATE_PEERS", "IPFS_ACCELERATE_KUBO_API", "HF_HUB_OFFLINE",
                  "TOKENIZERS_PARALLELISM")
+
+#: Ray Serve's logging for our deployments: no access log line per request (two hops
+#: each, ingress and model, at several hundred requests/s they cost a core).
+SERVE_LOGGING: dict[str, Any] = {"enable_access_log": False, "log_level": "WARNING"}
 
 #: The default batch window when a model's config names none (the replica's batcher may
 #: still choose the endpoint's own; this only sizes ``max_ongoing_requests``).
@@ -295,8 +299,12 @@ def build_app(config: ServerConfig, env: Mapping[str, str] | None = None) -> Any
     handles = {m.served_name: replica.options(**deployment_options(m, env)).bind(m, config.cache_dir)
                for m in config.models}
     ingress: Any = serve.deployment(serve.ingress()(Ingress))
-    ingress = ingress.options(name="ingress", num_replicas=1,
-                                                                ray_actor_options={"num_cpus": 0})
+    # The ingress only awaits: it must hold every request the models' replicas and queues can
+    # (Ray's default of 5 ongoing requests would make it the bottleneck).
+    ongoing = sum(2 * (m.max_batch_size or _DEFAULT_BATCH) * (m.num_replicas if m.autoscaling is None
+                  else int(m.autoscaling.get("max_replicas", 1))) + m.queue_size for m in config.models)
+    ingress = ingress.options(name="ingress", num_replicas=1, ray_actor_options={"num_cpus": 0},
+                              max_ongoing_requests=max(ongoing, 64))
     return ingress.bind(config, handles)
 
 
@@ -321,7 +329,7 @@ def serve_on_ray(config: ServerConfig, address: str | None = None, *, stop: thre
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         serve.start(http_options={"host": config.host, "port": config.port})
-        serve.run(build_app(config, env), name=APP_NAME, route_prefix="/")
+        serve.run(build_app(config, env), name=APP_NAME, route_prefix="/", logging_config=SERVE_LOGGING)
         log.info("serving %d model(s) on Ray Serve at http://%s:%d", len(config.models), config.host, config.port)
         stop.wait()
         log.info("stopping: Ray Serve drains the replicas")
