@@ -11,6 +11,7 @@ auth and metrics are those of the single-process server. See docs/scaling.md.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import os
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from .._exceptions import AccelerateError
 from ._config import ModelConfig, ServerConfig
 from ._errors import ApiError
-from ._registry import ModelRegistry, ServedModel
+from ._registry import ModelRegistry, ServedModel, TokenCounter
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -110,10 +111,11 @@ class ModelReplica:
                  self.model.load_s)
 
     def info(self) -> dict[str, Any]:
-        """What the ingress keeps of the model: name, task, capabilities, description."""
+        """What the ingress keeps of the model: name, task, capabilities, description, tokenizer."""
         m = self.model
         return {"name": m.name, "task": m.task, "load_s": m.load_s, "param_names": m.param_names,
-                "chat_images": m.chat_images, "describe": m.describe(), "provenance": self._stamp(m.provenance())}
+                "chat_images": m.chat_images, "describe": m.describe(), "provenance": self._stamp(m.provenance()),
+                "tokenizer": getattr(m.endpoint.handler, "tokenizer", None)}
 
     def _stamp(self, provenance: Provenance) -> Provenance:
         return dataclasses.replace(provenance, replica=self.replica, node=self.node)
@@ -186,7 +188,10 @@ class RemoteModel:
         self.handle = handle
         self.name: str = info["name"]
         self.load_s: float = info["load_s"]
-        self._info = dict(info)
+        self._info = {k: v for k, v in info.items() if k != "tokenizer"}
+        # Token counts (limits, usage) on the ingress's own copy of the tokenizer: one hop
+        # to a model replica per request instead of two.
+        self.tokens = TokenCounter(info.get("tokenizer"))
         self._in_flight = 0
 
     @classmethod
@@ -249,9 +254,8 @@ class RemoteModel:
         await self._call("parse_params", dict(params))
 
     async def count_tokens(self, texts: Sequence[str], *, special: bool = True) -> list[int]:
-        """Tokens per text, counted on a replica."""
-        counts: list[int] = await self._call("count_tokens", list(texts), special)
-        return counts
+        """Tokens per text, counted here with the replicas' tokenizer."""
+        return await asyncio.to_thread(self.tokens.count, texts, special=special)
 
     async def chat_prompt(self, messages: Sequence[tuple[str, str]], images: Sequence[bytes]
                           ) -> tuple[Any, str, list[str]]:
