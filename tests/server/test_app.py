@@ -73,6 +73,10 @@ def test_embeddings_float_match_the_endpoint(client: Any, tiny_endpoints: dict[s
     tokens = sum(len(tokenizer(t)["input_ids"]) for t in texts)
     assert body["usage"] == {"prompt_tokens": tokens, "total_tokens": tokens}
     assert body["provenance"]["weights"] == "synthetic" and body["model"] == "mini"
+    expected_provenance = direct.provenance.to_dict()
+    assert set(body["provenance"]) == set(expected_provenance)
+    for key in ("model_id", "family", "task", "backend", "device", "precision", "weights", "source", "fallbacks"):
+        assert body["provenance"][key] == expected_provenance[key], key
     assert response.headers["x-accelerate-backend"] == direct.provenance.backend
     assert response.headers["x-accelerate-weights"] == "synthetic"
 
@@ -108,6 +112,20 @@ def test_body_over_the_limit_is_413(client: Any) -> None:
     err = _error(client.post("/v1/embeddings", content=b"x" * 2_000_001,
                              headers={"content-type": "application/json"}), 413)
     assert "limit" in err["message"]
+
+
+def test_chunked_body_over_the_limit_is_413_on_every_route(client: Any) -> None:
+    def chunks() -> Any:
+        for _ in range(5):
+            yield b"x" * 500_000
+
+    for route, content_type in (("/v1/embeddings", "application/json"),
+                                ("/v1/audio/transcriptions", "multipart/form-data; boundary=abc")):
+        err = _error(client.post(route, content=chunks(), headers={"content-type": content_type}), 413)
+        assert err["code"] == "body_too_large"
+    small = client.post("/v1/embeddings", content=iter([b'{"model": "mini", ', b'"input": "x"}']),
+                        headers={"content-type": "application/json"})
+    assert small.status_code == 200, small.text
 
 
 def test_malformed_json_is_400(client: Any) -> None:
@@ -299,3 +317,47 @@ def test_config_toml(tmp_path: Path) -> None:
         load_config(path)
     with pytest.raises(ValueError, match="share a name"):
         ModelRegistry([ModelConfig(model="a"), ModelConfig(model="b", name="a")])
+
+
+def test_extra_routers_mount_and_a_crash_is_a_logged_500_without_traceback(
+        tiny_endpoints: dict[str, Any], caplog: pytest.LogCaptureFixture) -> None:
+    from fastapi import APIRouter
+    from starlette.testclient import TestClient
+
+    router = APIRouter()
+
+    @router.get("/ipfs/{cid}")
+    async def crash(cid: str) -> dict[str, str]:
+        if cid == "boom":
+            raise RuntimeError("secret internal detail")
+        return {"cid": cid}
+
+    app = create_app(ServerConfig(), registry=ModelRegistry(models=[]), extra_routers=[router], load_models=False)
+    with TestClient(app, raise_server_exceptions=False) as c, caplog.at_level("ERROR", "ipfs_accelerate.server"):
+        assert c.get("/ipfs/bafy").json() == {"cid": "bafy"}
+        response = c.get("/ipfs/boom")
+    err = _error(response, 500)
+    assert "secret" not in response.text and err["type"] == "server_error"
+    request_id = response.headers["x-request-id"]
+    assert request_id in err["message"]
+    logged = [r for r in caplog.records if request_id in r.getMessage()]
+    assert logged and logged[0].exc_info is not None
+
+
+def test_cors_is_off_unless_configured(tiny_endpoints: dict[str, Any]) -> None:
+    from starlette.testclient import TestClient
+
+    preflight = {"Origin": "http://app.example", "Access-Control-Request-Method": "POST",
+                 "Access-Control-Request-Headers": "authorization,content-type"}
+    with TestClient(make_app({"mini": tiny_endpoints["mini"]})) as c:
+        assert "access-control-allow-origin" not in c.options("/v1/embeddings", headers=preflight).headers
+        assert "access-control-allow-origin" not in c.get("/health", headers={"Origin": "http://app.example"}).headers
+    app = make_app({"mini": tiny_endpoints["mini"]}, cors_origins=("http://app.example",))
+    with TestClient(app) as c:
+        answer = c.options("/v1/embeddings", headers=preflight)
+        assert answer.status_code == 200
+        assert answer.headers["access-control-allow-origin"] == "http://app.example"
+        assert c.options("/v1/embeddings", headers={**preflight, "Origin": "http://other.example"}).status_code == 400
+        # The key is still needed for the real request.
+        _error(c.post("/v1/embeddings", json={"model": "mini", "input": "x"}, headers={"Origin": "http://app.example"}),
+               401)

@@ -147,3 +147,16 @@ def test_sigterm_drains_in_flight_then_exits_0(tmp_path: Path, cache_dir: Path, 
     for response in answers:
         assert response.status_code == 200, response.text
         assert _words(response.json()["text"]) == _words(spoken)
+
+
+def test_a_client_leaving_mid_stream_leaves_the_server_serving(server: tuple[str, Any], client: Any) -> None:
+    base, process = server
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    body = {"model": "gpt", "prompt": "Once upon a time", "max_tokens": 64, "temperature": 0, "stream": True}
+    with httpx.stream("POST", base + "/v1/completions", json=body, headers=headers, timeout=60) as response:
+        assert response.status_code == 200
+        first = next(response.iter_lines())
+        assert first.startswith("data: ")
+    # The connection is closed after one event; the server goes on answering.
+    done = client.completions.create(model="gpt", prompt="Hello", max_tokens=3, temperature=0)
+    assert done.choices[0].text is not None and process.poll() is None

@@ -48,6 +48,8 @@ class _Guard:
         if self.key is None:
             return True
         path: str = scope["path"]
+        if scope.get("method") == "OPTIONS" and self.config.cors_origins:
+            return True  # CORS preflights carry no credentials; the CORS middleware answers them
         if path in _OPEN_PATHS or (path == "/metrics" and not self.config.metrics_need_key):
             return True
         for name, value in scope.get("headers", ()):
@@ -76,23 +78,40 @@ class _Guard:
                                    "invalid_api_key", [(b"www-authenticate", b"Bearer")])
                 return
             limit = self.config.limits.max_body_bytes
+            declared = None
             for name, value in scope.get("headers", ()):
-                if name == b"content-length" and value.isdigit() and int(value) > limit:
-                    await self._refuse(send_wrapper, 413, f"request body over the limit of {limit} bytes",
-                                       "body_too_large")
-                    return
-            seen = 0
-
-            async def counted_receive() -> Any:
-                nonlocal seen
-                message = await receive()
-                if message["type"] == "http.request":
+                if name == b"content-length" and value.isdigit():
+                    declared = int(value)
+            if declared is not None and declared > limit:
+                await self._refuse(send_wrapper, 413, f"request body over the limit of {limit} bytes",
+                                   "body_too_large")
+                return
+            receive_next = receive
+            if declared is None and scope.get("method") in ("POST", "PUT", "PATCH"):
+                # No length given (chunked): read the body here, bounded, so that a body over
+                # the limit answers 413 rather than whatever the route's parser makes of it.
+                chunks: list[bytes] = []
+                seen = 0
+                while True:
+                    message = await receive()
+                    if message["type"] != "http.request":
+                        return  # the client went away
                     seen += len(message.get("body", b""))
                     if seen > limit:
-                        raise ApiError(413, f"request body over the limit of {limit} bytes", code="body_too_large")
-                return message
+                        await self._refuse(send_wrapper, 413, f"request body over the limit of {limit} bytes",
+                                           "body_too_large")
+                        return
+                    chunks.append(message.get("body", b""))
+                    if not message.get("more_body", False):
+                        break
+                replay: list[Any] = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
 
-            await self.app(scope, counted_receive, send_wrapper)
+                async def replayed() -> Any:
+                    return replay.pop() if replay else await receive()
+
+                receive_next = replayed
+
+            await self.app(scope, receive_next, send_wrapper)
         finally:
             route = scope.get("route")
             path = getattr(route, "path", None) or "unmatched"

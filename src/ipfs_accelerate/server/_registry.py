@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, overload
 
 from .._exceptions import InvalidInput
 from ._config import ModelConfig
@@ -19,7 +19,8 @@ if TYPE_CHECKING:
     from ..engine.endpoint import Endpoint
     from ..engine.result import Provenance, Result
 
-__all__ = ["PLAIN_CHAT_TEMPLATE", "ModelRegistry", "ModelService", "ServedModel", "TokenCounter", "plain_chat_prompt"]
+__all__ = ["PLAIN_CHAT_TEMPLATE", "ModelRegistry", "ModelService", "ServedModel", "TokenCounter", "count_tokens",
+           "plain_chat_prompt"]
 
 #: The chat template for checkpoints that carry none: one ``Role: content`` line per
 #: message, then ``Assistant:``; generation also stops at a new ``\nUser:`` line.
@@ -121,13 +122,41 @@ class TokenCounter:
         self._tokenizer = copy.deepcopy(tokenizer) if tokenizer is not None else None
         self._lock = threading.Lock()
 
-    def count(self, texts: Sequence[str], *, special: bool = True) -> list[int]:
-        """Tokens per text (whitespace words when the model has no tokenizer)."""
+    @overload
+    def count(self, texts: Sequence[str], *, special: bool = ..., wait: Literal[True] = ...) -> list[int]: ...
+
+    @overload
+    def count(self, texts: Sequence[str], *, special: bool = ..., wait: bool) -> list[int] | None: ...
+
+    def count(self, texts: Sequence[str], *, special: bool = True, wait: bool = True) -> list[int] | None:
+        """Tokens per text (whitespace words when the model has no tokenizer).
+
+        With ``wait=False`` it answers None instead of waiting for another caller (so the
+        event loop never blocks on the lock).
+        """
         if self._tokenizer is None or not texts:
             return [len(t.split()) for t in texts]
-        with self._lock:
+        if not self._lock.acquire(blocking=wait):
+            return None
+        try:
             encoded = self._tokenizer(list(texts), add_special_tokens=special)["input_ids"]
+        finally:
+            self._lock.release()
         return [len(ids) for ids in encoded]
+
+
+# Counting this many characters takes well under a millisecond: cheaper on the event loop than
+# a hop to a worker thread and back.
+_INLINE_COUNT_CHARS = 2048
+
+
+async def count_tokens(counter: TokenCounter, texts: Sequence[str], *, special: bool = True) -> list[int]:
+    """Tokens per text: short inputs inline on the event loop when the counter is free, else on a thread."""
+    if sum(len(t) for t in texts) <= _INLINE_COUNT_CHARS:
+        counts = counter.count(texts, special=special, wait=False)
+        if counts is not None:
+            return counts
+    return await asyncio.to_thread(counter.count, texts, special=special)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -187,9 +216,14 @@ class ServedModel:
                     return
                 yield str(piece)
         finally:
+            # A client that went away cancels this generator while a worker thread may still be
+            # inside next(pieces); closing is then refused and the piece iterator ends on its own.
             close = getattr(pieces, "close", None)
             if close is not None:
-                close()
+                try:
+                    close()
+                except ValueError:
+                    pass
 
     async def parse_params(self, params: Mapping[str, Any]) -> None:
         """Validate task parameters (raises InvalidInput)."""
@@ -197,7 +231,7 @@ class ServedModel:
 
     async def count_tokens(self, texts: Sequence[str], *, special: bool = True) -> list[int]:
         """Tokens per text with the model's tokenizer (whitespace words when it has none)."""
-        return await asyncio.to_thread(self.tokens.count, texts, special=special)
+        return await count_tokens(self.tokens, texts, special=special)
 
     async def chat_prompt(self, messages: Sequence[tuple[str, str]], images: Sequence[bytes]
                           ) -> tuple[Any, str, list[str]]:

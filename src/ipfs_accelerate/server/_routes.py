@@ -141,6 +141,16 @@ async def _run(request: Request, model: ModelService, inputs: Any, params: Mappi
     return result
 
 
+def _provenance_dict(result: Result) -> dict[str, Any]:
+    """``Provenance.to_dict`` without its deep copies (a batch's callers share one provenance)."""
+    p = result.provenance
+    return {"model_id": p.model_id, "family": p.family, "task": p.task, "backend": p.backend, "device": p.device,
+            "precision": p.precision, "batch_size": p.batch_size, "weights": p.weights, "source": p.source,
+            "fallbacks": [{"stage": f.stage, "tried": f.tried, "reason": f.reason, "next": f.next}
+                          for f in p.fallbacks],
+            "notes": list(p.notes), "runtime": to_jsonable(dict(p.runtime)), "replica": p.replica, "node": p.node}
+
+
 def _json(content: Any, result: Result | None = None, status: int = 200) -> Response:
     headers = _provenance_headers(result) if result is not None else None
     return JSONResponse(content, status_code=status, headers=headers)
@@ -182,7 +192,7 @@ async def _embeddings(request: Request, body: EmbeddingRequest) -> Response:
         data.append({"object": "embedding", "index": index, "embedding": embedding})
     return _json({"object": "list", "data": data, "model": model.name,
                   "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
-                  "provenance": result.provenance.to_dict()}, result)
+                  "provenance": _provenance_dict(result)}, result)
 
 
 # -- completions and chat -----------------------------------------------------------------
@@ -335,7 +345,7 @@ async def _completions(request: Request, body: CompletionRequest) -> Response:
                   "model": model.name, "choices": choices,
                   "usage": {"prompt_tokens": sum(prompt_counts), "completion_tokens": sum(generated),
                             "total_tokens": sum(prompt_counts) + sum(generated)},
-                  "provenance": result.provenance.to_dict()}, result)
+                  "provenance": _provenance_dict(result)}, result)
 
 
 def _count_generation(metrics: Metrics, model: ModelService, result: Result, prompt: int, generated: int) -> None:
@@ -371,7 +381,7 @@ async def _chat(request: Request, body: ChatRequest) -> Response:
                                "logprobs": None}],
                   "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": generated,
                             "total_tokens": prompt_tokens + generated},
-                  "provenance": result.provenance.to_dict()}, result)
+                  "provenance": _provenance_dict(result)}, result)
 
 
 # -- audio --------------------------------------------------------------------------------
@@ -471,7 +481,7 @@ async def _audio(request: Request, *, translate: bool) -> Response:
     body, media_type = render_transcript(result.outputs[0], response_format, duration=duration,
                                          task="translate" if translate else "transcribe")
     if isinstance(body, dict):
-        body["provenance"] = result.provenance.to_dict()
+        body["provenance"] = _provenance_dict(result)
         return _json(body, result)
     return PlainTextResponse(body, media_type=media_type, headers=_provenance_headers(result))
 
@@ -541,7 +551,7 @@ def build_router() -> APIRouter:
                            code="too_many_items")
         result = await _run(request, model, inputs, body.parameters)
         return _json({"model": model.name, "outputs": to_jsonable(result.outputs),
-                      "provenance": result.provenance.to_dict(), "timings": to_jsonable(dict(result.timings))},
+                      "provenance": _provenance_dict(result), "timings": to_jsonable(dict(result.timings))},
                      result)
 
     return router

@@ -11,7 +11,6 @@ auth and metrics are those of the single-process server. See docs/scaling.md.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 import os
@@ -24,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from .._exceptions import AccelerateError
 from ._config import ModelConfig, ServerConfig
 from ._errors import ApiError
-from ._registry import ModelRegistry, ServedModel, TokenCounter
+from ._registry import ModelRegistry, ServedModel, TokenCounter, count_tokens
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -255,7 +254,7 @@ class RemoteModel:
 
     async def count_tokens(self, texts: Sequence[str], *, special: bool = True) -> list[int]:
         """Tokens per text, counted here with the replicas' tokenizer."""
-        return await asyncio.to_thread(self.tokens.count, texts, special=special)
+        return await count_tokens(self.tokens, texts, special=special)
 
     async def chat_prompt(self, messages: Sequence[tuple[str, str]], images: Sequence[bytes]
                           ) -> tuple[Any, str, list[str]]:
