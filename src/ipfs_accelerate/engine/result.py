@@ -52,6 +52,10 @@ class Provenance:
         fallbacks: every choice that was tried first and given up, in order.
         notes: other facts the caller should know (truncated inputs, capped lengths …).
         runtime: backend-specific facts read from the runtime (providers, devices …).
+        replica: the serving replica that ran the call (Ray Serve's replica id); None
+            in a single process.
+        node: the machine (host name or Ray node id) that ran the call; None when
+            not recorded.
     """
 
     model_id: str
@@ -66,6 +70,8 @@ class Provenance:
     fallbacks: tuple[Fallback, ...] = ()
     notes: tuple[str, ...] = ()
     runtime: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    replica: str | None = None
+    node: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dictionary of every field."""

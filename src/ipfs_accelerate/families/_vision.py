@@ -272,6 +272,8 @@ class ImageTextGenerate(CausalLMGenerate):
     refused (InvalidInput) either way.
     """
 
+    chat_images = True
+
     name = "generate"
     kind = "image-text-to-text"
 

@@ -133,6 +133,9 @@ class TaskHandler(abc.ABC):
     torch_class: ClassVar[str]
     Params: ClassVar[type]
     generates: ClassVar[bool] = False
+    #: Whether a chat item may carry images (``{"prompt", "images"}``) and the handler
+    #: applies the checkpoint's chat template around them itself.
+    chat_images: ClassVar[bool] = False
     fp16_safe: ClassVar[bool] = True
     output_names: ClassVar[tuple[str, ...]] = ()
     entry: ClassVar[str | None] = None

@@ -15,16 +15,17 @@ if TYPE_CHECKING:
     from ._config import DEFAULT_MODELS, Limits, ModelConfig, ServerConfig, load_config, parse_model_arg
     from ._errors import ApiError
     from ._metrics import Metrics
-    from ._registry import ModelRegistry, ServedModel
-    from ._routes import PLAIN_CHAT_TEMPLATE, decode_data_uri, plain_chat_prompt, render_transcript
+    from ._registry import PLAIN_CHAT_TEMPLATE, ModelRegistry, ModelService, ServedModel, plain_chat_prompt
+    from ._routes import decode_data_uri, render_transcript
 
 # Imported on first use: ``ipfs-accelerate`` registers ``serve`` through ``server.cli`` and must
 # keep working (and starting fast) where the ``server`` extra (FastAPI) is not installed.
 _HOMES = {
     "create_app": "._app", "DEFAULT_MODELS": "._config", "Limits": "._config", "ModelConfig": "._config",
     "ServerConfig": "._config", "load_config": "._config", "parse_model_arg": "._config", "ApiError": "._errors",
-    "Metrics": "._metrics", "ModelRegistry": "._registry", "ServedModel": "._registry",
-    "PLAIN_CHAT_TEMPLATE": "._routes", "decode_data_uri": "._routes", "plain_chat_prompt": "._routes",
+    "Metrics": "._metrics", "ModelRegistry": "._registry", "ModelService": "._registry",
+    "ServedModel": "._registry", "PLAIN_CHAT_TEMPLATE": "._registry", "decode_data_uri": "._routes",
+    "plain_chat_prompt": "._registry",
     "render_transcript": "._routes",
 }
 
@@ -44,6 +45,7 @@ __all__ = [
     "Metrics",
     "ModelConfig",
     "ModelRegistry",
+    "ModelService",
     "ServedModel",
     "ServerConfig",
     "create_app",

@@ -149,7 +149,8 @@ def create_app(
 
     config = config or ServerConfig()
     if registry is None:
-        registry = ModelRegistry(config.models, cache_dir=config.cache_dir)
+        registry = ModelRegistry(config.models, cache_dir=config.cache_dir, peers=config.peers,
+                                 kubo_api=config.kubo_api)
     metrics = Metrics()
 
     @asynccontextmanager

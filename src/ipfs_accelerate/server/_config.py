@@ -30,6 +30,11 @@ class ModelConfig:
         queue_size: the most requests waiting; more answer 429.
         max_wait_s: the longest a request waits for company.
         config_overrides: passed to ``ia.load`` (tiny synthetic models in tests).
+        num_replicas: Ray Serve replicas of this model (``serve --ray``).
+        autoscaling: a Ray Serve ``autoscaling_config`` table (``min_replicas``,
+            ``max_replicas``, ``target_ongoing_requests`` …); replaces ``num_replicas``.
+        threads: CPU threads of one replica (Ray's ``num_cpus`` for it and its
+            ``OMP_NUM_THREADS``), so that replicas do not oversubscribe the cores.
     """
 
     model: str
@@ -43,6 +48,9 @@ class ModelConfig:
     queue_size: int = 256
     max_wait_s: float = 0.005
     config_overrides: Mapping[str, Any] | None = None
+    num_replicas: int = 1
+    autoscaling: Mapping[str, Any] | None = None
+    threads: int = 1
 
     def __post_init__(self) -> None:
         # The load options are checked here, when the config is read, not when the model loads.
@@ -94,6 +102,8 @@ class ServerConfig:
         limits: the request limits.
         drain_s: how long SIGTERM waits for in-flight requests.
         cache_dir: the ipfs_accelerate cache (synthetic models, exports).
+        peers: trustless gateways to fetch ``ipfs://`` models' blocks from.
+        kubo_api: a kubo RPC API tried after the peers.
     """
 
     models: tuple[ModelConfig, ...] = ()
@@ -105,6 +115,8 @@ class ServerConfig:
     limits: Limits = dataclasses.field(default_factory=Limits)
     drain_s: float = 30.0
     cache_dir: str | None = None
+    peers: tuple[str, ...] = ()
+    kubo_api: str | None = None
 
 
 #: What ``ipfs-accelerate serve`` serves with no model named: the defaults with real weights here.

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, Protocol, overload
 
 from .._exceptions import InvalidInput
 from ._config import ModelConfig
@@ -16,8 +17,93 @@ from ._config import ModelConfig
 if TYPE_CHECKING:
     from ..engine.batcher import DynamicBatcher
     from ..engine.endpoint import Endpoint
+    from ..engine.result import Provenance, Result
 
-__all__ = ["ModelRegistry", "ServedModel", "TokenCounter"]
+__all__ = ["PLAIN_CHAT_TEMPLATE", "ModelRegistry", "ModelService", "ServedModel", "TokenCounter", "count_tokens",
+           "plain_chat_prompt"]
+
+#: The chat template for checkpoints that carry none: one ``Role: content`` line per
+#: message, then ``Assistant:``; generation also stops at a new ``\nUser:`` line.
+PLAIN_CHAT_TEMPLATE = "{Role}: {content}\n ... Assistant:"
+
+
+def plain_chat_prompt(messages: Sequence[tuple[str, str]]) -> str:
+    """The documented plain template: ``Role: content`` lines, then ``Assistant:``."""
+    lines = [f"{role.capitalize()}: {content}" for role, content in messages]
+    return "\n".join([*lines, "Assistant:"])
+
+
+class ModelService(Protocol):
+    """What the routes need of a served model, wherever it runs.
+
+    :class:`ServedModel` runs in this process; ``ipfs_accelerate.server.ray.RemoteModel``
+    forwards every call to a Ray Serve deployment whose replicas each hold a
+    :class:`ServedModel`. Routes name no family: what differs between models is asked
+    here (``task``, ``param_names``, ``chat_images``).
+
+    """
+
+    @property
+    def name(self) -> str:
+        """The name clients use."""
+        ...
+
+    @property
+    def load_s(self) -> float:
+        """Seconds it took to load."""
+        ...
+
+    @property
+    def task(self) -> str:
+        """The task it serves."""
+        ...
+
+    @property
+    def param_names(self) -> frozenset[str]:
+        """The task parameters it accepts."""
+        ...
+
+    @property
+    def chat_images(self) -> bool:
+        """Whether a chat message may carry images."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """The ``/v1/models`` entry."""
+        ...
+
+    def provenance(self) -> Provenance:
+        """The provenance of one unbatched call (stream headers)."""
+        ...
+
+    def queued(self) -> int:
+        """Requests waiting in its batcher as this process sees it."""
+        ...
+
+    async def run(self, inputs: Any, params: Mapping[str, Any]) -> Result:
+        """One call through the batcher (raises Overloaded when its queue is full)."""
+        ...
+
+    def stream(self, inputs: Any, params: Mapping[str, Any]) -> AsyncGenerator[str, None]:
+        """The generated text piece by piece (one prompt); ``aclose`` stops the generation."""
+        ...
+
+    async def parse_params(self, params: Mapping[str, Any]) -> None:
+        """Validate task parameters (raises InvalidInput)."""
+        ...
+
+    async def count_tokens(self, texts: Sequence[str], *, special: bool = True) -> list[int]:
+        """Tokens per text (whitespace words when the model has no tokenizer)."""
+        ...
+
+    async def chat_prompt(self, messages: Sequence[tuple[str, str]], images: Sequence[bytes]
+                          ) -> tuple[Any, str, list[str]]:
+        """The generate input for a chat, the prompt text (for token counts) and extra stop strings."""
+        ...
+
+    def close(self, *, timeout: float | None = None) -> None:
+        """Drain and stop what serves it here."""
+        ...
 
 log = logging.getLogger("ipfs_accelerate.server")
 
@@ -59,6 +145,20 @@ class TokenCounter:
         return [len(ids) for ids in encoded]
 
 
+# Counting this many characters takes well under a millisecond: cheaper on the event loop than
+# a hop to a worker thread and back.
+_INLINE_COUNT_CHARS = 2048
+
+
+async def count_tokens(counter: TokenCounter, texts: Sequence[str], *, special: bool = True) -> list[int]:
+    """Tokens per text: short inputs inline on the event loop when the counter is free, else on a thread."""
+    if sum(len(t) for t in texts) <= _INLINE_COUNT_CHARS:
+        counts = counter.count(texts, special=special, wait=False)
+        if counts is not None:
+            return counts
+    return await asyncio.to_thread(counter.count, texts, special=special)
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ServedModel:
     """One loaded model and the batcher every request to it goes through.
@@ -85,6 +185,74 @@ class ServedModel:
     def task(self) -> str:
         return self.endpoint.task
 
+    @property
+    def param_names(self) -> frozenset[str]:
+        return frozenset(f.name for f in dataclasses.fields(self.endpoint.handler.Params))
+
+    @property
+    def chat_images(self) -> bool:
+        return bool(getattr(self.endpoint.handler, "chat_images", False))
+
+    def provenance(self) -> Provenance:
+        """The provenance of one unbatched call."""
+        return self.endpoint.provenance(batch_size=1)
+
+    def queued(self) -> int:
+        """Requests waiting in the batcher."""
+        return self.batcher.stats().queued
+
+    async def run(self, inputs: Any, params: Mapping[str, Any]) -> Result:
+        """One call through the batcher (raises Overloaded at once when its queue is full)."""
+        return await asyncio.wrap_future(self.batcher.submit(inputs, **params))
+
+    async def stream(self, inputs: Any, params: Mapping[str, Any]) -> AsyncGenerator[str, None]:
+        """The generated text piece by piece; generation stops when the caller stops reading."""
+        pieces = await asyncio.to_thread(self.endpoint.stream, inputs, **params)
+        done = object()
+        try:
+            while True:
+                piece = await asyncio.to_thread(next, pieces, done)
+                if piece is done:
+                    return
+                yield str(piece)
+        finally:
+            # A client that went away closes this generator, maybe while a worker thread is inside
+            # next(pieces): cancelling stops the generation at its next token (GenerationStream),
+            # so the model is not kept busy to max_tokens for nobody.
+            cancel = getattr(pieces, "cancel", None)
+            if cancel is not None:
+                cancel()
+
+    async def parse_params(self, params: Mapping[str, Any]) -> None:
+        """Validate task parameters (raises InvalidInput)."""
+        self.endpoint.parse_params(dict(params))
+
+    async def count_tokens(self, texts: Sequence[str], *, special: bool = True) -> list[int]:
+        """Tokens per text with the model's tokenizer (whitespace words when it has none)."""
+        return await count_tokens(self.tokens, texts, special=special)
+
+    async def chat_prompt(self, messages: Sequence[tuple[str, str]], images: Sequence[bytes]
+                          ) -> tuple[Any, str, list[str]]:
+        """The generate input for a chat, the prompt text and extra stop strings.
+
+        A handler that takes chat images applies the checkpoint's template itself; else
+        the tokenizer's chat template, else :data:`PLAIN_CHAT_TEMPLATE`.
+        """
+        if self.chat_images:
+            prompt = "\n".join(content for role, content in messages if role in ("user", "system", "developer"))
+            return ({"prompt": prompt, "images": list(images)} if images else prompt), prompt, []
+        tokenizer = getattr(self.endpoint.handler, "tokenizer", None)
+        if tokenizer is not None and getattr(tokenizer, "chat_template", None):
+            prompt = tokenizer.apply_chat_template([{"role": r, "content": c} for r, c in messages], tokenize=False,
+                                                   add_generation_prompt=True)
+            return prompt, prompt, []
+        prompt = plain_chat_prompt(messages)
+        return prompt, prompt, ["\nUser:"]
+
+    def close(self, *, timeout: float | None = None) -> None:
+        """Drain and stop the batcher."""
+        self.batcher.close(drain=True, timeout=timeout)
+
     def describe(self) -> dict[str, Any]:
         """The ``/v1/models`` entry."""
         runtime = self.endpoint.runtime
@@ -104,14 +272,16 @@ class ServedModel:
                    tokens=TokenCounter(getattr(endpoint.handler, "tokenizer", None)))
 
     @classmethod
-    def load(cls, config: ModelConfig, *, cache_dir: str | Path | None = None) -> ServedModel:
-        """Load ``config``'s model with ``ia.load`` (blocking; run it off the event loop)."""
+    def load(cls, config: ModelConfig, *, cache_dir: str | Path | None = None, peers: Sequence[str] = (),
+             kubo_api: str | None = None) -> ServedModel:
+        """Load ``config``'s model with ``ia.load`` (blocking; run it off the event loop); ``peers``
+        and ``kubo_api`` are where an ``ipfs://`` model's blocks come from."""
         from ..engine.loader import load
 
         started = time.perf_counter()
         endpoint = load(config.model, config.task, backend=config.backend, precision=config.precision,
                         device=config.device, weights=config.weights, config_overrides=config.config_overrides,
-                        cache_dir=cache_dir)
+                        cache_dir=cache_dir, peers=peers, kubo_api=kubo_api)
         return cls.from_endpoint(endpoint, config, load_s=time.perf_counter() - started)
 
 
@@ -122,13 +292,17 @@ class ModelRegistry:
         configs: the models to load with :meth:`load_all`.
         models: models already loaded (tests, Ray Serve replicas); served at once.
         cache_dir: the ipfs_accelerate cache for :meth:`load_all`.
+        peers: trustless gateways for ``ipfs://`` models (:meth:`load_all`).
+        kubo_api: a kubo RPC API for ``ipfs://`` models.
     """
 
-    def __init__(self, configs: Sequence[ModelConfig] = (), *, models: Iterable[ServedModel] = (),
-                 cache_dir: str | Path | None = None) -> None:
+    def __init__(self, configs: Sequence[ModelConfig] = (), *, models: Iterable[ModelService] = (),
+                 cache_dir: str | Path | None = None, peers: Sequence[str] = (), kubo_api: str | None = None) -> None:
         self.configs = tuple(configs)
         self.cache_dir = cache_dir
-        self._models: dict[str, ServedModel] = {}
+        self.peers = tuple(peers)
+        self.kubo_api = kubo_api
+        self._models: dict[str, ModelService] = {}
         self._lock = threading.Lock()
         self.errors: dict[str, str] = {}
         for model in models:
@@ -137,16 +311,16 @@ class ModelRegistry:
         if len(set(names)) != len(names):
             raise InvalidInput(f"two served models share a name: {names}")
 
-    def add(self, model: ServedModel) -> None:
+    def add(self, model: ModelService) -> None:
         """Serve a loaded model."""
         with self._lock:
             self._models[model.name] = model
 
-    def get(self, name: str) -> ServedModel | None:
+    def get(self, name: str) -> ModelService | None:
         """The model served as ``name``, or None."""
         return self._models.get(name)
 
-    def all(self) -> list[ServedModel]:
+    def all(self) -> list[ModelService]:
         """Every loaded model, in load order."""
         return list(self._models.values())
 
@@ -165,7 +339,7 @@ class ModelRegistry:
         for index, config in enumerate(todo, 1):
             log.info("loading model %d/%d: %s (task %s)", index, len(todo), config.model, config.task or "default")
             try:
-                model = ServedModel.load(config, cache_dir=self.cache_dir)
+                model = ServedModel.load(config, cache_dir=self.cache_dir, peers=self.peers, kubo_api=self.kubo_api)
             except Exception as exc:  # noqa: BLE001 - one bad model must not stop the others; /ready says so
                 self.errors[config.served_name] = f"{type(exc).__name__}: {exc}"
                 log.error("model %s failed to load: %s: %s", config.served_name, type(exc).__name__, exc)
@@ -178,4 +352,4 @@ class ModelRegistry:
     def close(self, *, timeout: float | None = None) -> None:
         """Drain and stop every batcher."""
         for model in self.all():
-            model.batcher.close(drain=True, timeout=timeout)
+            model.close(timeout=timeout)

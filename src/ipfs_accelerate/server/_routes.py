@@ -5,12 +5,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import dataclasses
 import io
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -25,26 +24,14 @@ from ._openai import ChatRequest, CompletionRequest, EmbeddingRequest, InferRequ
 if TYPE_CHECKING:
     from ._config import Limits
     from ._metrics import Metrics
-    from ._registry import ModelRegistry, ServedModel
+    from ._registry import ModelRegistry, ModelService
 
-__all__ = ["PLAIN_CHAT_TEMPLATE", "build_router", "decode_data_uri", "plain_chat_prompt", "render_transcript"]
+__all__ = ["build_router", "decode_data_uri", "render_transcript"]
 
 EMBED_TASKS = frozenset({"embed", "embed-text", "embed-image", "embed-audio"})
 GENERATE_TASKS = frozenset({"generate", "text2text"})
 SPEECH_TASKS = frozenset({"transcribe"})
-VISION_CHAT_FAMILIES = frozenset({"llava", "llava-next"})
 RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
-
-#: The chat template for checkpoints that carry none: one ``Role: content`` line per
-#: message, then ``Assistant:``; generation also stops at a new ``\nUser:`` line.
-PLAIN_CHAT_TEMPLATE = "{Role}: {content}\n ... Assistant:"
-
-
-def plain_chat_prompt(messages: Sequence[tuple[str, str]]) -> str:
-    """The documented plain template: ``Role: content`` lines, then ``Assistant:``."""
-    lines = [f"{role.capitalize()}: {content}" for role, content in messages]
-    return "\n".join([*lines, "Assistant:"])
-
 
 def decode_data_uri(text: str) -> bytes:
     """The bytes of a ``data:[type][;base64],payload`` URI.
@@ -104,8 +91,8 @@ def _provenance_headers(result: Result) -> dict[str, str]:
     return {k: v.encode("ascii", "replace").decode("ascii") for k, v in headers.items()}
 
 
-def _stream_provenance(model: ServedModel) -> dict[str, Any]:
-    return model.endpoint.provenance(batch_size=1).to_dict()
+def _stream_provenance(model: ModelService) -> dict[str, Any]:
+    return model.provenance().to_dict()
 
 
 def _state(request: Request) -> tuple[ModelRegistry, Metrics, Limits]:
@@ -113,7 +100,7 @@ def _state(request: Request) -> tuple[ModelRegistry, Metrics, Limits]:
     return app.state.registry, app.state.metrics, app.state.config.limits
 
 
-def _served(request: Request, name: str, tasks: frozenset[str] | None = None, route: str = "") -> ServedModel:
+def _served(request: Request, name: str, tasks: frozenset[str] | None = None, route: str = "") -> ModelService:
     registry, _, _ = _state(request)
     request.state.model = name
     model = registry.get(name)
@@ -131,49 +118,27 @@ def _served(request: Request, name: str, tasks: frozenset[str] | None = None, ro
     return model
 
 
-async def _run(request: Request, model: ServedModel, inputs: Any, **params: Any) -> Result:
+async def _run(request: Request, model: ModelService, inputs: Any, params: Mapping[str, Any] | None = None) -> Result:
     """One call through the model's batcher, with its metrics; errors become ApiError."""
     _, metrics, _ = _state(request)
     depth = metrics.queue_depth.labels(model.name)
     try:
-        future = model.batcher.submit(inputs, **params)
+        result = await model.run(inputs, params or {})
     except Overloaded as exc:
         metrics.rejected.labels(model.name).inc()
         raise status_of(exc) from exc
+    except ApiError:
+        raise
     except Exception as exc:
         raise status_of(exc) from exc
-    depth.set(model.batcher.stats().queued)  # /metrics refreshes it too
-    try:
-        result = await asyncio.wrap_future(future)
-    except Exception as exc:
-        raise status_of(exc) from exc
+    finally:
+        depth.set(model.queued())
     t = result.timings
     metrics.queue_time.labels(model.name).observe(t.get("queue_s", 0.0))
     metrics.inference_time.labels(model.name).observe(t.get("compute_s", t.get("total_s", 0.0)))
     metrics.batch_size.labels(model.name).observe(t.get("batch_items", len(result.outputs)))
     metrics.items.labels(model.name).inc(len(result.outputs))
     return result
-
-
-def _tokenizer(model: ServedModel) -> Any:
-    return getattr(model.endpoint.handler, "tokenizer", None)
-
-
-def _count_tokens(model: ServedModel, texts: Sequence[str], *, special: bool = True) -> list[int]:
-    return model.tokens.count(texts, special=special)
-
-
-# Counting this many characters takes well under a millisecond: cheaper on the event loop than
-# a hop to a worker thread and back.
-_INLINE_COUNT_CHARS = 2048
-
-
-async def _count_tokens_async(model: ServedModel, texts: Sequence[str], *, special: bool = True) -> list[int]:
-    if sum(len(t) for t in texts) <= _INLINE_COUNT_CHARS:
-        counts = model.tokens.count(texts, special=special, wait=False)
-        if counts is not None:
-            return counts
-    return await asyncio.to_thread(_count_tokens, model, texts, special=special)
 
 
 def _provenance_dict(result: Result) -> dict[str, Any]:
@@ -183,7 +148,7 @@ def _provenance_dict(result: Result) -> dict[str, Any]:
             "precision": p.precision, "batch_size": p.batch_size, "weights": p.weights, "source": p.source,
             "fallbacks": [{"stage": f.stage, "tried": f.tried, "reason": f.reason, "next": f.next}
                           for f in p.fallbacks],
-            "notes": list(p.notes), "runtime": to_jsonable(dict(p.runtime))}
+            "notes": list(p.notes), "runtime": to_jsonable(dict(p.runtime)), "replica": p.replica, "node": p.node}
 
 
 def _json(content: Any, result: Result | None = None, status: int = 200) -> Response:
@@ -211,7 +176,7 @@ async def _embeddings(request: Request, body: EmbeddingRequest) -> Response:
         inputs = [_decode_media(t, limits) for t in texts]
         tokens = [0] * len(texts)
     else:
-        tokens = await _count_tokens_async(model, texts)
+        tokens = await model.count_tokens(texts)
         too_long = [i for i, n in enumerate(tokens) if n > limits.max_tokens_per_item]
         if too_long and not limits.truncate_items:
             raise ApiError(400, f"input {too_long[0]} has {tokens[too_long[0]]} tokens, over the limit of "
@@ -261,7 +226,7 @@ def _finish_reason(generated: int, max_tokens: int) -> str:
     return "length" if generated >= max_tokens else "stop"
 
 
-def _chat_input(model: ServedModel, body: ChatRequest, limits: Limits) -> tuple[Any, str, list[str]]:
+async def _chat_input(model: ModelService, body: ChatRequest, limits: Limits) -> tuple[Any, str, list[str]]:
     """The generate input for a chat, the prompt text (for token counts) and extra stop strings."""
     messages: list[tuple[str, str]] = []
     images: list[bytes] = []
@@ -275,7 +240,7 @@ def _chat_input(model: ServedModel, body: ChatRequest, limits: Limits) -> tuple[
             if kind == "text" and isinstance(part.get("text"), str):
                 texts.append(part["text"])
             elif kind == "image_url":
-                if model.endpoint.family not in VISION_CHAT_FAMILIES:
+                if not model.chat_images:
                     raise ApiError(400, f"model {model.name!r} does not take images", param=f"messages.{index}",
                                    code="invalid_input")
                 url = part.get("image_url")
@@ -288,24 +253,14 @@ def _chat_input(model: ServedModel, body: ChatRequest, limits: Limits) -> tuple[
                 raise ApiError(400, f"unsupported content part {kind!r}", param=f"messages.{index}",
                                code="invalid_input")
         messages.append((message.role, " ".join(texts)))
-    if model.endpoint.family in VISION_CHAT_FAMILIES:
-        # The family applies the checkpoint's chat template around the images itself.
-        prompt = "\n".join(content for role, content in messages if role in ("user", "system", "developer"))
-        return ({"prompt": prompt, "images": images} if images else prompt), prompt, []
-    tokenizer = _tokenizer(model)
-    if tokenizer is not None and getattr(tokenizer, "chat_template", None):
-        prompt = tokenizer.apply_chat_template([{"role": r, "content": c} for r, c in messages], tokenize=False,
-                                               add_generation_prompt=True)
-        return prompt, prompt, []
-    prompt = plain_chat_prompt(messages)
-    return prompt, prompt, ["\nUser:"]
+    return await model.chat_prompt(messages, images)
 
 
 def _sse(data: Any) -> bytes:
     return f"data: {json.dumps(data)}\n\n".encode()
 
 
-async def _stream(request: Request, model: ServedModel, inputs: Any, params: dict[str, Any], *, chat: bool,
+async def _stream(request: Request, model: ModelService, inputs: Any, params: dict[str, Any], *, chat: bool,
                   prompt_tokens: int, include_usage: bool) -> AsyncIterator[bytes]:
     """SSE chunks of one generation; a client that goes away stops reading (and the stream closes)."""
     _, metrics, _ = _state(request)
@@ -328,24 +283,20 @@ async def _stream(request: Request, model: ServedModel, inputs: Any, params: dic
                 "provenance": provenance}
 
     started = time.perf_counter()
-    pieces: Iterator[str] = await asyncio.to_thread(model.endpoint.stream, inputs, **params)
-    done = object()
+    pieces = model.stream(inputs, params)
     text = ""
     first = True
     try:
         if chat:
             yield _sse(chunk(None, None, first=True))
             first = False
-        while True:
-            piece = await asyncio.to_thread(next, pieces, done)
-            if piece is done:
-                break
+        async for piece in pieces:
             if not text:
                 metrics.ttft.labels(model.name).observe(time.perf_counter() - started)
             text += str(piece)
             yield _sse(chunk(str(piece), None, first=first))
             first = False
-        generated = (await _count_tokens_async(model, [text], special=False))[0] if text else 0
+        generated = (await model.count_tokens([text], special=False))[0] if text else 0
         metrics.generated_tokens.labels(model.name).inc(generated)
         metrics.prompt_tokens.labels(model.name).inc(prompt_tokens)
         metrics.items.labels(model.name).inc()
@@ -356,16 +307,11 @@ async def _stream(request: Request, model: ServedModel, inputs: Any, params: dic
                                   "total_tokens": prompt_tokens + generated}})
         yield b"data: [DONE]\n\n"
     finally:
-        # A client that went away cancels this generator, maybe while a worker thread is inside
-        # next(pieces): cancelling stops the generation at its next token (GenerationStream),
-        # so the model is not kept busy to max_tokens for nobody.
-        cancel = getattr(pieces, "cancel", None)
-        if cancel is not None:
-            cancel()
+        await pieces.aclose()
 
 
-def _stream_response(iterator: AsyncIterator[bytes], model: ServedModel) -> Response:
-    p = model.endpoint.provenance(batch_size=1)
+def _stream_response(iterator: AsyncIterator[bytes], model: ModelService) -> Response:
+    p = model.provenance()
     headers = _provenance_headers(Result(outputs=[], provenance=p, timings={}))
     headers.update({"cache-control": "no-cache", "x-accel-buffering": "no"})
     return StreamingResponse(iterator, media_type="text/event-stream", headers=headers)
@@ -378,20 +324,20 @@ async def _completions(request: Request, body: CompletionRequest) -> Response:
     if not prompts or len(prompts) > limits.max_items:
         raise ApiError(400, f"prompt must hold 1 to {limits.max_items} strings", param="prompt", code="invalid_input")
     params = _generation_params(body, limits, default_max=16)
-    prompt_counts = await _count_tokens_async(model, prompts)
+    prompt_counts = await model.count_tokens(prompts)
     if body.stream:
         if len(prompts) != 1:
             raise ApiError(400, "stream takes exactly one prompt", param="prompt", code="invalid_input")
         try:
-            model.endpoint.parse_params(params)
+            await model.parse_params(params)
         except Exception as exc:
             raise status_of(exc) from exc
         include = bool(body.stream_options and body.stream_options.include_usage)
         return _stream_response(_stream(request, model, prompts[0], params, chat=False,
                                         prompt_tokens=prompt_counts[0], include_usage=include), model)
-    result = await _run(request, model, prompts, **params)
+    result = await _run(request, model, prompts, params)
     texts = [str(t) for t in result.outputs]
-    generated = await _count_tokens_async(model, texts, special=False)
+    generated = await model.count_tokens(texts, special=False)
     _count_generation(metrics, model, result, sum(prompt_counts), sum(generated))
     choices = [{"index": i, "text": t, "finish_reason": _finish_reason(g, params["max_new_tokens"]),
                 "logprobs": None} for i, (t, g) in enumerate(zip(texts, generated, strict=True))]
@@ -402,7 +348,7 @@ async def _completions(request: Request, body: CompletionRequest) -> Response:
                   "provenance": _provenance_dict(result)}, result)
 
 
-def _count_generation(metrics: Metrics, model: ServedModel, result: Result, prompt: int, generated: int) -> None:
+def _count_generation(metrics: Metrics, model: ModelService, result: Result, prompt: int, generated: int) -> None:
     metrics.prompt_tokens.labels(model.name).inc(prompt)
     metrics.generated_tokens.labels(model.name).inc(generated)
     ttft = result.timings.get("time_to_first_token_s")
@@ -413,20 +359,20 @@ def _count_generation(metrics: Metrics, model: ServedModel, result: Result, prom
 async def _chat(request: Request, body: ChatRequest) -> Response:
     model = _served(request, body.model, GENERATE_TASKS, "/v1/chat/completions")
     _, metrics, limits = _state(request)
-    inputs, prompt, extra_stop = _chat_input(model, body, limits)
+    inputs, prompt, extra_stop = await _chat_input(model, body, limits)
     params = _generation_params(body, limits, default_max=256, extra_stop=extra_stop)
-    prompt_tokens = (await _count_tokens_async(model, [prompt]))[0]
+    prompt_tokens = (await model.count_tokens([prompt]))[0]
     if body.stream:
         try:
-            model.endpoint.parse_params(params)
+            await model.parse_params(params)
         except Exception as exc:
             raise status_of(exc) from exc
         include = bool(body.stream_options and body.stream_options.include_usage)
         return _stream_response(_stream(request, model, inputs, params, chat=True, prompt_tokens=prompt_tokens,
                                         include_usage=include), model)
-    result = await _run(request, model, [inputs], **params)
+    result = await _run(request, model, [inputs], params)
     text = str(result.outputs[0])
-    generated = (await _count_tokens_async(model, [text], special=False))[0] if text else 0
+    generated = (await model.count_tokens([text], special=False))[0] if text else 0
     _count_generation(metrics, model, result, prompt_tokens, generated)
     return _json({"id": "chatcmpl-" + uuid.uuid4().hex, "object": "chat.completion", "created": int(time.time()),
                   "model": model.name,
@@ -514,7 +460,7 @@ async def _audio(request: Request, *, translate: bool) -> Response:
     if duration is not None and duration > limits.max_audio_seconds:
         raise ApiError(400, f"audio of {duration:.1f} s is over the limit of {limits.max_audio_seconds} s",
                        param="file", code="audio_too_long")
-    fields = {f.name for f in dataclasses.fields(model.endpoint.handler.Params)}
+    fields = model.param_names
     params: dict[str, Any] = {}
     language = form.get("language")
     if isinstance(language, str) and language and "language" in fields:
@@ -531,7 +477,7 @@ async def _audio(request: Request, *, translate: bool) -> Response:
         if "task" not in fields:
             raise ApiError(400, f"model {model.name!r} cannot translate", param="model", code="invalid_input")
         params["task"] = "translate"
-    result = await _run(request, model, [data], **params)
+    result = await _run(request, model, [data], params)
     body, media_type = render_transcript(result.outputs[0], response_format, duration=duration,
                                          task="translate" if translate else "transcribe")
     if isinstance(body, dict):
@@ -561,7 +507,7 @@ def build_router() -> APIRouter:
     async def metrics(request: Request) -> Response:
         m: Metrics = request.app.state.metrics
         for model in request.app.state.registry.all():
-            m.queue_depth.labels(model.name).set(model.batcher.stats().queued)
+            m.queue_depth.labels(model.name).set(model.queued())
         return Response(m.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @router.get("/v1/models")
@@ -603,7 +549,7 @@ def build_router() -> APIRouter:
         if isinstance(inputs, list) and len(inputs) > limits.max_items:
             raise ApiError(400, f"{len(inputs)} inputs is over the limit of {limits.max_items}", param="inputs",
                            code="too_many_items")
-        result = await _run(request, model, inputs, **body.parameters)
+        result = await _run(request, model, inputs, body.parameters)
         return _json({"model": model.name, "outputs": to_jsonable(result.outputs),
                       "provenance": _provenance_dict(result), "timings": to_jsonable(dict(result.timings))},
                      result)

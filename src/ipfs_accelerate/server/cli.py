@@ -23,8 +23,16 @@ def run_serve(args: argparse.Namespace) -> int:
     cache = os.environ.get("IPFS_ACCELERATE_CACHE")
     config = load_config(args.config, host=args.host, port=args.port, api_key=api_key, cache_dir=cache)
     models = [*config.models, *(parse_model_arg(m) for m in args.model or [])]
+    from ..store.cli import ipfs_load_kwargs
+
+    ipfs = ipfs_load_kwargs()  # IPFS_ACCELERATE_PEERS / IPFS_ACCELERATE_KUBO_API, for ipfs:// models
     config = load_config(args.config, host=args.host, port=args.port, api_key=api_key, cache_dir=cache,
-                         models=models_or_defaults(models))
+                         models=models_or_defaults(models), peers=tuple(ipfs["peers"]), kubo_api=ipfs["kubo_api"])
+    if args.ray is not None:
+        from .ray import serve_on_ray
+
+        serve_on_ray(config, args.ray or os.environ.get("RAY_ADDRESS") or None)
+        return 0
     from ..store.cli import store_from_env
     from ..store.gateway import gateway_router
 
@@ -52,6 +60,10 @@ def add_serve_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     p.add_argument("--host", default=None, help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="TCP port (default 8000)")
     p.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' (or IPFS_ACCELERATE_API_KEY)")
+    p.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help="deploy on Ray Serve: a deployment per model (num_replicas/autoscaling/threads in its "
+                        "[[models]] table) behind the same app; ADDRESS joins a cluster (default RAY_ADDRESS, "
+                        "else a local one)")
     p.set_defaults(func=run_serve)
 
     from ..bench.http import add_bench_http_parser
