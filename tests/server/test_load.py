@@ -33,7 +33,7 @@ def test_64_clients_only_429_all_counted_rss_bounded(tmp_path: Path, cache_dir: 
 
         async def run() -> float:
             headers = {"Authorization": f"Bearer {API_KEY}"}
-            limits = httpx.Limits(max_connections=CLIENTS + 2)
+            limits = httpx.Limits(max_connections=CLIENTS + 2, keepalive_expiry=2.0)
             async with httpx.AsyncClient(base_url=base, headers=headers, limits=limits, timeout=60) as http:
                 await http.post("/v1/embeddings", json={"model": "mini", "input": "warm up"})
                 before = rss.memory_info().rss

@@ -118,19 +118,35 @@ def _embed(client: Any, base: str, texts: list[str]) -> Any:
     return client.post(f"{base}/v1/embeddings", json={"model": "mini", "input": texts}, timeout=60)
 
 
-def test_serve_ray_cli_serves_and_stops_on_sigterm(cluster: dict[str, Any], cache_dir: Path,
+def test_serve_ray_cli_serves_and_stops_on_sigterm(cluster: dict[str, Any], load_tiny: Any,
                                                     tmp_path: Path) -> None:
-    """``ipfs-accelerate serve --ray ADDRESS``: ready, answers, and exits 0 on SIGTERM (port closed)."""
-    table = _model_config(cache_dir, replicas=1)
-    overrides = ", ".join(f"{k} = {v}" for k, v in table["config_overrides"].items())
-    lines = [f'{k} = "{v}"' if isinstance(v, str) else f"{k} = {v}" for k, v in table.items()
-             if k != "config_overrides"]
+    """``ipfs-accelerate serve --ray ADDRESS`` of a model known only by its CID: the replica fetches
+    it from a peer (node A's trustless gateway) into an empty cache, verified; the server is ready,
+    answers with the CID as its source, and exits 0 on SIGTERM (port closed)."""
+    from fastapi import FastAPI
+
+    from ipfs_accelerate.store.gateway import gateway_router
+    from ipfs_accelerate.store.models import ModelStore
+    from tests.store.conftest import serve as serve_in_thread
+
+    node_a = ModelStore(tmp_path / "node-a" / "ipfs")
+    root = node_a.add(Path(load_tiny(MODEL, "embed").handler.weights.path)).root
+    gateway = FastAPI()
+    gateway.include_router(gateway_router(node_a))
+    empty_cache = tmp_path / "replica-cache"
     config = tmp_path / "serve.toml"
-    config.write_text(f'cache_dir = "{cache_dir}"\n[[models]]\n' + "\n".join(lines)
-                      + f"\nconfig_overrides = {{ {overrides} }}\n", encoding="utf-8")
+    config.write_text(f'cache_dir = "{empty_cache}"\n[[models]]\nmodel = "ipfs://{root}"\ntask = "embed"\n'
+                      'name = "mini"\nbackend = "torch"\nmax_batch_size = 8\nqueue_size = 64\n'
+                      "num_replicas = 1\nthreads = 1\n", encoding="utf-8")
+    with serve_in_thread(gateway) as peer:
+        env = {**cluster["env"], "IPFS_ACCELERATE_PEERS": peer}
+        _serve_ray_cli_until_sigterm(cluster["address"], config, env, root)
+
+
+def _serve_ray_cli_until_sigterm(address: str, config: Path, env: dict[str, str], root: str) -> None:
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "ipfs_accelerate.cli", "serve", "--ray", cluster["address"],
-                             "--config", str(config), "--port", str(port)], env=cluster["env"],
+    proc = subprocess.Popen([sys.executable, "-m", "ipfs_accelerate.cli", "serve", "--ray", address,
+                             "--config", str(config), "--port", str(port)], env=env,
                             start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         base = f"http://127.0.0.1:{port}"
@@ -149,6 +165,8 @@ def test_serve_ray_cli_serves_and_stops_on_sigterm(cluster: dict[str, Any], cach
             body = response.json()
             assert len(body["data"][0]["embedding"]) == TINY[MODEL]["hidden_size"]
             assert body["provenance"]["replica"] and body["provenance"]["node"]
+            assert body["provenance"]["source"] == f"ipfs:{root}"
+            assert body["provenance"]["weights"] == "synthetic"  # stays labelled after the exchange
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=90) == 0
         assert not _port_open(port)

@@ -101,6 +101,9 @@ class ServerConfig:
         cors_origins: origins allowed by CORS; empty turns CORS off.
         limits: the request limits.
         drain_s: how long SIGTERM waits for in-flight requests.
+        keep_alive_s: how long an idle HTTP connection stays open. Longer than the usual
+            clients' own idle expiry (httpx, and so the ``openai`` client: 5 s), so that a client
+            never reuses a connection the server is closing at that moment (a read error).
         cache_dir: the ipfs_accelerate cache (synthetic models, exports).
         peers: trustless gateways to fetch ``ipfs://`` models' blocks from.
         kubo_api: a kubo RPC API tried after the peers.
@@ -114,6 +117,7 @@ class ServerConfig:
     cors_origins: tuple[str, ...] = ()
     limits: Limits = dataclasses.field(default_factory=Limits)
     drain_s: float = 30.0
+    keep_alive_s: float = 75.0
     cache_dir: str | None = None
     peers: tuple[str, ...] = ()
     kubo_api: str | None = None

@@ -39,6 +39,7 @@ def run_serve(args: argparse.Namespace) -> int:
     # The models' own store answers GET /ipfs/{cid} (trustless gateway) beside the OpenAI routes.
     app = create_app(config, extra_routers=[gateway_router(store_from_env())])
     server = uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port, log_level="info",
+                                           timeout_keep_alive=int(config.keep_alive_s),
                                            timeout_graceful_shutdown=int(config.drain_s) or 1))
     # uvicorn drains on SIGTERM/SIGINT, then raises the signal again under the handlers that
     # were in place before it started; with these, a drained shutdown exits 0 instead of -15.
