@@ -18,7 +18,7 @@ import gc
 import json
 import shutil
 import struct
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +40,7 @@ __all__ = [
     "example_inputs",
     "fp32_weight_bytes",
     "frozen_gc",
+    "graph_feed",
     "load_torch_model",
     "model_type",
     "optimum_supports",
@@ -366,3 +367,30 @@ def require_export_memory(spec: ModelSpec, *, factor: float, what: str) -> None:
             f"weights) and {available / 1e9:.1f} GB is available; run it with the torch backend or on a machine "
             "with more memory"
         )
+
+
+def graph_feed(inputs: dict[str, Any], input_names: Sequence[str], *, what: str) -> dict[str, Any]:
+    """The numpy arrays a converted graph takes, by input name, from a forward's keyword arguments.
+
+    Non-tensor arguments (flags) were fixed when the graph was made and are dropped.
+
+    Raises:
+        TypeError: an input the graph does not take, or one it needs is missing (``what``
+            names the graph in the message, e.g. "the exported graph").
+    """
+    import numpy as np
+    import torch
+
+    tensors = {k: v for k, v in inputs.items() if isinstance(v, torch.Tensor | np.ndarray)}
+    unknown = sorted(set(tensors) - set(input_names))
+    missing = sorted(set(input_names) - set(tensors))
+    if unknown or missing:
+        raise TypeError(
+            f"{what} takes {', '.join(input_names)}; "
+            f"unknown: {', '.join(unknown) or 'none'}; missing: {', '.join(missing) or 'none'}"
+        )
+    feed: dict[str, Any] = {}
+    for name in input_names:
+        value = tensors[name]
+        feed[name] = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else value
+    return feed

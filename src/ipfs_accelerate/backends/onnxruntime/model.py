@@ -81,21 +81,10 @@ class OrtGraphModel:
         import numpy as np
         import torch
 
-        # Non-tensor arguments (flags) were fixed when the graph was traced.
-        tensors = {k: v for k, v in inputs.items() if isinstance(v, torch.Tensor | np.ndarray)}
-        unknown = sorted(set(tensors) - set(self.input_names))
-        missing = sorted(set(self.input_names) - set(tensors))
-        if unknown or missing:
-            raise TypeError(
-                f"the exported graph takes {', '.join(self.input_names)}; "
-                f"unknown: {', '.join(unknown) or 'none'}; missing: {', '.join(missing) or 'none'}"
-            )
-        feed = {}
-        for name in self.input_names:
-            value = tensors[name]
-            array = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else value
-            wanted = self._input_types.get(name)
-            feed[name] = array.astype(wanted, copy=False) if wanted else array
+        feed = direct.graph_feed(inputs, self.input_names, what="the exported graph")
+        for name, wanted in self._input_types.items():
+            if name in feed and wanted:
+                feed[name] = feed[name].astype(wanted, copy=False)
         outputs = self.session.run(self.output_names, feed)
         return SimpleNamespace(**{
             name: torch.from_numpy(np.ascontiguousarray(value)) for name, value in zip(self.output_names, outputs, strict=True)

@@ -92,19 +92,7 @@ class OVGraphModel:
         import numpy as np
         import torch
 
-        # Non-tensor arguments (flags) were fixed when the model was converted.
-        tensors = {k: v for k, v in inputs.items() if isinstance(v, torch.Tensor | np.ndarray)}
-        unknown = sorted(set(tensors) - set(self.input_names))
-        missing = sorted(set(self.input_names) - set(tensors))
-        if unknown or missing:
-            raise TypeError(
-                f"the converted model takes {', '.join(self.input_names)}; "
-                f"unknown: {', '.join(unknown) or 'none'}; missing: {', '.join(missing) or 'none'}"
-            )
-        feed: dict[str, Any] = {}
-        for name in self.input_names:
-            value = tensors[name]
-            feed[name] = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else value
+        feed = direct.graph_feed(inputs, self.input_names, what="the converted model")
         # A request per call: a compiled model's default request is not safe to share.
         result = self.compiled.create_infer_request().infer(feed)
         return SimpleNamespace(**{
