@@ -20,7 +20,7 @@ import threading
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .._exceptions import AccelerateError
+from .._exceptions import AccelerateError, InvalidInput
 from ._config import ModelConfig, ServerConfig
 from ._errors import ApiError
 from ._registry import ModelRegistry, ServedModel, TokenCounter, count_tokens
@@ -76,10 +76,23 @@ def deployment_options(config: ModelConfig, env: Mapping[str, str] | None = None
         "health_check_period_s": 2.0,
     }
     if config.autoscaling is not None:
-        options["autoscaling_config"] = dict(config.autoscaling)
+        options["autoscaling_config"] = _checked_autoscaling(config)
     else:
         options["num_replicas"] = config.num_replicas
     return options
+
+
+def _checked_autoscaling(config: ModelConfig) -> dict[str, Any]:
+    """The model's autoscaling table; a key Ray does not know is refused (Ray itself ignores it)."""
+    from ray.serve.config import AutoscalingConfig
+
+    table = dict(config.autoscaling or {})
+    known = set(AutoscalingConfig.model_fields)
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise InvalidInput(f"model {config.served_name!r}: unknown autoscaling key(s) {', '.join(unknown)}; "
+                           f"Ray Serve knows {', '.join(sorted(known))}")
+    return table
 
 
 def _deployment_name(served_name: str) -> str:
