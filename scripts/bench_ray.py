@@ -13,18 +13,12 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import statistics
 import tempfile
 import time
 from typing import Any
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+from ipfs_accelerate.bench.http import free_port
 
 
 async def _drive(base: str, texts: list[str], clients: int) -> dict[str, Any]:
@@ -89,7 +83,7 @@ def main() -> None:
              _temp_dir=tempfile.mkdtemp(prefix="raybench"), logging_level="WARNING", log_to_driver=False)
     results = {}
     try:
-        port = _free_port()
+        port = free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         for replicas in (1, 2):
             threads = max(1, cores // replicas)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -15,6 +14,7 @@ from typing import Any
 
 import httpx
 
+from ipfs_accelerate.bench.http import stop_process
 from tests.fixtures.models import TINY
 
 API_KEY = "live-key-456"
@@ -87,10 +87,4 @@ def live_server(config: Path, cache_dir: Path, *, ready_timeout_s: float = 240.0
             time.sleep(0.5)
         yield base, process
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+        stop_process(process)

@@ -36,7 +36,8 @@ from typing import Any
 from .._types import BackendChoice
 from .stats import Latency
 
-__all__ = ["HttpBenchResult", "LoadFigures", "add_bench_http_parser", "drive_load", "minilm_folder", "run_http_bench"]
+__all__ = ["HttpBenchResult", "LoadFigures", "add_bench_http_parser", "drive_load", "free_port", "minilm_folder", "run_http_bench",
+           "stop_process"]
 
 log = logging.getLogger("ipfs_accelerate.bench")
 
@@ -165,7 +166,8 @@ async def drive_load(call: Callable[[str], Awaitable[bool]], texts: Sequence[str
                        latency=Latency.from_samples(latencies) if latencies else None, note=note)
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (for a server this run starts)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -187,7 +189,8 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes], timeout_s: float) ->
     raise RuntimeError(f"{url} was not ready in {timeout_s:.0f} s")
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM a server process (it drains), then kill it if it has not exited within 60 s."""
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
         try:
@@ -294,7 +297,7 @@ def run_http_bench(*, clients: int = 64, requests: int = 2048, backend: BackendC
         in_proc = asyncio.run(run_in_process())
 
     # (b) our server, over HTTP
-    port = _free_port()
+    port = free_port()
     config = work / "serve.toml"
     models = [f'[[models]]\nmodel = "{MINILM}"\nname = "minilm"\ntask = "embed"\nbackend = "{backend_used}"\n'
               f"max_batch_size = {max_batch_size}\nqueue_size = {8 * clients}\n"]
@@ -323,14 +326,14 @@ def run_http_bench(*, clients: int = 64, requests: int = 2048, backend: BackendC
                 path="/v1/embeddings", speech=speech, whisper="whisper-1"))
             mixed_figures.append(mixed)
     finally:
-        _stop(server)
+        stop_process(server)
 
     # (c) infinity-emb, same folder, same machine
     if infinity is None or not Path(infinity).exists():
         inf = LoadFigures(name="infinity-emb", requests=0, errors=0, seconds=0.0, requests_per_s=0.0, latency=None,
                           note="not measured: its venv is missing (scripts/setup_infinity.sh)")
     else:
-        port = _free_port()
+        port = free_port()
         with (work / "infinity.log").open("wb") as out:
             process = subprocess.Popen([infinity, "v2", "--model-id", str(folder), "--served-model-name", "minilm",
                                         "--host", "127.0.0.1", "--port", str(port), "--engine", "torch",
@@ -346,7 +349,7 @@ def run_http_bench(*, clients: int = 64, requests: int = 2048, backend: BackendC
             inf = LoadFigures(name="infinity-emb", requests=0, errors=0, seconds=0.0, requests_per_s=0.0,
                               latency=None, note=f"failed to start: {exc} (see {work / 'infinity.log'})")
         finally:
-            _stop(process)
+            stop_process(process)
     return HttpBenchResult(clients=clients, requests=requests, in_process=in_proc, http=http, infinity=inf,
                            whisper_stream=stream, http_with_whisper=mixed_figures[0] if mixed_figures else None)
 
