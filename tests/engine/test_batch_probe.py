@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 import ipfs_accelerate as ia
-from ipfs_accelerate.bench.measure import PeakRSS
 from ipfs_accelerate.engine.batch_probe import CACHE_FILE, cache_key, probe_max_batch
+from ipfs_accelerate.engine.memory import PeakRSS
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -81,9 +81,9 @@ def test_peak_rss_sees_an_allocation():
 
 
 def _kernel_mark_available() -> bool:
-    from ipfs_accelerate.bench import measure
+    from ipfs_accelerate.engine import memory
 
-    return measure._reset_high_water_mark()
+    return memory._reset_high_water_mark()
 
 
 @pytest.mark.skipif(not _kernel_mark_available(), reason="needs Linux's /proc/self/clear_refs")

@@ -8,8 +8,8 @@ peak RSS on the CPU (the kernel's high-water mark on Linux, else sampled in a th
 The answer is cached in ``<cache_dir>/batch_probe.json`` under the model's content hash,
 task, backend, precision and device, so each combination is probed once per machine.
 
-The memory meters it reads (:class:`~ipfs_accelerate.bench.measure.PeakRSS`,
-:class:`~ipfs_accelerate.bench.measure.CudaPeak`) are the benchmark's.
+The memory meters it reads (:class:`~.memory.PeakRSS`, :class:`~.memory.CudaPeak`) are the
+benchmark's too.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._exceptions import InvalidInput, OutOfMemory, is_out_of_memory
-from ..bench.measure import CudaPeak, PeakRSS, release_freed_memory, rss_bytes
 from ..families.bench_profile import bench_profile
+from .memory import CudaPeak, PeakRSS, release_freed_memory, rss_bytes
 from .options import default_cache_dir
 
 if TYPE_CHECKING:
