@@ -24,7 +24,7 @@ def test_real_tiny_en_transcribes_speech(real_whisper, speech_wav):
 
 def test_real_tiny_en_long_audio_has_no_lost_or_repeated_words(real_whisper, long_speech_wav):
     path, text = long_speech_wav
-    res = real_whisper(path.read_bytes(), timestamps=True)
+    res = real_whisper(path.read_bytes(), timestamps=True, word_timestamps=True)
     out = res.outputs[0]
     assert res.timings["audio_seconds"] > 60
     assert any("decoded sequentially" in n for n in res.provenance.notes)
@@ -33,6 +33,9 @@ def test_real_tiny_en_long_audio_has_no_lost_or_repeated_words(real_whisper, lon
     starts = [s["start"] for s in out.segments]
     assert starts == sorted(starts) and out.segments[-1]["end"] > 45
     assert all(s["end"] >= s["start"] for s in out.segments)
+    # Word times run past the first 30 s window, with the transcript's words.
+    assert word_error_rate(text, " ".join(w["word"] for w in out.words)) <= 0.25
+    assert out.words[-1]["end"] > 45
 
 
 def test_cached_suppression_transcribes_as_transformers_own_processors(real_whisper, speech_wav):
@@ -173,3 +176,62 @@ def test_generate_decodes_what_the_greedy_loop_cannot(real_whisper, load_tiny, s
     parsed = multilingual.handler.parse_params({})
     assert multilingual.handler._greedy_prompt(  # no language given: generate() detects it
         multilingual.runtime.model, multilingual.handler.preprocess(audio, parsed), parsed) is None
+
+
+@pytest.fixture(scope="module")
+def fox_clip(tmp_path_factory):
+    """A sentence tiny.en mishears ("roundfuck", "river bank") unless a prompt gives the words."""
+    from tests.fixtures.audio import speak_to_wav
+
+    path = speak_to_wav("The quick brown fox jumps over the lazy dog near the river bank.",
+                        tmp_path_factory.mktemp("fox") / "fox.wav")
+    return path.read_bytes()
+
+
+def test_prompt_conditions_the_transcript(real_whisper, fox_clip):
+    plain = real_whisper(fox_clip).outputs[0].text
+    prompted = real_whisper(fox_clip, prompt="Foxes and dogs. Riverbanks!").outputs[0].text
+    assert "brown fox" not in plain.lower() and "riverbank" not in plain.lower(), plain
+    assert "brown fox" in prompted.lower() and "riverbank" in prompted.lower(), prompted
+    # Only the prompt's last tokens count, and the window keeps room for them: no error.
+    long_prompt = "Foxes and dogs. " * 200 + "Riverbanks!"
+    assert "riverbank" in real_whisper(fox_clip, prompt=long_prompt).outputs[0].text.lower()
+    # The prompt is neither spoken nor generated: not among the words, not counted as new tokens.
+    prompt = "Foxes and dogs. Riverbanks!"
+    with_words = real_whisper(fox_clip, prompt=prompt, word_timestamps=True)
+    words = with_words.outputs[0].words
+    assert _plain_words(" ".join(w["word"] for w in words)) == _plain_words(with_words.outputs[0].text)
+    assert with_words.timings["new_tokens"] == real_whisper(fox_clip, prompt=prompt).timings["new_tokens"]
+    with pytest.raises(ia.InvalidInput, match="prompt must be text"):
+        real_whisper(fox_clip, prompt=["Foxes"])
+
+
+def _plain_words(text):
+    return "".join(c for c in text.lower() if c.isalnum() or c.isspace()).split()
+
+
+def test_word_timestamps_cover_the_transcript_in_order(real_whisper, speech_wav, fox_clip):
+    path, _ = speech_wav
+    res = real_whisper([str(path), fox_clip], word_timestamps=True)
+    for out in res.outputs:
+        assert out.words, out
+        assert _plain_words(" ".join(w["word"] for w in out.words)) == _plain_words(out.text)
+        starts = [w["start"] for w in out.words]
+        assert starts == sorted(starts)
+        assert all(w["end"] >= w["start"] for w in out.words)
+        assert all(w["word"] == w["word"].strip() and w["word"] for w in out.words)
+    seconds = res.timings["audio_seconds"]
+    assert 0 < max(w["end"] for out in res.outputs for w in out.words) <= seconds
+    # Words join segments when both are asked for; without the flag there are none.
+    both = real_whisper(fox_clip, word_timestamps=True, timestamps=True).outputs[0]
+    assert both.segments and both.words
+    assert real_whisper(fox_clip).outputs[0].words == ()
+
+
+def test_word_timestamps_need_cross_attention_weights(load_tiny):
+    ep = load_tiny(TINY_EN, backend="onnxruntime")
+    clip = (np.zeros(16000, dtype=np.float32), 16000)
+    with pytest.raises(ia.InvalidInput, match="cross-attention weights, which the onnxruntime runtime"):
+        ep(clip, word_timestamps=True)
+    with pytest.raises(ia.InvalidInput, match="stream carries text only"):
+        next(iter(load_tiny(TINY_EN).stream(clip, word_timestamps=True)))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -242,6 +243,47 @@ def test_transcription_formats(client: Any, speech: tuple[bytes, str], response_
         spoken_words = [line for line in lines if line and "-->" not in line and not line.isdigit()
                         and line != "WEBVTT"]
         assert _words(" ".join(spoken_words)) == _words(spoken)
+
+
+def test_transcription_word_and_segment_granularities(client: Any, speech: tuple[bytes, str]) -> None:
+    audio, spoken = speech
+    files = {"file": ("speech.wav", audio, "audio/wav")}
+
+    def verbose(*granularities: str) -> dict[str, Any]:
+        response = client.post("/v1/audio/transcriptions", files=files,
+                               data={"model": "whisper-1", "response_format": "verbose_json",
+                                     "timestamp_granularities[]": list(granularities)})
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+    words_only = verbose("word")
+    assert "segments" not in words_only
+    assert _words(" ".join(w["word"] for w in words_only["words"])) == _words(spoken)
+    assert all(w["end"] >= w["start"] >= 0 for w in words_only["words"])
+    both = verbose("word", "segment")
+    # The same words (their alignment differs a little when timestamp tokens are decoded too).
+    assert both["segments"] and [w["word"] for w in both["words"]] == [w["word"] for w in words_only["words"]]
+    assert "words" not in verbose("segment") and verbose("segment")["segments"]
+    err = _error(client.post("/v1/audio/transcriptions", files=files,
+                             data={"model": "whisper-1", "timestamp_granularities[]": "word"}), 400)
+    assert "verbose_json" in err["message"]
+    err = _error(client.post("/v1/audio/transcriptions", files=files,
+                             data={"model": "whisper-1", "response_format": "verbose_json",
+                                   "timestamp_granularities[]": "letter"}), 400)
+    assert err["param"] == "timestamp_granularities"
+
+
+def test_transcription_prompt_reaches_the_model(client: Any, speech: tuple[bytes, str]) -> None:
+    from tests.fixtures.audio import speak_to_wav
+
+    with tempfile.TemporaryDirectory() as folder:
+        audio = speak_to_wav("The quick brown fox jumps over the lazy dog near the river bank.",
+                             Path(folder) / "fox.wav").read_bytes()
+    files = {"file": ("fox.wav", audio, "audio/wav")}
+    plain = client.post("/v1/audio/transcriptions", files=files, data={"model": "whisper-1"}).json()["text"]
+    prompted = client.post("/v1/audio/transcriptions", files=files,
+                           data={"model": "whisper-1", "prompt": "Foxes and dogs. Riverbanks!"}).json()["text"]
+    assert "riverbank" not in plain.lower() and "riverbank" in prompted.lower(), (plain, prompted)
 
 
 def test_transcription_errors(client: Any, speech: tuple[bytes, str]) -> None:

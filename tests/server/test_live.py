@@ -86,6 +86,10 @@ def test_transcription_every_format(client: Any, speech_wav: tuple[Path, str]) -
             assert _words(" ".join(lines)) == _words(spoken), fmt
             if fmt != "text":
                 assert "-->" in text
+    with path.open("rb") as f:
+        out = client.audio.transcriptions.create(model="whisper-1", file=f, response_format="verbose_json",
+                                                 timestamp_granularities=["word"], prompt="Please.")
+    assert out.words and _words(" ".join(w.word for w in out.words)) == _words(spoken)
 
 
 def test_client_error_classes(server: tuple[str, Any], client: Any) -> None:

@@ -30,11 +30,14 @@ class Transcription:
         text: the whole transcript.
         segments: ``{"start", "end", "text"}`` dicts (seconds) when the model gives times.
         language: the language asked for, if any.
+        words: ``{"word", "start", "end"}`` dicts (seconds), when word timestamps were asked
+            for and the model gives them.
     """
 
     text: str
     segments: tuple[dict[str, Any], ...] = ()
     language: str | None = None
+    words: tuple[dict[str, Any], ...] = ()
 
     def __str__(self) -> str:
         return self.text

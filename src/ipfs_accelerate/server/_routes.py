@@ -412,9 +412,13 @@ def _segments(transcript: Any, duration: float | None) -> list[dict[str, Any]]:
              "compression_ratio": 0.0, "no_speech_prob": 0.0} for i, s in enumerate(segments)]
 
 
-def render_transcript(transcript: Any, response_format: str, *, duration: float | None, task: str
-                      ) -> tuple[str | dict[str, Any], str]:
-    """The body of a transcription in ``response_format``, and its media type."""
+def render_transcript(transcript: Any, response_format: str, *, duration: float | None, task: str,
+                      granularities: tuple[str, ...] = ("segment",)) -> tuple[str | dict[str, Any], str]:
+    """The body of a transcription in ``response_format``, and its media type.
+
+    ``verbose_json`` carries ``segments`` and/or ``words`` as ``granularities`` ask (OpenAI's
+    ``timestamp_granularities[]``; segments when none is given).
+    """
     text = str(transcript).strip()
     if response_format == "json":
         return {"text": text}, "application/json"
@@ -422,9 +426,14 @@ def render_transcript(transcript: Any, response_format: str, *, duration: float 
         return text + "\n", "text/plain; charset=utf-8"
     segments = _segments(transcript, duration)
     if response_format == "verbose_json":
-        return {"task": task, "language": getattr(transcript, "language", None) or "english",
-                "duration": duration or (segments[-1]["end"] if segments else 0.0), "text": text,
-                "segments": segments}, "application/json"
+        body: dict[str, Any] = {"task": task, "language": getattr(transcript, "language", None) or "english",
+                                "duration": duration or (segments[-1]["end"] if segments else 0.0), "text": text}
+        if "segment" in granularities:
+            body["segments"] = segments
+        if "word" in granularities:
+            body["words"] = [{"word": str(w["word"]), "start": float(w["start"]), "end": float(w["end"])}
+                             for w in getattr(transcript, "words", ())]
+        return body, "application/json"
     if response_format == "srt":
         blocks = [f"{i + 1}\n{_timestamp(s['start'], ',')} --> {_timestamp(s['end'], ',')}\n{s['text'].strip()}\n"
                   for i, s in enumerate(segments)]
@@ -450,9 +459,13 @@ async def _audio(request: Request, *, translate: bool) -> Response:
         raise ApiError(400, f"response_format must be one of {', '.join(RESPONSE_FORMATS)}",
                        param="response_format", code="invalid_input")
     granularities = [str(g) for g in form.getlist("timestamp_granularities[]")]
-    if "word" in granularities:
-        raise ApiError(400, "word timestamps are not supported; segment timestamps are",
-                       param="timestamp_granularities", code="unsupported_parameter")
+    unknown = sorted(set(granularities) - {"word", "segment"})
+    if unknown:
+        raise ApiError(400, f"timestamp_granularities takes word and/or segment, not {', '.join(unknown)}",
+                       param="timestamp_granularities", code="invalid_input")
+    if granularities and response_format != "verbose_json":
+        raise ApiError(400, "timestamp_granularities needs response_format=verbose_json",
+                       param="timestamp_granularities", code="invalid_input")
     data = await upload.read()
     if not data:
         raise ApiError(400, "the uploaded file is empty", param="file", code="invalid_input")
@@ -461,7 +474,15 @@ async def _audio(request: Request, *, translate: bool) -> Response:
         raise ApiError(400, f"audio of {duration:.1f} s is over the limit of {limits.max_audio_seconds} s",
                        param="file", code="audio_too_long")
     fields = model.param_names
+    if "word" in granularities and "word_timestamps" not in fields:
+        raise ApiError(400, f"model {model.name!r} gives no word timestamps; segment timestamps it does",
+                       param="timestamp_granularities", code="unsupported_parameter")
     params: dict[str, Any] = {}
+    prompt = form.get("prompt")
+    if isinstance(prompt, str) and prompt and "prompt" in fields:
+        params["prompt"] = prompt
+    if "word" in granularities:
+        params["word_timestamps"] = True
     language = form.get("language")
     if isinstance(language, str) and language and "language" in fields:
         params["language"] = language
@@ -471,7 +492,9 @@ async def _audio(request: Request, *, translate: bool) -> Response:
             params["temperature"] = float(temperature)
         except ValueError as exc:
             raise ApiError(400, "temperature must be a number", param="temperature", code="invalid_input") from exc
-    if "timestamps" in fields and (response_format in ("verbose_json", "srt", "vtt") or "segment" in granularities):
+    segments = response_format in ("srt", "vtt") or (response_format == "verbose_json" and (
+        not granularities or "segment" in granularities))
+    if "timestamps" in fields and segments:
         params["timestamps"] = True
     if translate:
         if "task" not in fields:
@@ -479,7 +502,8 @@ async def _audio(request: Request, *, translate: bool) -> Response:
         params["task"] = "translate"
     result = await _run(request, model, [data], params)
     body, media_type = render_transcript(result.outputs[0], response_format, duration=duration,
-                                         task="translate" if translate else "transcribe")
+                                         task="translate" if translate else "transcribe",
+                                         granularities=tuple(granularities) or ("segment",))
     if isinstance(body, dict):
         body["provenance"] = _provenance_dict(result)
         return _json(body, result)
