@@ -53,22 +53,83 @@ assert ep(["hello"]).provenance.precision == "int8"
 """
 
 
-@pytest.mark.parametrize("mode", ["quiet", "verbose"])
-def test_load_prints_nothing_unless_logging_asks(mode, tmp_path_factory):
-    """A torch int8 load makes torch warn (quantize_per_channel) and transformers print; by default
-    none of it reaches the terminal, with logging at INFO it comes as ipfs_accelerate.libraries records."""
+def _run(script: str, mode: str, cache: object) -> tuple[str, str]:
     import os
     import subprocess
     import sys
 
-    cache = tmp_path_factory.getbasetemp() / "quiet-load-cache"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    done = subprocess.run([sys.executable, "-c", _LOAD_TINY_INT8, mode, str(cache)], capture_output=True,
+    done = subprocess.run([sys.executable, "-c", script, mode, str(cache)], capture_output=True,
                           text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout, done.stderr
+
+
+@pytest.mark.parametrize("mode", ["quiet", "verbose"])
+def test_load_prints_nothing_unless_logging_asks(mode, tmp_path_factory):
+    """A torch int8 load makes torch warn (quantize_per_channel) and transformers print; by default
+    none of it reaches the terminal, with logging at INFO it comes as ipfs_accelerate.libraries records."""
+    stdout, stderr = _run(_LOAD_TINY_INT8, mode, tmp_path_factory.getbasetemp() / "quiet-load-cache")
     if mode == "quiet":
-        assert (done.stdout, done.stderr) == ("", "")
+        assert (stdout, stderr) == ("", "")
     else:
-        lines = done.stderr.splitlines()
+        lines = stderr.splitlines()
         assert any(line.startswith("ipfs_accelerate.libraries: UserWarning") and "quantize_per_channel" in line
-                   for line in lines), done.stderr[-2000:]
+                   for line in lines), stderr[-2000:]
+
+
+_CALL_WHISPER = """
+import logging, sys
+import numpy as np
+if sys.argv[1] == "verbose":
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+import ipfs_accelerate as ia
+ep = ia.load("openai/whisper-tiny.en", weights="synthetic", backend="torch", precision="fp32", cache_dir=sys.argv[2])
+clip = (np.zeros(16000, dtype=np.float32), 16000)
+ep(clip, timestamps=True, max_new_tokens=4)
+"".join(ep.stream(clip, max_new_tokens=4))
+"""
+
+
+@pytest.mark.parametrize("mode", ["quiet", "verbose"])
+def test_model_calls_print_nothing_unless_logging_asks(mode, tmp_path_factory):
+    """transformers warns from Whisper's generate() (forced_decoder_ids, the attention mask) on every
+    call: by default nothing reaches the terminal, with logging at INFO the lines come as records."""
+    stdout, stderr = _run(_CALL_WHISPER, mode, tmp_path_factory.getbasetemp() / "quiet-call-cache")
+    if mode == "quiet":
+        assert (stdout, stderr) == ("", "")
+    else:
+        assert any(line.startswith("ipfs_accelerate.libraries: transformers") and "forced_decoder_ids" in line
+                   for line in stderr.splitlines()), stderr[-2000:]
+
+
+def test_library_records_are_demoted_only_inside_a_call_in_that_thread(caplog):
+    import io
+    import threading
+    import warnings
+
+    from ipfs_accelerate._logs import LIBRARY_LOGGER, library_records_demoted
+
+    sink = io.StringIO()
+    handler = logging.StreamHandler(sink)
+    library, ours = logging.getLogger("somelibrary"), logging.getLogger("ipfs_accelerate.test")
+    library.addHandler(handler)
+    ours.addHandler(handler)
+    caplog.set_level(logging.INFO, logger=LIBRARY_LOGGER)
+    try:
+        library.warning("before")
+        with library_records_demoted():
+            logging.getLogger("somelibrary.module").warning("inside")
+            ours.warning("ours inside")
+            warnings.warn("a library's note", UserWarning, stacklevel=1)
+            other = threading.Thread(target=lambda: library.warning("another thread"))
+            other.start()
+            other.join()
+        library.warning("after")
+    finally:
+        library.removeHandler(handler)
+        ours.removeHandler(handler)
+    assert sink.getvalue().splitlines() == ["before", "ours inside", "another thread", "after"]
+    demoted = [r.getMessage() for r in caplog.records if r.name == LIBRARY_LOGGER]
+    assert "somelibrary.module: inside" in demoted
+    assert any("UserWarning: a library's note" in m for m in demoted)

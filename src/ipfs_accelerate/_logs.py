@@ -7,7 +7,8 @@ writes straight to the process's stderr (qnnpack's "incorrectly ignores reduce_r
 Runtime's and OpenVINO's native logs). :func:`library_output_logged` catches all of them at
 the file-descriptor level for the length of a call and hands them to the
 ``ipfs_accelerate.libraries`` logger at INFO, one record per line: silent by default, shown by
-the CLI's ``-v``.
+the CLI's ``-v``. ``load()`` runs under it. Model calls, which may run in several threads at
+once, run under the lighter :func:`library_records_demoted` (log records and warnings only).
 """
 
 from __future__ import annotations
@@ -23,7 +24,14 @@ import warnings
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-__all__ = ["LIBRARY_LOGGER", "captured_library_output", "library_output_logged", "one_line", "quiet_loggers"]
+__all__ = [
+    "LIBRARY_LOGGER",
+    "captured_library_output",
+    "library_output_logged",
+    "library_records_demoted",
+    "one_line",
+    "quiet_loggers",
+]
 
 LIBRARY_LOGGER = "ipfs_accelerate.libraries"
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -156,6 +164,76 @@ def _finish_capture(state: dict[str, Any]) -> None:
         line = raw.rsplit("\r", 1)[-1].rstrip()
         if line.strip():
             logger.info("%s", line)
+
+
+# Model calls: which threads are inside one (a depth per thread), and the handlers and the
+# warnings hook that consult it, installed once.
+_in_call = threading.local()
+_install_lock = threading.Lock()
+_installed: dict[str, Any] = {"loggers_seen": -1}
+
+
+class _DemoteInCall(logging.Filter):
+    """Inside a model call in this thread, send other libraries' records to the libraries
+    logger at INFO; everywhere else, let every record through as it was."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not getattr(_in_call, "depth", 0) or record.name.split(".")[0] in _OWN_LOGGERS:
+            return True
+        logging.getLogger(LIBRARY_LOGGER).info("%s: %s", record.name, record.getMessage())
+        return False
+
+
+_DEMOTE_IN_CALL = _DemoteInCall()
+
+
+def _show_warning_outside_calls(original: Any) -> Any:
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+             file: Any = None, line: str | None = None) -> None:
+        if getattr(_in_call, "depth", 0):
+            logging.getLogger(LIBRARY_LOGGER).info("%s: %s (%s:%d)", category.__name__, message, filename, lineno)
+        else:
+            original(message, category, filename, lineno, file, line)
+
+    show.ipfs_accelerate_hook = True  # type: ignore[attr-defined]
+    return show
+
+
+def _install_call_demotion() -> None:
+    """Put the filter on every stream handler of the root logger and of the libraries' loggers
+    (transformers has its own), and the warnings hook in place: again when loggers were added
+    or the hook was replaced since the last look."""
+    loggers = logging.Logger.manager.loggerDict
+    hooked = getattr(warnings.showwarning, "ipfs_accelerate_hook", False)
+    if _installed["loggers_seen"] == len(loggers) and hooked:
+        return
+    with _install_lock:
+        if not getattr(warnings.showwarning, "ipfs_accelerate_hook", False):
+            warnings.showwarning = _show_warning_outside_calls(warnings.showwarning)
+        for logger in [logging.getLogger(), *(v for v in list(loggers.values()) if isinstance(v, logging.Logger))]:
+            for handler in logger.handlers:
+                if isinstance(handler, logging.StreamHandler) and _DEMOTE_IN_CALL not in handler.filters:
+                    handler.addFilter(_DEMOTE_IN_CALL)
+        _installed["loggers_seen"] = len(loggers)
+
+
+@contextlib.contextmanager
+def library_records_demoted() -> Iterator[None]:
+    """For the length of a model call in this thread: other libraries' log records and Python
+    warnings become INFO records of the ``ipfs_accelerate.libraries`` logger.
+
+    The per-call counterpart of :func:`captured_library_output` (which ``load()`` uses): no file
+    descriptors are touched, so calls may run in several threads beside a server's own output;
+    what native code writes straight to stderr during a call is not caught. A handler or logger
+    added while a call runs is filtered from the next call on.
+    """
+    _install_call_demotion()
+    depth = getattr(_in_call, "depth", 0)
+    _in_call.depth = depth + 1
+    try:
+        yield
+    finally:
+        _in_call.depth = depth
 
 
 @contextlib.contextmanager

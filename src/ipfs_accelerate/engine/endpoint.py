@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from .._exceptions import InvalidInput, OutOfMemory, is_out_of_memory
+from .._logs import library_records_demoted
 from ..backends.base import Runtime
 from ..families.base import Prepared, TaskHandler
 from .batcher import DynamicBatcher
@@ -303,14 +304,15 @@ class Endpoint:
             The outputs (one per item), the prepared inputs, the seconds per stage
             (``preprocess_s``, ``inference_s``, ``postprocess_s``) and the task figures.
         """
-        t0 = time.perf_counter()
-        prepared = self.handler.preprocess(chunk, params)
-        t1 = time.perf_counter()
-        with self.runtime.lock, torch_threads(self.runtime.host_threads):
-            raw = self.handler.forward(self.runtime, prepared, params)
-        t2 = time.perf_counter()
-        out = self.handler.postprocess(raw, prepared, params)
-        t3 = time.perf_counter()
+        with library_records_demoted():  # quiet by default: library warnings become log records
+            t0 = time.perf_counter()
+            prepared = self.handler.preprocess(chunk, params)
+            t1 = time.perf_counter()
+            with self.runtime.lock, torch_threads(self.runtime.host_threads):
+                raw = self.handler.forward(self.runtime, prepared, params)
+            t2 = time.perf_counter()
+            out = self.handler.postprocess(raw, prepared, params)
+            t3 = time.perf_counter()
         figures = dict(prepared.figures)
         figures.update(self.handler.figures(raw, prepared, params, t2 - t1))
         times = {"preprocess_s": t1 - t0, "inference_s": t2 - t1, "postprocess_s": t3 - t2}
@@ -326,8 +328,9 @@ class Endpoint:
         items = self.handler.as_items(inputs)
         if len(items) != 1:
             raise InvalidInput(f"stream takes exactly one input; got {len(items)}")
-        prepared = self.handler.preprocess(items, parsed)
-        return self.handler.stream(self.runtime, prepared, parsed)
+        with library_records_demoted():
+            prepared = self.handler.preprocess(items, parsed)
+            return self.handler.stream(self.runtime, prepared, parsed)
 
     def warmup(self) -> float:
         """Run the task's first example input once (the cold first call); returns its seconds.

@@ -6,6 +6,7 @@ import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from .._logs import library_records_demoted
 from .controls import cut_at_stop, generate_kwargs, stop_criteria
 from .params import GenerationParams
 
@@ -98,7 +99,7 @@ def _pieces(runtime: Runtime, inputs: dict[str, Any], params: GenerationParams, 
     def work() -> None:
         try:
             # The runtime's lock: a batch of the same model must not run inside this generation.
-            with runtime.lock, torch.random.fork_rng(devices=[]), torch.inference_mode():
+            with runtime.lock, library_records_demoted(), torch.random.fork_rng(devices=[]), torch.inference_mode():
                 if params.seed is not None:
                     torch.manual_seed(params.seed)
                 runtime.model.generate(**runtime.prepare(inputs), **kwargs)
