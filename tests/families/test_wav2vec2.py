@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -67,3 +69,39 @@ def test_bad_chunk_parameters(load_tiny):
         load_tiny(W2V)((_noise(0.2), RATE), chunk_s=4, stride_s=3)
     with pytest.raises(ia.InvalidInput, match="sample_rate must be a positive"):
         load_tiny(W2V)(_noise(0.2), sample_rate=0)
+
+
+def test_word_timestamps_follow_the_ctc_frames(load_tiny):
+    """Known CTC frames through the real postprocess: the words and their seconds."""
+    import torch
+
+    ep = load_tiny(W2V)
+    handler = ep.handler
+    params = handler.parse_params({"word_timestamps": True, "chunk_s": 30})
+    prepared = handler.preprocess([(_noise(4.0, 3), RATE)], params)
+    frames = handler.forward(ep.runtime, prepared, params).shape[1]
+    vocab = handler.processor.tokenizer.get_vocab()
+    per_second = frames / 4.0
+    logits = torch.zeros(1, frames, len(vocab))
+    logits[0, :, vocab["<pad>"]] = 1.0
+    # "HI" from 0.5 s to 1.0 s, a delimiter, "YOU" from 2.0 s to 3.0 s.
+    for char, start_s, end_s in (("H", 0.5, 0.75), ("I", 0.75, 1.0), ("|", 1.5, 1.6),
+                                 ("Y", 2.0, 2.3), ("O", 2.3, 2.6), ("U", 2.6, 3.0)):
+        logits[0, round(start_s * per_second):round(end_s * per_second), vocab[char]] = 2.0
+    out = handler.postprocess(logits, prepared, params)[0]
+    assert out.text == "HI YOU"
+    assert [w["word"] for w in out.words] == ["HI", "YOU"]
+    assert [(w["start"], w["end"]) for w in out.words] == [
+        pytest.approx((0.5, 1.0), abs=1.5 / per_second), pytest.approx((2.0, 3.0), abs=1.5 / per_second)]
+    assert all(isinstance(w["start"], float) for w in out.words)
+
+
+def test_word_timestamps_of_windows_match_the_whole_recording(load_tiny):
+    ep = load_tiny(W2V)
+    audio = _noise(9.0, 2)
+    whole = ep((audio, RATE), chunk_s=30, word_timestamps=True).outputs[0]
+    chunked = ep((audio, RATE), chunk_s=3, stride_s=0.5, word_timestamps=True).outputs[0]
+    assert whole.words and chunked.words
+    assert whole.words[0]["start"] == pytest.approx(chunked.words[0]["start"], abs=0.05)
+    assert whole.words[-1]["end"] == pytest.approx(chunked.words[-1]["end"], abs=0.1)
+    assert ep((audio, RATE), chunk_s=30).outputs[0] == dataclasses.replace(whole, words=())

@@ -69,10 +69,13 @@ class CTCParams(AudioParams):
     Attributes:
         chunk_s: window length for long audio, in seconds.
         stride_s: overlap on each side of a window, in seconds (default: chunk_s / 6).
+        word_timestamps: return each word's start and end (seconds), from the CTC frames
+            its characters were emitted in.
     """
 
     chunk_s: float = 20.0
     stride_s: float | None = None
+    word_timestamps: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -82,11 +85,14 @@ class CTCParams(AudioParams):
             not isinstance(self.stride_s, (int, float)) or not 0 <= self.stride_s < self.chunk_s / 2
         ):
             raise InvalidInput(f"stride_s must be in [0, chunk_s/2); got {self.stride_s!r}")
+        if not isinstance(self.word_timestamps, bool):
+            raise InvalidInput("word_timestamps must be True or False")
 
 
 @dataclasses.dataclass(frozen=True)
 class _Window:
     item: int
+    begin: int  # the window's first sample in its item's audio
     samples: int
     drop_left: int
     drop_right: int
@@ -135,7 +141,7 @@ class CTCTranscribe(TaskHandler):
                 last = end >= len(audio)
                 right = 0 if last else stride
                 pieces.append(audio[begin:end])
-                windows.append(_Window(item=index, samples=end - begin, drop_left=left, drop_right=right))
+                windows.append(_Window(item=index, begin=begin, samples=end - begin, drop_left=left, drop_right=right))
                 if last:
                     break
                 start = begin + left + step
@@ -153,16 +159,40 @@ class CTCTranscribe(TaskHandler):
         padded = prepared.inputs["input_values"].shape[1]
         ratio = logits.shape[1] / padded  # logit frames per input sample
         per_item: dict[int, list[np.ndarray]] = {}
+        frame_seconds: dict[int, list[np.ndarray]] = {}  # when each kept frame starts
         for row, window in enumerate(prepared.extra["windows"]):
             frames = math.ceil(window.samples * ratio)
             lo = round(window.drop_left * ratio)
             hi = frames - round(window.drop_right * ratio)
             per_item.setdefault(window.item, []).append(logits[row, lo:hi].argmax(-1))
-        return [
-            Transcription(text=self.processor.tokenizer.decode(np.concatenate(per_item[i]).tolist(),
-                                                                skip_special_tokens=True))
-            for i in range(prepared.count)
-        ]
+            frame_seconds.setdefault(window.item, []).append((window.begin + np.arange(lo, hi) / ratio) / self.rate)
+        seconds_per_frame = 1.0 / (ratio * self.rate)
+        results = []
+        for i in range(prepared.count):
+            ids = np.concatenate(per_item[i]).tolist()
+            if not params.word_timestamps:
+                results.append(Transcription(text=self.processor.tokenizer.decode(ids, skip_special_tokens=True)))
+                continue
+            # Offsets index the kept frames of all windows, concatenated; each frame's start
+            # comes from its window's place in the audio (frame counts do not add up exactly
+            # across windows). Offsets count frames only with the special tokens kept
+            # (skipping them first drops the blanks and shifts every offset; the speech
+            # pipeline decodes CTC so too); they are taken out of the words afterwards.
+            starts = np.concatenate(frame_seconds[i])
+            ends = np.append(starts[1:], starts[-1] + seconds_per_frame)
+            tokenizer = self.processor.tokenizer
+            decoded = tokenizer.decode(ids, skip_special_tokens=False, output_word_offsets=True)
+            special = [s for s in tokenizer.all_special_tokens if s]
+            words = []
+            for offset in decoded.word_offsets:
+                word = str(offset["word"])
+                for token in special:
+                    word = word.replace(token, "")
+                if word.strip():
+                    words.append({"word": word.strip(), "start": round(float(starts[offset["start_offset"]]), 2),
+                                  "end": round(float(ends[offset["end_offset"] - 1]), 2)})
+            results.append(Transcription(text=tokenizer.decode(ids, skip_special_tokens=True), words=tuple(words)))
+        return results
 
 
 @register_bench_profile(CTCTranscribe)
