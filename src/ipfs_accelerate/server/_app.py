@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 from ._config import ServerConfig
-from ._errors import ApiError, error_body, status_of
+from ._errors import ApiError, error_body, error_response, status_of
 from ._metrics import Metrics
 from ._registry import ModelRegistry
 
@@ -145,7 +145,7 @@ def create_app(
     from fastapi.responses import JSONResponse
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
-    from ._routes import build_router
+    from ._routes import FastEmbeddings, build_router
 
     config = config or ServerConfig()
     if registry is None:
@@ -177,8 +177,7 @@ def create_app(
     app.state.metrics = metrics
 
     def answer(exc: ApiError) -> JSONResponse:
-        return JSONResponse(error_body(exc.status, exc.message, param=exc.param, code=exc.code),
-                            status_code=exc.status, headers=exc.headers)
+        return error_response(exc)
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -201,9 +200,14 @@ def create_app(
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         return answer(status_of(exc))
 
-    app.include_router(build_router())
-    for router in extra_routers:
-        app.include_router(router)
+    router = build_router()
+    app.include_router(router)
+    for extra in extra_routers:
+        app.include_router(extra)
+    # Innermost of the middleware: CORS and the guard (auth, body limit, metrics) still see
+    # every request the fast /v1/embeddings path answers.
+    embeddings = next(r for r in router.routes if getattr(r, "path", None) == "/v1/embeddings")
+    app.add_middleware(FastEmbeddings, route=embeddings)
     if config.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 

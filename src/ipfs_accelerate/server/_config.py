@@ -107,6 +107,8 @@ class ServerConfig:
         cache_dir: the ipfs_accelerate cache (synthetic models, exports).
         peers: trustless gateways to fetch ``ipfs://`` models' blocks from.
         kubo_api: a kubo RPC API tried after the peers.
+        access_log: log one line per request (uvicorn's access log). Off by default: at
+            hundreds of requests a second the line costs more server CPU than parsing the request.
     """
 
     models: tuple[ModelConfig, ...] = ()
@@ -121,6 +123,7 @@ class ServerConfig:
     cache_dir: str | None = None
     peers: tuple[str, ...] = ()
     kubo_api: str | None = None
+    access_log: bool = False
 
 
 #: What ``ipfs-accelerate serve`` serves with no model named: the defaults with real weights here.
