@@ -1,4 +1,4 @@
-"""The lean ``/v1/embeddings`` path: same answers as FastAPI's route, token counts as the tokenizer's."""
+"""The lean serving path: /v1/embeddings answered as FastAPI's route answers, token counts, access log, GC."""
 
 from __future__ import annotations
 
@@ -103,3 +103,34 @@ def test_the_access_log_is_off_unless_asked(tmp_path: Any) -> None:
     path = tmp_path / "serve.toml"
     path.write_text("access_log = true\n", encoding="utf-8")
     assert load_config(path).access_log is True
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+def test_loaded_models_are_frozen_out_of_the_gc(cache_dir: Any, freeze: bool) -> None:
+    import gc
+    import threading
+    import time
+
+    from starlette.testclient import TestClient
+
+    from ipfs_accelerate.server import ModelConfig, create_app
+    from tests.fixtures.models import TINY
+
+    model = "sentence-transformers/all-MiniLM-L6-v2"
+    config = ServerConfig(models=(ModelConfig(model=model, name="m", weights="synthetic", backend="torch",
+                                              precision="fp32", config_overrides=TINY[model]),),
+                          cache_dir=str(cache_dir), freeze_gc=freeze)
+    gc.unfreeze()
+    try:
+        with TestClient(create_app(config)) as c:
+            deadline = time.monotonic() + 120
+            while c.get("/ready").status_code != 200:
+                assert time.monotonic() < deadline, c.get("/ready").json()
+                time.sleep(0.1)
+            for thread in threading.enumerate():  # the loader freezes after the last model is in
+                if thread.name == "ipfs-accelerate-load":
+                    thread.join(60)
+            assert (gc.get_freeze_count() > 0) is freeze
+            assert c.post("/v1/embeddings", json={"model": "m", "input": "still served"}).status_code == 200
+    finally:
+        gc.unfreeze()
