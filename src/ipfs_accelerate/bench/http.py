@@ -33,7 +33,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .._types import BackendChoice
+from .._types import BackendChoice, PrecisionChoice
 from .stats import Latency
 
 __all__ = ["HttpBenchResult", "LoadFigures", "add_bench_http_parser", "drive_load", "free_port", "minilm_folder", "run_http_bench",
@@ -219,9 +219,14 @@ async def _http_side(base: str, model: str, texts: Sequence[str], clients: int, 
 
     connector = aiohttp.TCPConnector(limit=clients + 4)
     timeout = aiohttp.ClientTimeout(total=120)
+    # The request bodies are encoded before the clock starts: the clients' CPU is taken from
+    # the server under test on a small machine (the same for every server measured).
+    bodies = {text: json.dumps({"model": model, "input": text, "encoding_format": "float"}).encode()
+              for text in texts}
+    headers = {"content-type": "application/json"}
     async with aiohttp.ClientSession(base, connector=connector, timeout=timeout) as http:
         async def embed(text: str) -> bool:
-            async with http.post(path, json={"model": model, "input": text, "encoding_format": "float"}) as r:
+            async with http.post(path, data=bodies[text], headers=headers) as r:
                 await r.read()
                 return r.status == 200
 
@@ -257,8 +262,9 @@ async def _http_side(base: str, model: str, texts: Sequence[str], clients: int, 
         return figures, stream
 
 
-def run_http_bench(*, clients: int = 64, requests: int = 2048, backend: BackendChoice = "auto", max_batch_size: int = 32,
-                   infinity: str | None = None, whisper: bool = True, work_dir: Path | None = None
+def run_http_bench(*, clients: int = 64, requests: int = 2048, backend: BackendChoice = "auto",
+                   precision: PrecisionChoice = "auto", max_batch_size: int = 32, infinity: str | None = None,
+                   infinity_dtype: str = "auto", whisper: bool = True, work_dir: Path | None = None
                    ) -> HttpBenchResult:
     """Run the three sides in turn (the machine does one thing at a time) and return the figures.
 
@@ -266,9 +272,12 @@ def run_http_bench(*, clients: int = 64, requests: int = 2048, backend: BackendC
         clients: concurrent clients per side.
         requests: single-sentence requests per side.
         backend: the backend for our sides (``auto`` picks as ``ia.load`` does).
+        precision: the precision for our sides (``auto`` picks as ``ia.load`` does); the server
+            is given what the in-process endpoint really ran, so both sides run the same model.
         max_batch_size: our batcher's window.
         infinity: the ``infinity_emb`` executable (from ``scripts/setup_infinity.sh``); None or
             missing: the report says it was not measured.
+        infinity_dtype: infinity-emb's ``--dtype`` (``auto``, its default, runs float32 on a CPU).
         whisper: run one Whisper tiny.en transcription stream beside the HTTP side.
         work_dir: where the config, logs and speech go (a temporary folder by default).
     """
@@ -282,8 +291,10 @@ def run_http_bench(*, clients: int = 64, requests: int = 2048, backend: BackendC
     texts = sentences(requests)
 
     # (a) in-process, through the batcher
-    endpoint = load(MINILM, "embed", backend=backend)
+    endpoint = load(MINILM, "embed", backend=backend, precision=precision)
     backend_used = endpoint.runtime.backend
+    precision_used = endpoint.runtime.precision
+    served = f"{backend_used} {precision_used}, batch <= {max_batch_size}"
     with endpoint.batched(max_batch_size=max_batch_size, max_queue=4 * clients) as batcher:
         async def in_process(text: str) -> bool:
             await batcher.acall(text)
@@ -291,8 +302,7 @@ def run_http_bench(*, clients: int = 64, requests: int = 2048, backend: BackendC
 
         async def run_in_process() -> LoadFigures:
             await drive_load(in_process, texts[:clients], clients, "warm-up", "")
-            return await drive_load(in_process, texts, clients, "in-process batcher",
-                                f"{backend_used}, batch <= {max_batch_size}")
+            return await drive_load(in_process, texts, clients, "in-process batcher", served)
 
         in_proc = asyncio.run(run_in_process())
 
@@ -300,7 +310,7 @@ def run_http_bench(*, clients: int = 64, requests: int = 2048, backend: BackendC
     port = free_port()
     config = work / "serve.toml"
     models = [f'[[models]]\nmodel = "{MINILM}"\nname = "minilm"\ntask = "embed"\nbackend = "{backend_used}"\n'
-              f"max_batch_size = {max_batch_size}\nqueue_size = {8 * clients}\n"]
+              f'precision = "{precision_used}"\nmax_batch_size = {max_batch_size}\nqueue_size = {8 * clients}\n']
     if whisper:
         models.append('[[models]]\nmodel = "openai/whisper-tiny.en"\nname = "whisper-1"\ntask = "transcribe"\n')
     config.write_text("\n".join(models), encoding="utf-8")
@@ -314,7 +324,7 @@ def run_http_bench(*, clients: int = 64, requests: int = 2048, backend: BackendC
         _wait_ready(f"http://127.0.0.1:{port}/ready", server, 600)
         speech = _speech_wav(work) if whisper else None
         base = f"http://127.0.0.1:{port}"
-        note = f"{backend_used}, batch <= {max_batch_size}"
+        note = served
         # Embeddings alone first (the figure compared with the other sides), then again with
         # the Whisper stream beside them.
         http, _ = asyncio.run(_http_side(base, "minilm", texts, clients, name="ipfs-accelerate serve", note=note,
@@ -337,13 +347,14 @@ def run_http_bench(*, clients: int = 64, requests: int = 2048, backend: BackendC
         with (work / "infinity.log").open("wb") as out:
             process = subprocess.Popen([infinity, "v2", "--model-id", str(folder), "--served-model-name", "minilm",
                                         "--host", "127.0.0.1", "--port", str(port), "--engine", "torch",
-                                        "--device", "cpu", "--batch-size", str(max_batch_size), "--no-model-warmup"],
+                                        "--device", "cpu", "--dtype", infinity_dtype, "--batch-size", str(max_batch_size),
+                                        "--no-model-warmup"],
                                        env={**env, "INFINITY_ANONYMOUS_USAGE_STATS": "0", "DO_NOT_TRACK": "1"},
                                        stdout=out, stderr=subprocess.STDOUT)
         try:
             _wait_ready(f"http://127.0.0.1:{port}/health", process, 600)
             inf, _ = asyncio.run(_http_side(f"http://127.0.0.1:{port}", "minilm", texts, clients,
-                                            name="infinity-emb 0.0.78", note=f"torch, batch <= {max_batch_size}",
+                                            name="infinity-emb 0.0.78", note=f"torch, dtype {infinity_dtype}, batch <= {max_batch_size}",
                                             path="/embeddings", speech=None, whisper=None))
         except RuntimeError as exc:
             inf = LoadFigures(name="infinity-emb", requests=0, errors=0, seconds=0.0, requests_per_s=0.0,
@@ -356,8 +367,8 @@ def run_http_bench(*, clients: int = 64, requests: int = 2048, backend: BackendC
 
 def _cmd_bench_http(args: Any) -> int:
     result = run_http_bench(clients=args.clients, requests=args.requests, backend=args.backend,
-                            max_batch_size=args.max_batch_size, infinity=args.infinity, whisper=not args.no_whisper,
-                            work_dir=args.work_dir)
+                            precision=args.precision, max_batch_size=args.max_batch_size, infinity=args.infinity,
+                            infinity_dtype=args.infinity_dtype, whisper=not args.no_whisper, work_dir=args.work_dir)
     print(result.to_markdown())
     if args.json:
         args.json.write_text(json.dumps(result.to_dict(), indent=2), encoding="utf-8")
@@ -371,9 +382,12 @@ def add_bench_http_parser(subparsers: Any) -> None:
     p.add_argument("--clients", type=int, default=64)
     p.add_argument("--requests", type=int, default=2048, help="requests per side")
     p.add_argument("--backend", default="auto")
+    p.add_argument("--precision", default="auto", help="our sides' precision (auto: as ia.load picks)")
     p.add_argument("--max-batch-size", type=int, default=32)
     p.add_argument("--infinity", default=".venv-infinity/bin/infinity_emb",
                    help="the infinity_emb executable (scripts/setup_infinity.sh makes it)")
+    p.add_argument("--infinity-dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
+                   help="infinity-emb's --dtype (auto, its default, is float32 on a CPU)")
     p.add_argument("--no-whisper", action="store_true", help="skip the Whisper stream beside the HTTP side")
     p.add_argument("--work-dir", type=Path, help="where configs and server logs go")
     p.add_argument("--json", type=Path, help="also write the figures as JSON here")

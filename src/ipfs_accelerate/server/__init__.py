@@ -15,7 +15,14 @@ if TYPE_CHECKING:
     from ._config import DEFAULT_MODELS, Limits, ModelConfig, ServerConfig, load_config, parse_model_arg
     from ._errors import ApiError
     from ._metrics import Metrics
-    from ._registry import PLAIN_CHAT_TEMPLATE, ModelRegistry, ModelService, ServedModel, plain_chat_prompt
+    from ._registry import (
+        PLAIN_CHAT_TEMPLATE,
+        ModelRegistry,
+        ModelService,
+        ServedModel,
+        TokenCounter,
+        plain_chat_prompt,
+    )
     from ._routes import decode_data_uri, render_transcript
 
 # Imported on first use: ``ipfs-accelerate`` registers ``serve`` through ``server.cli`` and must
@@ -26,7 +33,7 @@ _HOMES = {
     "Metrics": "._metrics", "ModelRegistry": "._registry", "ModelService": "._registry",
     "ServedModel": "._registry", "PLAIN_CHAT_TEMPLATE": "._registry", "decode_data_uri": "._routes",
     "plain_chat_prompt": "._registry",
-    "render_transcript": "._routes",
+    "render_transcript": "._routes", "TokenCounter": "._registry",
 }
 
 
@@ -48,6 +55,7 @@ __all__ = [
     "ModelService",
     "ServedModel",
     "ServerConfig",
+    "TokenCounter",
     "create_app",
     "decode_data_uri",
     "load_config",

@@ -107,6 +107,12 @@ class ServerConfig:
         cache_dir: the ipfs_accelerate cache (synthetic models, exports).
         peers: trustless gateways to fetch ``ipfs://`` models' blocks from.
         kubo_api: a kubo RPC API tried after the peers.
+        access_log: log one line per request (uvicorn's access log). Off by default: at
+            hundreds of requests a second the line costs more server CPU than parsing the request.
+        freeze_gc: once the configured models have loaded, move every object then alive out of
+            the cyclic garbage collector's reach (``gc.freeze``): otherwise each full collection
+            walks the models' and libraries' half a million objects again, a pause of tens of
+            milliseconds among the requests (measured: p99 of 64 clients 358 → 150 ms).
     """
 
     models: tuple[ModelConfig, ...] = ()
@@ -121,6 +127,8 @@ class ServerConfig:
     cache_dir: str | None = None
     peers: tuple[str, ...] = ()
     kubo_api: str | None = None
+    access_log: bool = False
+    freeze_gc: bool = True
 
 
 #: What ``ipfs-accelerate serve`` serves with no model named: the defaults with real weights here.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._exceptions import (
     AccelerateError,
@@ -15,7 +15,10 @@ from .._exceptions import (
     UnsupportedTask,
 )
 
-__all__ = ["ApiError", "error_body", "status_of"]
+if TYPE_CHECKING:
+    from starlette.responses import JSONResponse
+
+__all__ = ["ApiError", "error_body", "error_response", "status_of"]
 
 log = logging.getLogger("ipfs_accelerate.server")
 
@@ -50,6 +53,14 @@ def error_body(status: int, message: str, *, param: str | None = None, code: str
     return {"error": {"message": message, "type": _TYPES.get(status, "server_error" if status >= 500
                                                               else "invalid_request_error"),
                       "param": param, "code": code}}
+
+
+def error_response(exc: ApiError) -> JSONResponse:
+    """The response that answers ``exc``: its status, the OpenAI error document and its headers."""
+    from starlette.responses import JSONResponse
+
+    return JSONResponse(error_body(exc.status, exc.message, param=exc.param, code=exc.code), status_code=exc.status,
+                        headers=exc.headers)
 
 
 def status_of(exc: BaseException) -> ApiError:

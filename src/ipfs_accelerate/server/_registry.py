@@ -113,13 +113,16 @@ class TokenCounter:
 
     A fast tokenizer is not safe to call from two threads at once ("Already borrowed"),
     and the batcher's worker uses the endpoint's own: the server counts on a copy, one
-    caller at a time.
+    caller at a time. A fast tokenizer counts with the Rust tokenizer behind it (a third less
+    time per short text than the transformers call, which re-sets padding and truncation on
+    every call), once checked to give the same counts.
     """
 
     def __init__(self, tokenizer: Any) -> None:
         import copy
 
         self._tokenizer = copy.deepcopy(tokenizer) if tokenizer is not None else None
+        self._backend = _backend_tokenizer(self._tokenizer)
         self._lock = threading.Lock()
 
     @overload
@@ -139,10 +142,39 @@ class TokenCounter:
         if not self._lock.acquire(blocking=wait):
             return None
         try:
+            if self._backend is not None:
+                if len(texts) == 1:
+                    return [len(self._backend.encode(texts[0], add_special_tokens=special))]
+                return [len(e) for e in self._backend.encode_batch(list(texts), add_special_tokens=special)]
             encoded = self._tokenizer(list(texts), add_special_tokens=special)["input_ids"]
         finally:
             self._lock.release()
         return [len(ids) for ids in encoded]
+
+
+_CHECK_TEXTS = ("Hello world, this is a test.", "  Ünïcödé  text\twith   spaces; 12345 and CamelCase words!")
+
+
+def _backend_tokenizer(tokenizer: Any) -> Any:
+    """The Rust tokenizer of a fast tokenizer (truncation and padding off) when it counts as the
+    tokenizer does; else None."""
+    try:
+        from tokenizers import Tokenizer
+    except ImportError:
+        return None
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if not isinstance(backend, Tokenizer):
+        return None
+    backend.no_truncation()
+    backend.no_padding()
+    try:
+        for special in (True, False):
+            expected = [len(ids) for ids in tokenizer(list(_CHECK_TEXTS), add_special_tokens=special)["input_ids"]]
+            if [len(e) for e in backend.encode_batch(list(_CHECK_TEXTS), add_special_tokens=special)] != expected:
+                return None
+    except Exception:  # noqa: BLE001 - a tokenizer that cannot be checked counts the usual way
+        return None
+    return backend
 
 
 # Counting this many characters takes well under a millisecond: cheaper on the event loop than

@@ -27,7 +27,8 @@ def run_serve(args: argparse.Namespace) -> int:
 
     ipfs = ipfs_load_kwargs()  # IPFS_ACCELERATE_PEERS / IPFS_ACCELERATE_KUBO_API, for ipfs:// models
     config = load_config(args.config, host=args.host, port=args.port, api_key=api_key, cache_dir=cache,
-                         models=models_or_defaults(models), peers=tuple(ipfs["peers"]), kubo_api=ipfs["kubo_api"])
+                         models=models_or_defaults(models), peers=tuple(ipfs["peers"]), kubo_api=ipfs["kubo_api"],
+                         access_log=True if getattr(args, "access_log", False) else None)
     if args.ray is not None:
         from .ray import serve_on_ray
 
@@ -39,7 +40,7 @@ def run_serve(args: argparse.Namespace) -> int:
     # The models' own store answers GET /ipfs/{cid} (trustless gateway) beside the OpenAI routes.
     app = create_app(config, extra_routers=[gateway_router(store_from_env())])
     server = uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port, log_level="info",
-                                           timeout_keep_alive=int(config.keep_alive_s),
+                                           access_log=config.access_log, timeout_keep_alive=int(config.keep_alive_s),
                                            timeout_graceful_shutdown=int(config.drain_s) or 1))
     # uvicorn drains on SIGTERM/SIGINT, then raises the signal again under the handlers that
     # were in place before it started; with these, a drained shutdown exits 0 instead of -15.
@@ -61,6 +62,8 @@ def add_serve_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     p.add_argument("--host", default=None, help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="TCP port (default 8000)")
     p.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' (or IPFS_ACCELERATE_API_KEY)")
+    p.add_argument("--access-log", action="store_true", help="log one line per request (off by default: it "
+                                                                "costs server CPU at high request rates)")
     p.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
                    help="deploy on Ray Serve: a deployment per model (num_replicas/autoscaling/threads in its "
                         "[[models]] table) behind the same app; ADDRESS joins a cluster (default RAY_ADDRESS, "
