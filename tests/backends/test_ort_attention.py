@@ -131,3 +131,34 @@ def test_shape_reads_are_shared_by_symbol_only() -> None:
     assert ops.count("Shape") == 2 and ops.count("Concat") == 2 and ops.count("Reshape") == 3
     for got, want in zip(_run(model, feed), expected, strict=True):
         np.testing.assert_array_equal(got, want)
+
+
+def test_a_graph_with_subgraphs_keeps_its_names() -> None:
+    """A subgraph reads outer tensors by name: no read is redirected and no node merged."""
+    from onnx import TensorProto, helper
+
+    def branch(name: str) -> Any:
+        return helper.make_graph([helper.make_node("Identity", ["b_dim"], [f"{name}_out"])], name, [],
+                                 [helper.make_tensor_value_info(f"{name}_out", TensorProto.INT64, [])])
+
+    nodes = [
+        helper.make_node("Shape", ["a"], ["a_shape"]),
+        helper.make_node("Gather", ["a_shape", "axis0"], ["a_dim"]),
+        helper.make_node("Shape", ["b"], ["b_shape"]),
+        helper.make_node("Gather", ["b_shape", "axis0"], ["b_dim"]),
+        helper.make_node("Add", ["a_dim", "b_dim"], ["total"]),
+        helper.make_node("If", ["flag"], ["chosen"], then_branch=branch("then"), else_branch=branch("else")),
+    ]
+    graph = helper.make_graph(
+        nodes, "g",
+        [helper.make_tensor_value_info("a", TensorProto.FLOAT, ["batch", 4]),
+         helper.make_tensor_value_info("b", TensorProto.FLOAT, ["batch", 6]),
+         helper.make_tensor_value_info("flag", TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info(name, TensorProto.INT64, []) for name in ("total", "chosen")],
+        [helper.make_tensor("axis0", TensorProto.INT64, [], [0])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    counts = shrink_decoder(model)
+    assert counts["shared symbolic shape reads"] == 0 and counts["identical nodes merged"] == 0
+    feed = {"a": np.zeros((3, 4), np.float32), "b": np.zeros((3, 6), np.float32), "flag": np.array(True)}
+    assert [int(v) for v in _run(model, feed)] == [6, 3]

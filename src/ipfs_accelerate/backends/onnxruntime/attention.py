@@ -43,24 +43,32 @@ _FLOAT_MIN = "ipfs_accelerate/attention_mask_floor"
 
 
 def shrink_decoder(model: Any) -> dict[str, int]:
-    """Fuse cached self-attention and fold static shape reads of ``model`` in place.
+    """Fuse cached self-attention, fold static and share symbolic shape reads of ``model``
+    in place, then merge the nodes that became identical.
 
     Args:
         model: an ``onnx.ModelProto`` of a decoder with ``past`` inputs and ``present``
-            outputs (in a graph without a KV cache only static shape reads are folded).
+            outputs (in a graph without a KV cache only the shape reads are rewritten).
+            A graph with subgraphs (If, Loop) keeps its symbolic shape reads and repeated
+            nodes: a subgraph reads outer tensors by a name a rewrite would change.
 
     Returns:
         How many of each rewrite were made: ``{"MultiHeadAttention": n, "static shape
-        reads": m}`` (zeros when nothing matched; the graph is then unchanged).
+        reads": m, "shared symbolic shape reads": k, "identical nodes merged": j}`` (zeros
+        when nothing matched; the graph is then unchanged).
     """
+    from onnx import AttributeProto
+
     shapes, symbols = _inferred_shapes(model)
     folded = _fold_static_shape_reads(model, shapes)
-    shared = _share_symbolic_shape_reads(model, symbols)
+    # Renaming a tensor cannot follow it into a subgraph (If, Loop) that reads it by name.
+    renames = not any(a.type in (AttributeProto.GRAPH, AttributeProto.GRAPHS) for n in model.graph.node for a in n.attribute)
+    shared = _share_symbolic_shape_reads(model, symbols) if renames else 0
     fused = _fuse_cached_attention(model, shapes)
     merged = 0
     if folded or shared or fused:
         _prune_and_sort(model)
-        merged = _merge_identical_nodes(model)
+        merged = _merge_identical_nodes(model) if renames else 0
         if merged:
             _prune_and_sort(model)
     return {"MultiHeadAttention": fused, "static shape reads": folded, "shared symbolic shape reads": shared,
