@@ -66,6 +66,11 @@ def test_fused_decoder_computes_what_the_export_computes(name: str, tiny_spec: A
     ops = [n.op_type for n in rewritten.graph.node]
     assert ops.count("MultiHeadAttention") == layers and "Softmax" not in ops
     assert len(rewritten.graph.node) < len(original.graph.node)
+    # Each layer read the batch size, the new tokens and the cache length from its own
+    # tensors; now the graph reads each once and the layers' mask and shape nodes are shared.
+    assert counts["shared symbolic shape reads"] > 0 and counts["identical nodes merged"] > 0
+    assert ops.count("Shape") < [n.op_type for n in original.graph.node].count("Shape")
+    assert ops.count("Max") == 1  # the attention bias (the mask) is computed once, not per layer
 
     rng = np.random.default_rng(0)
     ids = rng.integers(3, 90, (2, 7)).astype(np.int64)
@@ -86,3 +91,74 @@ def test_a_graph_without_a_kv_cache_gets_no_attention_node(tiny_spec: Any, expor
     model = onnx.load(str(_export(tiny_spec("bert"), export_cache)))
     assert shrink_decoder(model)["MultiHeadAttention"] == 0
     assert "MultiHeadAttention" not in {n.op_type for n in model.graph.node}
+
+
+def _run(model: Any, feed: dict[str, np.ndarray]) -> list[Any]:
+    return _session(model).run(None, feed)
+
+
+def test_shape_reads_are_shared_by_symbol_only() -> None:
+    """Reads of one symbolic dimension from two tensors become one; another symbol's stays."""
+    from onnx import TensorProto, helper
+
+    def reshaped(x: str, axis: int) -> list[Any]:
+        """``Reshape(x, [x.shape[axis], -1])``, the way exports spell it."""
+        return [
+            helper.make_node("Shape", [x], [f"{x}_shape"]),
+            helper.make_node("Gather", [f"{x}_shape", f"axis{axis}"], [f"{x}_dim"]),
+            helper.make_node("Unsqueeze", [f"{x}_dim", "zero"], [f"{x}_dim1"]),
+            helper.make_node("Concat", [f"{x}_dim1", "minus_one"], [f"{x}_target"], axis=0),
+            helper.make_node("Reshape", [x, f"{x}_target"], [f"{x}_out"]),
+        ]
+
+    graph = helper.make_graph(
+        [*reshaped("a", 0), *reshaped("b", 0), *reshaped("c", 1)], "g",
+        [helper.make_tensor_value_info("a", TensorProto.FLOAT, ["batch", 4]),
+         helper.make_tensor_value_info("b", TensorProto.FLOAT, ["batch", 6]),
+         helper.make_tensor_value_info("c", TensorProto.FLOAT, [2, "length"])],
+        [helper.make_tensor_value_info(f"{x}_out", TensorProto.FLOAT, None) for x in "abc"],
+        [helper.make_tensor(f"axis{i}", TensorProto.INT64, [], [i]) for i in (0, 1)]
+        + [helper.make_tensor("zero", TensorProto.INT64, [1], [0]),
+           helper.make_tensor("minus_one", TensorProto.INT64, [1], [-1])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    rng = np.random.default_rng(0)
+    feed = {"a": rng.random((3, 4), np.float32), "b": rng.random((3, 6), np.float32), "c": rng.random((2, 5), np.float32)}
+    expected = _run(model, feed)
+    counts = shrink_decoder(model)
+    assert counts["shared symbolic shape reads"] == 1  # b's batch reads a's; c's length is another symbol
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count("Shape") == 2 and ops.count("Concat") == 2 and ops.count("Reshape") == 3
+    for got, want in zip(_run(model, feed), expected, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_a_graph_with_subgraphs_keeps_its_names() -> None:
+    """A subgraph reads outer tensors by name: no read is redirected and no node merged."""
+    from onnx import TensorProto, helper
+
+    def branch(name: str) -> Any:
+        return helper.make_graph([helper.make_node("Identity", ["b_dim"], [f"{name}_out"])], name, [],
+                                 [helper.make_tensor_value_info(f"{name}_out", TensorProto.INT64, [])])
+
+    nodes = [
+        helper.make_node("Shape", ["a"], ["a_shape"]),
+        helper.make_node("Gather", ["a_shape", "axis0"], ["a_dim"]),
+        helper.make_node("Shape", ["b"], ["b_shape"]),
+        helper.make_node("Gather", ["b_shape", "axis0"], ["b_dim"]),
+        helper.make_node("Add", ["a_dim", "b_dim"], ["total"]),
+        helper.make_node("If", ["flag"], ["chosen"], then_branch=branch("then"), else_branch=branch("else")),
+    ]
+    graph = helper.make_graph(
+        nodes, "g",
+        [helper.make_tensor_value_info("a", TensorProto.FLOAT, ["batch", 4]),
+         helper.make_tensor_value_info("b", TensorProto.FLOAT, ["batch", 6]),
+         helper.make_tensor_value_info("flag", TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info(name, TensorProto.INT64, []) for name in ("total", "chosen")],
+        [helper.make_tensor("axis0", TensorProto.INT64, [], [0])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    counts = shrink_decoder(model)
+    assert counts["shared symbolic shape reads"] == 0 and counts["identical nodes merged"] == 0
+    feed = {"a": np.zeros((3, 4), np.float32), "b": np.zeros((3, 6), np.float32), "flag": np.array(True)}
+    assert [int(v) for v in _run(model, feed)] == [6, 3]

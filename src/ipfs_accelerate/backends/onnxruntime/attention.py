@@ -15,6 +15,12 @@ matched):
   splits heads, appends to the cache, and writes the same ``present`` outputs;
 * every ``Gather``/``Slice`` of a ``Shape`` that reads static dimensions, into a constant
   (ONNX Runtime then folds what was computed from it, such as the attention scale);
+* every ``Gather`` of a ``Shape`` that reads a symbolic dimension (the batch size, the new
+  tokens, the cache length) into the first such read of the same symbol: every layer
+  recomputes these from its own tensors (the mask from its key cache's length, the shape
+  its projection's output is reshaped back to), and once they read one value the layers'
+  copies are identical nodes;
+* identical nodes (same operator, inputs and attributes) into one;
 
 then drops the nodes nothing reads any more. Each rewrite keeps the graph's own
 arithmetic: the scale factors stay the graph's tensors, the additive mask stays the graph's
@@ -37,39 +43,57 @@ _FLOAT_MIN = "ipfs_accelerate/attention_mask_floor"
 
 
 def shrink_decoder(model: Any) -> dict[str, int]:
-    """Fuse cached self-attention and fold static shape reads of ``model`` in place.
+    """Fuse cached self-attention, fold static and share symbolic shape reads of ``model``
+    in place, then merge the nodes that became identical.
 
     Args:
         model: an ``onnx.ModelProto`` of a decoder with ``past`` inputs and ``present``
-            outputs (in a graph without a KV cache only static shape reads are folded).
+            outputs (in a graph without a KV cache only the shape reads are rewritten).
+            A graph with subgraphs (If, Loop) keeps its symbolic shape reads and repeated
+            nodes: a subgraph reads outer tensors by a name a rewrite would change.
 
     Returns:
         How many of each rewrite were made: ``{"MultiHeadAttention": n, "static shape
-        reads": m}`` (zeros when nothing matched; the graph is then unchanged).
+        reads": m, "shared symbolic shape reads": k, "identical nodes merged": j}`` (zeros
+        when nothing matched; the graph is then unchanged).
     """
-    shapes = _inferred_shapes(model)
+    from onnx import AttributeProto
+
+    shapes, symbols = _inferred_shapes(model)
     folded = _fold_static_shape_reads(model, shapes)
+    # Renaming a tensor cannot follow it into a subgraph (If, Loop) that reads it by name.
+    renames = not any(a.type in (AttributeProto.GRAPH, AttributeProto.GRAPHS) for n in model.graph.node for a in n.attribute)
+    shared = _share_symbolic_shape_reads(model, symbols) if renames else 0
     fused = _fuse_cached_attention(model, shapes)
-    if folded or fused:
+    merged = 0
+    if folded or shared or fused:
         _prune_and_sort(model)
-    return {"MultiHeadAttention": fused, "static shape reads": folded}
+        merged = _merge_identical_nodes(model) if renames else 0
+        if merged:
+            _prune_and_sort(model)
+    return {"MultiHeadAttention": fused, "static shape reads": folded, "shared symbolic shape reads": shared,
+            "identical nodes merged": merged}
 
 
-def _inferred_shapes(model: Any) -> dict[str, list[int | None]]:
-    """Tensor name → dims (None where symbolic), by onnxruntime's symbolic shape inference,
-    which knows its contrib ops (the fused layer norms a GPT-2 graph holds)."""
+def _inferred_shapes(model: Any) -> tuple[dict[str, list[int | None]], dict[str, list[str | None]]]:
+    """By onnxruntime's symbolic shape inference, which knows its contrib ops (the fused
+    layer norms a GPT-2 graph holds): tensor name → dims (None where symbolic), and tensor
+    name → the symbolic dims' names (None where static or unknown), such as ``batch_size``
+    or ``past_sequence_length + sequence_length``: two dims of one name hold one value."""
     from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
 
     inferred = SymbolicShapeInference.infer_shapes(model, auto_merge=True, guess_output_rank=False)
     shapes: dict[str, list[int | None]] = {}
+    symbols: dict[str, list[str | None]] = {}
     graph = inferred.graph
     for info in [*graph.value_info, *graph.input, *graph.output]:
         tensor = info.type.tensor_type
         if tensor.HasField("shape"):
             shapes[info.name] = [d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim]
+            symbols[info.name] = [d.dim_param or None if d.HasField("dim_param") else None for d in tensor.shape.dim]
     for name, tensor in _constant_tensors(graph):
         shapes[name] = list(tensor.dims)
-    return shapes
+    return shapes, symbols
 
 
 def _constant_tensors(graph: Any) -> list[tuple[str, Any]]:
@@ -142,6 +166,71 @@ def _fold_static_shape_reads(model: Any, shapes: dict[str, list[int | None]]) ->
         graph.node.remove(node)
         graph.initializer.append(init)
     return len(folded)
+
+
+def _share_symbolic_shape_reads(model: Any, symbols: dict[str, list[str | None]]) -> int:
+    """Point the readers of every ``Gather(Shape(x), i)`` that reads a symbolic dimension at the
+    first read (in graph order) of the same symbol with an index of the same rank; returns how
+    many reads were redirected.
+
+    The first read in a topological order cannot depend on a later one's readers, so the
+    graph stays acyclic. The nodes left unread are pruned afterwards.
+    """
+    graph = model.graph
+    producer = {out: node for node in graph.node for out in node.output}
+    constants = _constants(graph)
+    first: dict[tuple[str, int], str] = {}
+    renamed: dict[str, str] = {}
+    for node in graph.node:
+        if node.op_type != "Gather" or len(node.input) != 2 or _attribute(node, "axis", 0) != 0:
+            continue
+        shape_node = producer.get(node.input[0])
+        index = constants.get(node.input[1])
+        if shape_node is None or shape_node.op_type != "Shape" or shape_node.attribute or index is None or index.size != 1:
+            continue
+        dims = symbols.get(shape_node.input[0])
+        position = int(index.reshape(-1)[0])
+        if dims is None or not -len(dims) <= position < len(dims) or dims[position] is None:
+            continue
+        key = (str(dims[position]), index.ndim)
+        if key in first:
+            renamed[node.output[0]] = first[key]
+        else:
+            first[key] = node.output[0]
+    if renamed:
+        outputs = {o.name for o in graph.output}
+        for node in graph.node:
+            node.input[:] = [renamed.get(name, name) if name not in outputs else name for name in node.input]
+    return len(renamed)
+
+
+# Operators whose outputs differ between two calls on the same inputs: never merged.
+_NONDETERMINISTIC = frozenset({"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial",
+                               "Bernoulli", "Dropout"})
+
+
+def _merge_identical_nodes(model: Any) -> int:
+    """Replace each node that repeats an earlier one (same operator, inputs and attributes)
+    by the earlier one's outputs; returns how many were merged. ``model``'s nodes must be in
+    topological order, so a merge makes the nodes that read it repeats in turn."""
+    graph = model.graph
+    outputs = {o.name for o in graph.output}
+    seen: dict[tuple[Any, ...], list[str]] = {}
+    renamed: dict[str, str] = {}
+    merged = 0
+    for node in graph.node:
+        node.input[:] = [renamed.get(name, name) for name in node.input]
+        if node.op_type in _NONDETERMINISTIC or not node.output or any(out in outputs for out in node.output):
+            continue
+        key = (node.domain, node.op_type, tuple(node.input),
+               tuple(sorted(a.SerializeToString(deterministic=True) for a in node.attribute)))
+        earlier = seen.get(key)
+        if earlier is None or len(earlier) != len(node.output):
+            seen[key] = list(node.output)
+            continue
+        renamed.update((out, kept) for out, kept in zip(node.output, earlier, strict=True) if out)
+        merged += 1
+    return merged
 
 
 def _fuse_cached_attention(model: Any, shapes: dict[str, list[int | None]]) -> int:

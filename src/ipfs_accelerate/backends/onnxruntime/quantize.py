@@ -35,7 +35,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 # Names how quantize_int8 chooses the nodes it quantizes; a change invalidates cached int8 exports.
-INT8_RECIPE = "fused-decoders, cached-attention-fused, const-weight-matmuls, formats-then-down-projections-fp32"
+INT8_RECIPE = "fused-decoders, cached-attention-fused, shape-reads-shared, const-weight-matmuls, formats-then-down-projections-fp32"
 # The weight formats each dynamic-quantization flavour tries, fastest first:
 # (onnxruntime QuantType name, reduce_range). Without VNNI, x86 multiplies uint8 activations
 # by int8 weights with VPMADDUBSW, whose pairwise 16-bit sums saturate for full-range int8
