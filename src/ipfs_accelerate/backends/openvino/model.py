@@ -13,11 +13,32 @@ from ..base import ModelSpec
 from ..converting import direct
 from .export import DIRECT_XML
 
-__all__ = ["OVGraphModel", "compile_config", "open_export", "ov_device", "stateful_decoder_step"]
+__all__ = [
+    "OVGraphModel",
+    "compile_config",
+    "matmul_precisions",
+    "native_bf16",
+    "open_export",
+    "ov_device",
+    "stateful_decoder_step",
+]
 
 def ov_device(device: str) -> str:
     """OpenVINO's name for our device: ``cpu`` → ``CPU``; OpenVINO names pass through."""
     return "CPU" if device == "cpu" else device.upper()
+
+
+def native_bf16(core: Any, device: str) -> bool:
+    """Whether OpenVINO's ``device`` computes bf16 natively.
+
+    OpenVINO's CPU plugin lists ``BF16`` among its optimization capabilities only on CPUs
+    with AVX512-BF16 or AMX; elsewhere a bf16 hint would quietly run in f32.
+    """
+    try:
+        capabilities = {str(c) for c in core.get_property(device, "OPTIMIZATION_CAPABILITIES")}
+    except Exception:  # noqa: BLE001 - a device that cannot say is not counted as native
+        return False
+    return "BF16" in capabilities
 
 
 def compile_config(
@@ -35,6 +56,10 @@ def compile_config(
         # An architecture that overflows in fp16 keeps fp16 weights but computes in f32.
         native = "FP16" in capabilities and spec.fp16_safe
         config["INFERENCE_PRECISION_HINT"] = "f16" if native else "f32"
+    elif precision == "bf16":
+        # The fp32 IR compiled for bf16 inference: the CPU plugin converts the weights of
+        # its matrix multiplies to bf16 when it compiles (read back: matmul_precisions).
+        config["INFERENCE_PRECISION_HINT"] = "bf16"
     elif device == "CPU":
         # int8 means int8 weights; on a CPU the arithmetic stays f32 (not bf16) so that the
         # accuracy gate measures the weight compression alone.
@@ -45,6 +70,25 @@ def compile_config(
         # directory, which the export cache must keep byte-identical: keep it beside it.
         config["CACHE_DIR"] = str(Path(cache_dir) / "exports" / "openvino-compiled" / key)
     return config
+
+
+def matmul_precisions(compiled: Any) -> dict[str, int]:
+    """How many matrix multiplies of a compiled model run in each precision (read back from
+    its runtime graph: the plugin's ``FullyConnected`` and ``MatMul`` nodes); empty where
+    the device does not expose a runtime graph."""
+    counts: dict[str, int] = {}
+    try:
+        ops = compiled.get_runtime_model().get_ordered_ops()
+    except Exception:  # noqa: BLE001 - not every device exposes its runtime graph
+        return counts
+    for op in ops:
+        info = op.get_rt_info()
+        if "layerType" not in info or "runtimePrecision" not in info:
+            continue
+        if info["layerType"].astype(str) in ("FullyConnected", "MatMul"):
+            precision = info["runtimePrecision"].astype(str)
+            counts[precision] = counts.get(precision, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def open_export(plan: direct.Plan, path: Path, device: str, config: dict[str, str]) -> Any:
