@@ -170,7 +170,45 @@ def test_decoder_step_gives_the_models_logits(name: str, backend: OpenVINOBacken
             got, cache = runtime.decoder_step({**fixed, "input_ids": steps[index]}, cache)
             assert got.dtype == torch.float32 and got.shape == expect.shape
             torch.testing.assert_close(got, expect, rtol=1e-5, atol=1e-5)
-    assert _load(backend, tiny_spec("gpt2"), export_cache).decoder_step is None  # not an encoder-decoder
+
+
+def test_causal_step_gives_the_models_logits_and_keeps_one_cache_per_loop(
+        backend: OpenVINOBackend, tiny_spec: Any, export_cache: Path) -> None:
+    """Runtime.decoder_step of a stateful causal LM against optimum's forward pass: the same
+    tokens give the same logits, and two loops interleaved on one model keep their own
+    caches (each generation has its own infer request)."""
+    import torch
+
+    spec = tiny_spec("gpt2")
+    runtime = _load(backend, spec, export_cache)
+    assert runtime.decoder_step is not None
+    model = runtime.model
+    prompts = [torch.tensor([[5, 9, 13, 2]]), torch.tensor([[7, 3]])]
+    expected: list[list[Any]] = []
+    fed: list[list[Any]] = []
+    with torch.inference_mode():
+        for ids in prompts:
+            mask, past, steps, logits = torch.ones_like(ids), None, [ids], []
+            for _ in range(4):
+                out = model(input_ids=steps[-1], attention_mask=mask, past_key_values=past, use_cache=True)
+                logits.append(out.logits[:, -1, :].float().clone())
+                past = out.past_key_values
+                steps.append(logits[-1].argmax(-1, keepdim=True))
+                mask = torch.cat([mask, mask.new_ones((1, 1))], dim=-1)
+            expected.append(logits)
+            fed.append(steps)
+        caches: list[Any] = [None, None]
+        for index in range(4):
+            for which in (0, 1):  # interleaved: one loop's steps between the other's
+                ids = fed[which][index]
+                length = sum(int(t.shape[1]) for t in fed[which][:index + 1])
+                mask = torch.ones((1, length), dtype=torch.long)
+                positions = torch.arange(length - ids.shape[1], length)[None]
+                got, caches[which] = runtime.decoder_step(
+                    {"input_ids": ids, "attention_mask": mask, "position_ids": positions}, caches[which])
+                assert got.dtype == torch.float32 and got.shape == expected[which][index].shape
+                torch.testing.assert_close(got, expected[which][index], rtol=1e-5, atol=1e-5)
+    assert caches[0] is not caches[1]
 
 
 def test_speech_seq2seq_uses_whisper_generate(backend: OpenVINOBackend, tiny_spec: Any, export_cache: Path) -> None:

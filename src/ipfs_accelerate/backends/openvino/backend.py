@@ -36,7 +36,15 @@ from ..converting.direct import Plan, plan_export
 from ..converting.export_cache import CacheEntry
 from .bf16 import link_bf16
 from .export import KINDS, compress_fp16, export_fp32
-from .model import compile_config, matmul_precisions, native_bf16, open_export, ov_device, stateful_decoder_step
+from .model import (
+    compile_config,
+    matmul_precisions,
+    native_bf16,
+    open_export,
+    ov_device,
+    stateful_causal_step,
+    stateful_decoder_step,
+)
 from .quantize import INT8_MODE, compress_int8
 
 __all__ = ["OpenVINOBackend"]
@@ -193,7 +201,8 @@ class OpenVINOBackend(ConvertingBackend):
         )
 
     def decoder_step(self, plan: Plan, opened: OpenedModel) -> Callable[[Mapping[str, Any], Any], tuple[Any, Any]] | None:
-        step: Callable[[Mapping[str, Any], Any], tuple[Any, Any]] | None = stateful_decoder_step(opened.model)
+        step: Callable[[Mapping[str, Any], Any], tuple[Any, Any]] | None = (
+            stateful_decoder_step(opened.model) or stateful_causal_step(opened.model))
         return step
 
 

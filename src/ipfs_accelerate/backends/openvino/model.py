@@ -20,6 +20,7 @@ __all__ = [
     "native_bf16",
     "open_export",
     "ov_device",
+    "stateful_causal_step",
     "stateful_decoder_step",
 ]
 
@@ -180,5 +181,46 @@ def stateful_decoder_step(model: Any) -> Any:
         logits = request.get_tensor("logits").data[:, -1, :]
         # The cache lives in the request's state: the marker only says it is not empty.
         return torch.from_numpy(np.array(logits, dtype=np.float32)), True
+
+    return step
+
+
+# The inputs a stateful optimum causal LM may have for a direct step to feed them all.
+_CAUSAL_STEP_INPUTS = frozenset({"input_ids", "attention_mask", "position_ids", "beam_idx"})
+
+
+def stateful_causal_step(model: Any) -> Any:
+    """A :attr:`Runtime.decoder_step` straight on an infer request of optimum's stateful
+    causal LM, or None when the model is not one (or has inputs this step does not feed).
+
+    Each generation gets its own infer request (its KV cache is that request's state, and
+    the request is the step's cache marker), so two loops may share one model. A
+    synchronous ``infer`` on the caller's thread replaces optimum's ``start_async`` and
+    ``wait`` (a hand-over to the plugin's thread per token, which costs most on a busy
+    CPU), and its argument routing and logits copy are skipped (docs/backends.md,
+    "Measurements behind the code"); the tokens are the same.
+    """
+    import numpy as np
+    import torch
+
+    if getattr(model, "decoder", None) is not None or not getattr(model, "stateful", False):
+        return None
+    if not callable(getattr(model, "compile", None)):
+        return None
+    names = frozenset(getattr(model, "input_names", None) or ())
+    if not {"input_ids", "attention_mask", "beam_idx"} <= names <= _CAUSAL_STEP_INPUTS:
+        return None
+
+    def step(inputs: Any, past: Any) -> tuple[Any, Any]:
+        if past is None:
+            model.compile()
+            # A new request starts with an empty state: this generation's KV cache.
+            past = model.request.get_compiled_model().create_infer_request()
+        feed = {name: value.numpy() for name, value in inputs.items() if name in names}
+        # One cache row per input row, none reordered (beams would reorder them).
+        feed["beam_idx"] = np.arange(feed["input_ids"].shape[0], dtype=np.int32)
+        past.infer(feed, share_inputs=True)
+        logits = past.get_tensor("logits").data[:, -1, :]
+        return torch.from_numpy(np.array(logits, dtype=np.float32)), past
 
     return step
