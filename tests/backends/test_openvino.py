@@ -17,6 +17,8 @@ from ipfs_accelerate._exceptions import BackendUnavailable
 from ipfs_accelerate.backends import get_backend
 from ipfs_accelerate.backends.converting import accuracy
 from ipfs_accelerate.backends.openvino import OpenVINOBackend
+from ipfs_accelerate.backends.openvino import backend as openvino_backend
+from ipfs_accelerate.backends.openvino.model import native_bf16
 from tests.backends._tiny import (
     check_unpadded_bert_export,
     decoder_step_lengths,
@@ -168,7 +170,45 @@ def test_decoder_step_gives_the_models_logits(name: str, backend: OpenVINOBacken
             got, cache = runtime.decoder_step({**fixed, "input_ids": steps[index]}, cache)
             assert got.dtype == torch.float32 and got.shape == expect.shape
             torch.testing.assert_close(got, expect, rtol=1e-5, atol=1e-5)
-    assert _load(backend, tiny_spec("gpt2"), export_cache).decoder_step is None  # not an encoder-decoder
+
+
+def test_causal_step_gives_the_models_logits_and_keeps_one_cache_per_loop(
+        backend: OpenVINOBackend, tiny_spec: Any, export_cache: Path) -> None:
+    """Runtime.decoder_step of a stateful causal LM against optimum's forward pass: the same
+    tokens give the same logits, and two loops interleaved on one model keep their own
+    caches (each generation has its own infer request)."""
+    import torch
+
+    spec = tiny_spec("gpt2")
+    runtime = _load(backend, spec, export_cache)
+    assert runtime.decoder_step is not None
+    model = runtime.model
+    prompts = [torch.tensor([[5, 9, 13, 2]]), torch.tensor([[7, 3]])]
+    expected: list[list[Any]] = []
+    fed: list[list[Any]] = []
+    with torch.inference_mode():
+        for ids in prompts:
+            mask, past, steps, logits = torch.ones_like(ids), None, [ids], []
+            for _ in range(4):
+                out = model(input_ids=steps[-1], attention_mask=mask, past_key_values=past, use_cache=True)
+                logits.append(out.logits[:, -1, :].float().clone())
+                past = out.past_key_values
+                steps.append(logits[-1].argmax(-1, keepdim=True))
+                mask = torch.cat([mask, mask.new_ones((1, 1))], dim=-1)
+            expected.append(logits)
+            fed.append(steps)
+        caches: list[Any] = [None, None]
+        for index in range(4):
+            for which in (0, 1):  # interleaved: one loop's steps between the other's
+                ids = fed[which][index]
+                length = sum(int(t.shape[1]) for t in fed[which][:index + 1])
+                mask = torch.ones((1, length), dtype=torch.long)
+                positions = torch.arange(length - ids.shape[1], length)[None]
+                got, caches[which] = runtime.decoder_step(
+                    {"input_ids": ids, "attention_mask": mask, "position_ids": positions}, caches[which])
+                assert got.dtype == torch.float32 and got.shape == expected[which][index].shape
+                torch.testing.assert_close(got, expected[which][index], rtol=1e-5, atol=1e-5)
+    assert caches[0] is not caches[1]
 
 
 def test_speech_seq2seq_uses_whisper_generate(backend: OpenVINOBackend, tiny_spec: Any, export_cache: Path) -> None:
@@ -241,9 +281,13 @@ def test_unsupported_pairs(backend: OpenVINOBackend) -> None:
     assert backend.unsupported(device="cpu", precision="fp16") is None
     assert "not an OpenVINO device" in backend.unsupported(device="cuda", precision="fp32")
     assert "not an OpenVINO device" in backend.unsupported(device="cuda:0", precision="fp16")
-    assert "bf16" in backend.unsupported(device="cpu", precision="bf16")
     import openvino as ov
 
+    if native_bf16(ov.Core(), "CPU"):
+        assert backend.unsupported(device="cpu", precision="bf16") is None
+    else:
+        assert "does not compute bf16 natively" in backend.unsupported(device="cpu", precision="bf16")
+    assert "offers fp32, fp16, bf16 and int8, not fp8" in backend.unsupported(device="cpu", precision="fp8")
     if not any(d.startswith("NPU") for d in ov.Core().available_devices):
         assert "no device 'NPU'" in backend.unsupported(device="NPU", precision="fp32")
 
@@ -270,3 +314,74 @@ def test_not_installed(monkeypatch: pytest.MonkeyPatch, tiny_spec: Any, tmp_path
     with pytest.raises(BackendUnavailable) as caught:
         backend.load(tiny_spec("bert"), device="cpu", precision="fp32", cache_dir=tmp_path)
     assert caught.value.extra == "openvino" and INSTALL in str(caught.value)
+
+
+class _Capabilities:
+    """A stand-in for ``ov.Core`` that reports a device's optimization capabilities only."""
+
+    def __init__(self, capabilities: list[str]) -> None:
+        self.capabilities = capabilities
+
+    def get_property(self, device: str, name: str) -> list[str]:
+        assert name == "OPTIMIZATION_CAPABILITIES"
+        return self.capabilities
+
+
+def test_native_bf16_reads_the_device_capabilities() -> None:
+    import openvino as ov
+
+    assert native_bf16(_Capabilities(["BF16", "FP32", "FP16", "INT8"]), "CPU")
+    assert not native_bf16(_Capabilities(["WINOGRAD", "FP32", "FP16", "INT8", "BIN"]), "CPU")  # an AVX2 CPU
+    flags = open("/proc/cpuinfo").read().split() if sys.platform == "linux" else []
+    if flags:
+        assert native_bf16(ov.Core(), "CPU") == ("avx512_bf16" in flags or "amx_bf16" in flags)
+
+
+def test_bf16_is_refused_on_a_cpu_without_native_bf16(backend: OpenVINOBackend, tiny_spec: Any,
+                                                      export_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Simulated through the capability check: OpenVINO would run a bf16 hint in f32 there."""
+    monkeypatch.setattr(openvino_backend, "native_bf16", lambda core, device: False)
+    reason = backend.unsupported(device="cpu", precision="bf16")
+    assert reason is not None and "does not compute bf16 natively" in reason and "use fp16" in reason
+    with pytest.raises(BackendUnavailable, match="does not compute bf16 natively"):
+        _load(backend, tiny_spec("gpt2"), export_cache, "bf16")
+
+
+def _needs_native_bf16() -> None:
+    import openvino as ov
+
+    if not native_bf16(ov.Core(), "CPU"):
+        pytest.skip("this CPU has no native bf16 (AVX512-BF16 or AMX)")
+
+
+@pytest.mark.parametrize("name", ["bert", "gpt2"])
+def test_bf16_computes_in_bf16_and_is_gated(name: str, backend: OpenVINOBackend, tiny_spec: Any,
+                                            torch_runtime: Any, export_cache: Path) -> None:
+    _needs_native_bf16()
+    spec = tiny_spec(name)
+    runtime = _load(backend, spec, export_cache, "bf16")
+    details = runtime.details
+    assert runtime.precision == "bf16" and details["bf16_gate_cosine"] >= 0.99 and details["gate_device"] == "CPU"
+    # Read back from the compiled model: bf16 inference, and every matrix multiply in bf16.
+    assert details["inference_precision"] == "bf16"
+    assert set(details["matmul_precisions"]) == {"bf16"} and sum(details["matmul_precisions"].values()) >= 2
+    # The entry links the fp32 export's IR (no second copy on disk).
+    fp32 = _load(backend, spec, export_cache)
+    assert fp32.details["matmul_precisions"].keys() == {"f32"}
+    for xml in Path(fp32.details["export_dir"]).glob("*.xml"):
+        assert (Path(details["export_dir"]) / xml.name).samefile(xml)
+    reference = torch_runtime(spec)
+    if spec.generates:
+        assert min_cosine(first_step_logits(reference, spec), first_step_logits(runtime, spec)) >= 0.99
+    else:
+        mask = spec.example_inputs().get("attention_mask")
+        assert min_cosine(outputs_of(reference, spec), outputs_of(runtime, spec), mask) >= 0.99
+
+
+def test_bf16_gate_refuses_below_threshold(backend: OpenVINOBackend, tiny_spec: Any, export_cache: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bf16 entry's measured cosine (below 1: bf16 rounds) against a threshold of 1.0."""
+    _needs_native_bf16()
+    monkeypatch.setattr(accuracy, "INT8_MIN_COSINE", 1.0)
+    with pytest.raises(BackendUnavailable, match=r"OpenVINO bf16 export failed the accuracy gate: cosine 0\.9\d+ < 1\.0"):
+        _load(backend, tiny_spec("gpt2"), export_cache, "bf16")

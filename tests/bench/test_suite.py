@@ -62,8 +62,8 @@ def test_target_kinds_get_the_targets_batch_sizes_first(suite):
                            and c.backend == preferred and c.precision == "fp32" and _is_default_task(c)]
             assert len(default_set) == 1 and set(needs.batch_sizes) <= set(default_set[0].batch_sizes), family
         lower = [c for c in suite.cases if c.family == family and c.priority == 1]
-        expected = [p for p in needs.precisions
-                    if p != "fp32" and get_backend(preferred).unsupported(device="cpu", precision=p) is None]
+        expected = needs.on_cpu([p for p in needs.precisions
+                                 if p != "fp32" and get_backend(preferred).unsupported(device="cpu", precision=p) is None])
         assert sorted(c.precision for c in lower) == sorted(expected), family
         assert all(c.backend == preferred and c.batch_sizes == needs.batch_sizes
                    and c.input_set == needs.input_set for c in lower)
@@ -112,9 +112,8 @@ def test_every_case_id_is_unique_and_every_target_figure_is_scheduled(suite):
         if needs is None:
             continue
         for backend in {c.backend for c in suite.cases if c.family == model_family.name}:
-            for precision in needs.precisions:
-                if get_backend(backend).unsupported(device="cpu", precision=precision) is not None:
-                    continue
+            offered = [p for p in needs.precisions if get_backend(backend).unsupported(device="cpu", precision=p) is None]
+            for precision in needs.on_cpu(offered):
                 measured = {b for c in suite.cases if c.family == model_family.name and c.backend == backend
                             and c.precision == precision and _is_default_task(c) for b in c.batch_sizes}
                 assert set(needs.batch_sizes) <= measured, (model_family.name, backend, precision)
@@ -133,3 +132,31 @@ def test_the_table_decides_not_the_family():
     assert first and all(_kind(c) == kind and c.batch_sizes == (2, 4) for c in first)
     assert not [c for c in made_up.cases if c.priority == 1]  # fp32 only: no lower precision needed
     assert all(c.batch_sizes == (2,) for c in made_up.cases if c.priority == 2)
+
+
+def test_bf16_stands_in_for_fp16_in_generation_on_a_cpu():
+    needs = TARGET_NEEDS["text-generation"]
+    assert ("bf16", "fp16") in needs.replaces
+    assert needs.on_cpu(["fp16", "bf16", "int8"]) == ["bf16", "int8"]  # offers both: bf16 in fp16's place
+    assert needs.on_cpu(["fp16", "int8"]) == ["fp16", "int8"]  # no native bf16: fp16 stays
+    assert needs.on_cpu(["bf16", "int8"]) == ["int8"]  # no fp16 to replace (torch on a CPU): not measured
+    assert TARGET_NEEDS["feature-extraction"].on_cpu(["bf16", "int8"]) == ["bf16", "int8"]  # no replacement there
+
+
+def test_generation_cases_follow_the_backends_bf16(suite, monkeypatch):
+    """On this CPU the suite measures OpenVINO generation in bf16 where bf16 is native, in
+    fp16 where it is not (simulated through the capability check), never both."""
+    from ipfs_accelerate.backends.openvino import backend as openvino_backend
+
+    def generation_precisions(scenario: Scenario) -> set[str]:
+        return {c.precision for c in scenario.cases if c.backend == "openvino" and _is_default_task(c)
+                and _kind(c) == "text-generation"}
+
+    if "openvino" not in {c.backend for c in suite.cases}:
+        pytest.skip("OpenVINO is not installed")
+    native = get_backend("openvino").unsupported(device="cpu", precision="bf16") is None
+    assert generation_precisions(suite) & {"fp16", "bf16"} == ({"bf16"} if native else {"fp16"})
+    assert not [c for c in suite.cases if c.backend == "torch" and c.precision == "bf16"
+                and _kind(c) == "text-generation"]
+    monkeypatch.setattr(openvino_backend, "native_bf16", lambda core, device: False)
+    assert generation_precisions(seed_suite(device="cpu")) & {"fp16", "bf16"} == {"fp16"}

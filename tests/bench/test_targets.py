@@ -197,6 +197,20 @@ def test_generation_two_times_counts_fp16_weights_and_states_the_fp32_figure():
     assert only.met is False and "fp32 weights:" not in only.figure
 
 
+def test_generation_two_times_counts_bf16_weights_as_16_bit():
+    """bf16 weights (OpenVINO on a CPU with native bf16) are 16-bit weights like fp16: the
+    best of the two meets the target, and the row names the precision that met it."""
+    fp32 = _case("lm", "generate", "text-generation", "fp32", (_m(1, "tokens/s", 19.0),))
+    fp16 = _case("lm", "generate", "text-generation", "fp16", (_m(1, "tokens/s", 17.0),))
+    bf16 = _case("lm", "generate", "text-generation", "bf16", (_m(1, "tokens/s", 22.0),))
+    plain = _baseline(fp32, "plain gen", "plain", "fp32", (_m(1, "tokens/s", 10.0),))
+    two = {t.name: t for t in evaluate_targets(_run([fp32, fp16, bf16], [plain]))}[
+        "batch 1 ≥ 2× plain transformers tokens/s"]
+    assert two.met is True and two.value == pytest.approx(2.2)
+    assert two.figure.startswith("torch/bf16: 22 vs 10 tokens/s") and "fp32 weights: torch/fp32" in two.figure
+    assert "bf16" in TARGET_NEEDS["text-generation"].precisions
+
+
 def test_embedding_target_reads_real_weights_only():
     ours = _case("tiny", "embed", "feature-extraction", "fp32", (_m(32, "items/s", 12.0),))
     ours = dataclasses.replace(ours, weights="synthetic")

@@ -202,6 +202,8 @@ def test_greedy_loop_picks_the_tokens_generate_picks(load_tiny, model_id, backen
 
     ep = load_tiny(model_id, backend=backend)
     assert ep.runtime.backend == backend and not ep.fallbacks
+    # The converting backends' loops go through their direct decoder steps (what is checked here).
+    assert (ep.runtime.decoder_step is not None) == (backend != "torch")
     ours, theirs = _both_loops(ep, PROMPTS, max_new_tokens=8)  # left-padded: the prompts differ in length
     assert ours.token_ids == theirs.token_ids and ours.texts == theirs.texts
     assert ours.new_tokens == theirs.new_tokens == 16

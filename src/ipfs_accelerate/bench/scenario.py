@@ -386,7 +386,8 @@ def seed_suite(
     0. target-bearing tasks, fp32, preferred backend, at the smallest batch size and the
        targets' batch sizes (the smallest first: the runner predicts a larger batch's
        cost from it and skips one that would not fit);
-    1. the same at the targets' lower precisions (int8; fp16 for generation) and batch sizes;
+    1. the same at the targets' lower precisions (int8; fp16 for generation, or bf16 in its place
+       on a CPU with native bf16) and batch sizes;
     2. every other family's default task, fp32, preferred backend, smallest batch size;
     3. the targets' lower precisions on the other backends, at the targets' batch sizes;
     4. the other batch sizes, fp32, preferred backend;
@@ -451,6 +452,8 @@ def seed_suite(
             bf16 = ["bf16"] if "bf16" in target_precisions else []
             lower = [p for p in ((["fp16"] if fp16 else []) + bf16 + ["int8"])
                      if backend.unsupported(device=resolved, precision=p) is None]
+            if kind == "cpu" and needs is not None:
+                lower = needs.on_cpu(lower)
             if b_index == 0:
                 if target_set is not None:
                     add(0, model_family.default_task, name, "fp32", target_sizes, input_set=target_set)

@@ -8,7 +8,7 @@ results it has not produced yet.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 __all__ = [
     "EMBEDDING_BATCH",
@@ -50,6 +50,10 @@ class TargetNeeds:
         input_set: the bench profile's input set the targets are stated on (``InputSet.name``),
             or None for the profile's default set; figures on other sets are reported as
             labelled rows, never as the target's.
+        replaces: ``(newer, older)`` pairs of precisions where, on a CPU, ``newer`` stands
+            in for ``older``: it is measured only on a backend that offers both there, and
+            in place of ``older`` (bf16 for fp16 in generation: the same weight bytes, with
+            native arithmetic on AMX/AVX512-BF16 CPUs, where f16 arithmetic is slower).
     """
 
     kind: str
@@ -58,6 +62,16 @@ class TargetNeeds:
     input_type: str | None = None
     weights: str | None = None
     input_set: str | None = None
+    replaces: tuple[tuple[str, str], ...] = ()
+
+    def on_cpu(self, offered: Sequence[str]) -> list[str]:
+        """Of the precisions a backend ``offered`` on a CPU, those the suite measures
+        (:attr:`replaces` applied), in their order."""
+        kept = list(offered)
+        for newer, older in self.replaces:
+            if newer in kept:
+                kept.remove(older if older in kept else newer)
+        return kept
 
     def applies(self, *, weights: str | None, input_type: str | None = None) -> bool:
         """Whether these targets read a model with these weights (and inputs, when known)."""
@@ -72,10 +86,13 @@ TARGET_NEEDS: Mapping[str, TargetNeeds] = {
         # target at cosine ≥ 0.99 (a backend that does not offer it is not scheduled).
         TargetNeeds(kind="feature-extraction", batch_sizes=(EMBEDDING_BATCH,), precisions=("fp32", "bf16", "int8"),
                     input_type="str", weights="pretrained", input_set=EMBEDDING_INPUT_SET),
-        # fp16: batch-1 decode is bound by the weight bytes, which fp16 weights halve even
-        # where the arithmetic stays f32 (OpenVINO on a CPU without fp16 units).
+        # fp16 and bf16: batch-1 decode is bound by the weight bytes, which 16-bit weights
+        # halve even where the arithmetic stays f32 (OpenVINO on a CPU without fp16 units).
+        # On a CPU with native bf16, bf16 replaces fp16: it runs on AMX where f16 does not
+        # (OpenVINO GPT-2 batch 1: 86 against 68 tokens/s, docs/benchmark.md), and torch,
+        # which offers no fp16 on a CPU, is not measured in bf16 (no faster than fp32 there).
         TargetNeeds(kind="text-generation", batch_sizes=(GENERATION_BATCH, GENERATION_SCALED_BATCH),
-                    precisions=("fp32", "fp16", "int8")),
+                    precisions=("fp32", "fp16", "bf16", "int8"), replaces=(("bf16", "fp16"),)),
         TargetNeeds(kind="automatic-speech-recognition", batch_sizes=(SPEECH_BATCH,), precisions=("fp32", "int8"),
                     weights="pretrained"),
     )

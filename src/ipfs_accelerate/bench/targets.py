@@ -10,8 +10,9 @@ feature-extraction (of texts,   batch 32 on 512 sentences of 12–20 words (the 
 real weights)                   input set): ≥ 1.5× plain transformers, with cosine ≥ 0.99
                                 to the reference baseline (the plain one when there is none);
                                 other input sets (mixed lengths) get a labelled, reported row
-text-generation                 batch 1 ≥ 2× plain transformers tokens/s (fp32 or fp16
-                                weights; the best fp32 figure is stated beside it); int8
+text-generation                 batch 1 ≥ 2× plain transformers tokens/s (fp32 or 16-bit
+                                weights, fp16 or bf16; the row names the precision that met
+                                it, and the best fp32 figure is stated beside it); int8
                                 ≥ 4×; batch 8 ≥ 4× batch 1; the share of the weight-bytes
                                 ÷ bandwidth bound is reported
 automatic-speech-recognition    batch 1 (one 30 s clip): realtime factor ≥ each reference

@@ -6,7 +6,8 @@ So after an int8 export both backends run the family's example inputs through th
 and through the fp32 export of the same model, and compare the outputs the family reads by
 cosine similarity, one batch item at a time; the worst item decides. Below
 :data:`INT8_MIN_COSINE` the int8 model is refused with :class:`BackendUnavailable`, which
-lets the engine fall back to the next precision.
+lets the engine fall back to the next precision. OpenVINO's bf16 (weights converted to bf16
+when the model compiles) is held to the same gate.
 
 For generators the gate compares the first-step logits (the distribution of the first new
 token): a small change there is what turns greedy decoding onto another path.
@@ -107,7 +108,7 @@ def run_gate(
     generates: bool,
     prepare: Callable[[Mapping[str, Any]], Mapping[str, Any]] = dict,
 ) -> float:
-    """Measure the int8 model against the fp32 model on the same inputs.
+    """Measure the lower-precision (int8, bf16) model against the fp32 model on the same inputs.
 
     Returns:
         The worst per-item cosine similarity of the compared outputs.
@@ -119,7 +120,7 @@ def run_gate(
 
 
 def check_gate(cosine: float, *, what: str = "int8 export") -> None:
-    """Refuse an int8 model whose measured cosine is below :data:`INT8_MIN_COSINE`.
+    """Refuse an int8 (or bf16) model whose measured cosine is below :data:`INT8_MIN_COSINE`.
 
     The threshold is read at call time, so a cached measurement is judged by the current
     threshold.

@@ -6,8 +6,9 @@ that pipeline, once:
 1. refuse a device/precision pair the backend cannot run here (:meth:`Backend.unsupported`);
 2. plan the export route (optimum, or a direct conversion; :meth:`ConvertingBackend.plan`);
 3. export fp32 through the export cache (:meth:`ConvertingBackend.export`);
-4. derive the int8 or fp16 export from the fp32 one, also cached
-   (:meth:`ConvertingBackend.derive`), and hold int8 to the accuracy gate;
+4. derive the lower-precision export from the fp32 one, also cached
+   (:meth:`ConvertingBackend.derive`), and hold int8 (and a derivation that measured a
+   ``<precision>_gate_cosine``, such as OpenVINO's bf16) to the accuracy gate;
 5. open the export on the device (:meth:`ConvertingBackend.open`) and read back what
    really runs it (device, providers, precision);
 6. return the :class:`Runtime`.
@@ -42,7 +43,8 @@ class Derivation:
     Attributes:
         build: writes the derived export into the directory it is given (see
             :func:`.export_cache.get_or_build`) and returns its metadata; an int8 build
-            records its accuracy gate's cosine as ``int8_gate_cosine``.
+            records its accuracy gate's cosine as ``int8_gate_cosine`` (another precision
+            held to the gate records ``<precision>_gate_cosine``).
         key_extra: what else the derived bytes depend on (the int8 recipe …); it enters the
             export cache key.
     """
@@ -130,7 +132,7 @@ class ConvertingBackend(Backend):
     def derive(
         self, spec: ModelSpec, plan: Plan, fp32_dir: Path, *, precision: str, device: str, cache_dir: Path,
     ) -> Derivation:
-        """How the ``precision`` export (``"int8"`` or ``"fp16"``) is built from ``fp32_dir``."""
+        """How the ``precision`` export (``"int8"``, ``"fp16"`` …) is built from ``fp32_dir``."""
 
     @abc.abstractmethod
     def int8_details(self, entry: CacheEntry, cosine: float) -> dict[str, Any]:
@@ -182,6 +184,11 @@ class ConvertingBackend(Backend):
                 cosine = float(entry.meta["int8_gate_cosine"])
                 details |= self.int8_details(entry, cosine)
                 accuracy.check_gate(cosine, what=f"{self.display_name} int8 export")
+            elif f"{precision}_gate_cosine" in entry.meta:
+                cosine = float(entry.meta[f"{precision}_gate_cosine"])
+                details[f"{precision}_gate_cosine"] = cosine
+                details["gate_device"] = entry.meta.get("gate_device")
+                accuracy.check_gate(cosine, what=f"{self.display_name} {precision} export")
 
         opened = self.open(spec, plan, entry.path, device=device, precision=precision, cache_dir=cache_dir)
         if opened.fallback:

@@ -2,14 +2,18 @@
 
 The load pipeline is :class:`..converting.ConvertingBackend`'s; this backend fills in its
 steps: the export routes and the fp16 copy (:mod:`.export`), int8 weight compression
-(:mod:`.quantize`), and compiling an export for a device with the properties that make it
+(:mod:`.quantize`), the bf16 entry (:mod:`.bf16`), and compiling an export for a device with the properties that make it
 run the precision reported (:mod:`.model`).
 
 Precisions: fp32 is fp32 throughout: the IR is saved without FP16 compression, and the
 compiled model is asked for f32 inference and an f32 KV cache (optimum's exports ask for an
 f16 KV cache). fp16 stores the weights in fp16 and asks for f16 inference where the device
-offers it (it is read back: a CPU without FP16 computes in f32). int8 compresses the
-weights with nncf (INT8_SYM, per channel), and is refused when it fails the accuracy gate.
+offers it (it is read back: a CPU without FP16 computes in f32). bf16 compiles the fp32 IR
+for bf16 inference, which the CPU plugin runs with bf16 weights on AMX or AVX512-BF16; it
+is offered only where the device computes bf16 natively (:func:`.model.native_bf16`) and
+is refused when it fails the accuracy gate, as int8 is. int8 compresses the weights with
+nncf (INT8_SYM, per channel), and is refused when it fails the accuracy gate. The matrix
+multiplies' precisions are read back from the compiled model's runtime graph.
 Exports are cached (see :mod:`..converting.export_cache`).
 
 Devices: our ``"cpu"`` is OpenVINO's ``CPU``; OpenVINO device names (``GPU``, ``GPU.0``,
@@ -30,15 +34,24 @@ from ..base import BackendProbe, ModelSpec, module_exists
 from ..converting import ConvertingBackend, Derivation, OpenedModel
 from ..converting.direct import Plan, plan_export
 from ..converting.export_cache import CacheEntry
+from .bf16 import link_bf16
 from .export import KINDS, compress_fp16, export_fp32
-from .model import compile_config, open_export, ov_device, stateful_decoder_step
+from .model import (
+    compile_config,
+    matmul_precisions,
+    native_bf16,
+    open_export,
+    ov_device,
+    stateful_causal_step,
+    stateful_decoder_step,
+)
 from .quantize import INT8_MODE, compress_int8
 
 __all__ = ["OpenVINOBackend"]
 
 _EXTRA = "openvino"
 _INSTALL = "pip install 'ipfs-accelerate[openvino]'"
-_PRECISIONS = ("fp32", "fp16", "int8")
+_PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 
 
 class OpenVINOBackend(ConvertingBackend):
@@ -89,12 +102,13 @@ class OpenVINOBackend(ConvertingBackend):
 
     def unsupported(self, *, device: str, precision: str) -> str | None:
         if precision not in _PRECISIONS:
-            return f"the OpenVINO backend offers fp32, fp16 and int8, not {precision}"
+            return f"the OpenVINO backend offers fp32, fp16, bf16 and int8, not {precision}"
         try:
             import openvino as ov
         except ImportError:
             return f"openvino is not installed: {_INSTALL}"
-        available = ov.Core().available_devices
+        core = ov.Core()
+        available = core.available_devices
         if device == "cuda" or device.startswith("cuda:"):
             return (
                 "CUDA is not an OpenVINO device; OpenVINO runs on CPUs, Intel GPUs and NPUs "
@@ -103,6 +117,11 @@ class OpenVINOBackend(ConvertingBackend):
         target = ov_device(device)
         if not any(dev == target or dev.split(".")[0] == target for dev in available):
             return f"OpenVINO has no device {target!r} here (available: {', '.join(available) or 'none'})"
+        if precision == "bf16" and not native_bf16(core, target):
+            return (
+                f"OpenVINO's {target} does not compute bf16 natively here (it needs AVX512-BF16 or AMX on a CPU), "
+                "and would run a bf16 request in f32: use fp16 (half the weight bytes) or fp32"
+            )
         return None
 
     def import_runtime(self) -> str:
@@ -129,6 +148,11 @@ class OpenVINOBackend(ConvertingBackend):
     def derive(
         self, spec: ModelSpec, plan: Plan, fp32_dir: Path, *, precision: str, device: str, cache_dir: Path,
     ) -> Derivation:
+        if precision == "bf16":
+            return Derivation(
+                build=functools.partial(link_bf16, spec, plan, fp32_dir, ov_device(device), cache_dir),
+                key_extra={"inference_precision": "bf16"},
+            )
         if precision == "int8":
             return Derivation(
                 build=functools.partial(compress_int8, spec, plan, fp32_dir, ov_device(device), cache_dir),
@@ -159,7 +183,9 @@ class OpenVINOBackend(ConvertingBackend):
         read_back: dict[str, Any] = {
             "execution_devices": executing,
             "inference_precision": _read_property(compiled, "INFERENCE_PRECISION_HINT"),
-            "weights": {"fp32": "f32", "fp16": "f16", "int8": f"int8 (nncf {INT8_MODE}, per channel)"}[precision],
+            "weights": {"fp32": "f32", "fp16": "f16", "bf16": "bf16 (the fp32 IR's, converted when compiled)",
+                        "int8": f"int8 (nncf {INT8_MODE}, per channel)"}[precision],
+            "matmul_precisions": matmul_precisions(compiled[0]),
             "ov_config": config,
             "compile_s": round(compile_s, 3),
         }
@@ -175,7 +201,8 @@ class OpenVINOBackend(ConvertingBackend):
         )
 
     def decoder_step(self, plan: Plan, opened: OpenedModel) -> Callable[[Mapping[str, Any], Any], tuple[Any, Any]] | None:
-        step: Callable[[Mapping[str, Any], Any], tuple[Any, Any]] | None = stateful_decoder_step(opened.model)
+        step: Callable[[Mapping[str, Any], Any], tuple[Any, Any]] | None = (
+            stateful_decoder_step(opened.model) or stateful_causal_step(opened.model))
         return step
 
 
@@ -186,7 +213,8 @@ def _read_property(compiled: list[Any], name: str) -> str | None:
     except Exception:  # noqa: BLE001 - not every device reports every property
         return None
     text = str(value)
-    for short, long in (("f32", "float32"), ("f16", "float16"), ("bf16", "bfloat16"), ("u8", "uint8_t"), ("i8", "int8_t")):
+    # bfloat16 before float16, which it contains.
+    for short, long in (("f32", "float32"), ("bf16", "bfloat16"), ("f16", "float16"), ("u8", "uint8_t"), ("i8", "int8_t")):
         if long in text:
             return short
     return text

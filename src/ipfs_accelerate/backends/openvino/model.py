@@ -13,11 +13,33 @@ from ..base import ModelSpec
 from ..converting import direct
 from .export import DIRECT_XML
 
-__all__ = ["OVGraphModel", "compile_config", "open_export", "ov_device", "stateful_decoder_step"]
+__all__ = [
+    "OVGraphModel",
+    "compile_config",
+    "matmul_precisions",
+    "native_bf16",
+    "open_export",
+    "ov_device",
+    "stateful_causal_step",
+    "stateful_decoder_step",
+]
 
 def ov_device(device: str) -> str:
     """OpenVINO's name for our device: ``cpu`` → ``CPU``; OpenVINO names pass through."""
     return "CPU" if device == "cpu" else device.upper()
+
+
+def native_bf16(core: Any, device: str) -> bool:
+    """Whether OpenVINO's ``device`` computes bf16 natively.
+
+    OpenVINO's CPU plugin lists ``BF16`` among its optimization capabilities only on CPUs
+    with AVX512-BF16 or AMX; elsewhere a bf16 hint would quietly run in f32.
+    """
+    try:
+        capabilities = {str(c) for c in core.get_property(device, "OPTIMIZATION_CAPABILITIES")}
+    except Exception:  # noqa: BLE001 - a device that cannot say is not counted as native
+        return False
+    return "BF16" in capabilities
 
 
 def compile_config(
@@ -35,6 +57,10 @@ def compile_config(
         # An architecture that overflows in fp16 keeps fp16 weights but computes in f32.
         native = "FP16" in capabilities and spec.fp16_safe
         config["INFERENCE_PRECISION_HINT"] = "f16" if native else "f32"
+    elif precision == "bf16":
+        # The fp32 IR compiled for bf16 inference: the CPU plugin converts the weights of
+        # its matrix multiplies to bf16 when it compiles (read back: matmul_precisions).
+        config["INFERENCE_PRECISION_HINT"] = "bf16"
     elif device == "CPU":
         # int8 means int8 weights; on a CPU the arithmetic stays f32 (not bf16) so that the
         # accuracy gate measures the weight compression alone.
@@ -45,6 +71,25 @@ def compile_config(
         # directory, which the export cache must keep byte-identical: keep it beside it.
         config["CACHE_DIR"] = str(Path(cache_dir) / "exports" / "openvino-compiled" / key)
     return config
+
+
+def matmul_precisions(compiled: Any) -> dict[str, int]:
+    """How many matrix multiplies of a compiled model run in each precision (read back from
+    its runtime graph: the plugin's ``FullyConnected`` and ``MatMul`` nodes); empty where
+    the device does not expose a runtime graph."""
+    counts: dict[str, int] = {}
+    try:
+        ops = compiled.get_runtime_model().get_ordered_ops()
+    except Exception:  # noqa: BLE001 - not every device exposes its runtime graph
+        return counts
+    for op in ops:
+        info = op.get_rt_info()
+        if "layerType" not in info or "runtimePrecision" not in info:
+            continue
+        if info["layerType"].astype(str) in ("FullyConnected", "MatMul"):
+            precision = info["runtimePrecision"].astype(str)
+            counts[precision] = counts.get(precision, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def open_export(plan: direct.Plan, path: Path, device: str, config: dict[str, str]) -> Any:
@@ -136,5 +181,46 @@ def stateful_decoder_step(model: Any) -> Any:
         logits = request.get_tensor("logits").data[:, -1, :]
         # The cache lives in the request's state: the marker only says it is not empty.
         return torch.from_numpy(np.array(logits, dtype=np.float32)), True
+
+    return step
+
+
+# The inputs a stateful optimum causal LM may have for a direct step to feed them all.
+_CAUSAL_STEP_INPUTS = frozenset({"input_ids", "attention_mask", "position_ids", "beam_idx"})
+
+
+def stateful_causal_step(model: Any) -> Any:
+    """A :attr:`Runtime.decoder_step` straight on an infer request of optimum's stateful
+    causal LM, or None when the model is not one (or has inputs this step does not feed).
+
+    Each generation gets its own infer request (its KV cache is that request's state, and
+    the request is the step's cache marker), so two loops may share one model. A
+    synchronous ``infer`` on the caller's thread replaces optimum's ``start_async`` and
+    ``wait`` (a hand-over to the plugin's thread per token, which costs most on a busy
+    CPU), and its argument routing and logits copy are skipped (docs/backends.md,
+    "Measurements behind the code"); the tokens are the same.
+    """
+    import numpy as np
+    import torch
+
+    if getattr(model, "decoder", None) is not None or not getattr(model, "stateful", False):
+        return None
+    if not callable(getattr(model, "compile", None)):
+        return None
+    names = frozenset(getattr(model, "input_names", None) or ())
+    if not {"input_ids", "attention_mask", "beam_idx"} <= names <= _CAUSAL_STEP_INPUTS:
+        return None
+
+    def step(inputs: Any, past: Any) -> tuple[Any, Any]:
+        if past is None:
+            model.compile()
+            # A new request starts with an empty state: this generation's KV cache.
+            past = model.request.get_compiled_model().create_infer_request()
+        feed = {name: value.numpy() for name, value in inputs.items() if name in names}
+        # One cache row per input row, none reordered (beams would reorder them).
+        feed["beam_idx"] = np.arange(feed["input_ids"].shape[0], dtype=np.int32)
+        past.infer(feed, share_inputs=True)
+        logits = past.get_tensor("logits").data[:, -1, :]
+        return torch.from_numpy(np.array(logits, dtype=np.float32)), past
 
     return step
