@@ -35,8 +35,7 @@ def test_a_backend_that_fails_to_load_falls_back_and_says_so(tmp_path, monkeypat
     res = ep(["hello world"])
     first = res.provenance.fallbacks[0]
     assert first.tried == "onnxruntime/cpu/fp32" and first.stage == "backend"
-    p = res.provenance
-    assert "GB of memory" in first.reason and first.next == f"{p.backend}/cpu/{p.precision}"
+    assert "GB of memory" in first.reason and first.next == f"{res.provenance.backend}/cpu/fp32"
     assert res.provenance.backend != "onnxruntime"
     assert res.outputs[0].shape == (128,)
     assert any("onnxruntime/cpu/fp32 failed" in r.getMessage() for r in caplog.records)  # never silent

@@ -15,10 +15,8 @@ decode a GPT-2-size model at 61–79 tokens/s on 2 AVX2 cores, OpenVINO's int8 w
 decompression at about 60; for encoders and Whisper OpenVINO's int8 stays ahead.
 
 ``precision="auto"`` picks fp16 on CUDA (bf16 for models that overflow in fp16, fp32 where
-the card lacks bf16); on CPUs bf16 where the CPU computes it natively (AVX512-BF16 or AMX)
-and the backend offers it there (torch, OpenVINO: half the weight bytes, measured 1.7–2×
-fp32 in docs/backends.md), else fp32; int8 is never chosen automatically because it changes
-the outputs. A
+the card lacks bf16) and fp32 on CPUs: bf16 only pays on CPUs with native bf16 (AVX512-BF16
+or AMX), and int8 is never chosen automatically because it changes the outputs. A
 candidate in a lower precision is followed by the same backend in fp32 before the next
 backend is tried.
 """
@@ -72,8 +70,7 @@ def auto_precision(backend: str, device: str, spec: ModelSpec) -> str:
         if spec.fp16_safe:
             return "fp16"
         return "bf16" if get_backend("torch").unsupported(device=device, precision="bf16") is None else "fp32"
-    if device == "cpu" and cpu_has_native_bf16() and get_backend(backend).unsupported(device=device,
-                                                                                  precision="bf16") is None:
+    if device == "cpu" and backend == "torch" and cpu_has_native_bf16():
         return "bf16"
     return "fp32"
 
