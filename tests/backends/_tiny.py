@@ -285,6 +285,15 @@ def min_cosine(reference: Mapping[str, Any], candidate: Mapping[str, Any], mask:
     return worst
 
 
+def cosine_to_reference(reference: Any, runtime: Any, spec: Any) -> float:
+    """The worst cosine of ``runtime`` against ``reference`` on the spec's example inputs: the
+    first generated token's logits for a generator, else the named outputs (padding left out)."""
+    if spec.generates:
+        return min_cosine(first_step_logits(reference, spec), first_step_logits(runtime, spec))
+    mask = spec.example_inputs().get("attention_mask")
+    return min_cosine(outputs_of(reference, spec), outputs_of(runtime, spec), mask)
+
+
 def greedy(runtime: Any, spec: Any, max_new_tokens: int = 8) -> list[list[int]]:
     """Greedy tokens from ``generate`` (no early stop, so every backend makes the same count)."""
     import torch

@@ -21,8 +21,8 @@ from ipfs_accelerate.backends.openvino import backend as openvino_backend
 from ipfs_accelerate.backends.openvino.model import native_bf16
 from tests.backends._tiny import (
     check_unpadded_bert_export,
+    cosine_to_reference,
     decoder_step_lengths,
-    first_step_logits,
     greedy,
     min_cosine,
     outputs_of,
@@ -245,12 +245,7 @@ def test_int8_close_to_torch_and_gated(name: str, backend: OpenVINOBackend, tiny
     assert runtime.precision == "int8" and runtime.details["int8_gate_cosine"] >= 0.99
     assert "i8" in _constant_types(Path(runtime.details["export_dir"]))  # the weights really are 8-bit (symmetric)
     assert runtime.details["weights"] == "int8 (nncf INT8_SYM, per channel)"
-    reference = torch_runtime(spec)
-    if spec.generates:
-        assert min_cosine(first_step_logits(reference, spec), first_step_logits(runtime, spec)) >= 0.99
-    else:
-        mask = spec.example_inputs().get("attention_mask")
-        assert min_cosine(outputs_of(reference, spec), outputs_of(runtime, spec), mask) >= 0.99
+    assert cosine_to_reference(torch_runtime(spec), runtime, spec) >= 0.99
 
 
 def test_int8_gate_refuses_below_threshold(backend: OpenVINOBackend, tiny_spec: Any, export_cache: Path,
@@ -370,12 +365,7 @@ def test_bf16_computes_in_bf16_and_is_gated(name: str, backend: OpenVINOBackend,
     assert fp32.details["matmul_precisions"].keys() == {"f32"}
     for xml in Path(fp32.details["export_dir"]).glob("*.xml"):
         assert (Path(details["export_dir"]) / xml.name).samefile(xml)
-    reference = torch_runtime(spec)
-    if spec.generates:
-        assert min_cosine(first_step_logits(reference, spec), first_step_logits(runtime, spec)) >= 0.99
-    else:
-        mask = spec.example_inputs().get("attention_mask")
-        assert min_cosine(outputs_of(reference, spec), outputs_of(runtime, spec), mask) >= 0.99
+    assert cosine_to_reference(torch_runtime(spec), runtime, spec) >= 0.99
 
 
 def test_bf16_gate_refuses_below_threshold(backend: OpenVINOBackend, tiny_spec: Any, export_cache: Path,

@@ -159,9 +159,6 @@ def stateful_decoder_step(model: Any) -> Any:
     decoder step, with the same transcripts (docs/backends.md, "Measurements behind the
     code").
     """
-    import numpy as np
-    import torch
-
     decoder = getattr(model, "decoder", None)
     if decoder is None or not getattr(decoder, "stateful", False) or not callable(getattr(decoder, "compile", None)):
         return None
@@ -174,15 +171,24 @@ def stateful_decoder_step(model: Any) -> Any:
         request = decoder.request
         if past is None:
             request.reset_state()
-        feed = {name: value.numpy() for name, value in inputs.items() if name in names}
-        # One cache row per input row, none reordered (beams would reorder them).
-        feed["beam_idx"] = np.arange(feed["input_ids"].shape[0], dtype=np.int32)
-        request.infer(feed, share_inputs=True)
-        logits = request.get_tensor("logits").data[:, -1, :]
         # The cache lives in the request's state: the marker only says it is not empty.
-        return torch.from_numpy(np.array(logits, dtype=np.float32)), True
+        return _infer_last_logits(request, inputs, names), True
 
     return step
+
+
+def _infer_last_logits(request: Any, inputs: Any, names: frozenset[str]) -> Any:
+    """One synchronous step of a stateful decoder's infer request: the inputs it takes (host
+    torch tensors) in, the last position's logits out as an fp32 host tensor."""
+    import numpy as np
+    import torch
+
+    feed = {name: value.numpy() for name, value in inputs.items() if name in names}
+    # One cache row per input row, none reordered (beams would reorder them).
+    feed["beam_idx"] = np.arange(feed["input_ids"].shape[0], dtype=np.int32)
+    request.infer(feed, share_inputs=True)
+    logits = request.get_tensor("logits").data[:, -1, :]
+    return torch.from_numpy(np.array(logits, dtype=np.float32))
 
 
 # The inputs a stateful optimum causal LM may have for a direct step to feed them all.
@@ -200,8 +206,6 @@ def stateful_causal_step(model: Any) -> Any:
     CPU), and its argument routing and logits copy are skipped (docs/backends.md,
     "Measurements behind the code"); the tokens are the same.
     """
-    import numpy as np
-    import torch
 
     if getattr(model, "decoder", None) is not None or not getattr(model, "stateful", False):
         return None
@@ -216,11 +220,6 @@ def stateful_causal_step(model: Any) -> Any:
             model.compile()
             # A new request starts with an empty state: this generation's KV cache.
             past = model.request.get_compiled_model().create_infer_request()
-        feed = {name: value.numpy() for name, value in inputs.items() if name in names}
-        # One cache row per input row, none reordered (beams would reorder them).
-        feed["beam_idx"] = np.arange(feed["input_ids"].shape[0], dtype=np.int32)
-        past.infer(feed, share_inputs=True)
-        logits = past.get_tensor("logits").data[:, -1, :]
-        return torch.from_numpy(np.array(logits, dtype=np.float32)), past
+        return _infer_last_logits(past, inputs, names), past
 
     return step
