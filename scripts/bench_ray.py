@@ -13,21 +13,17 @@ import argparse
 import asyncio
 import json
 import os
-import statistics
 import tempfile
-import time
 from typing import Any
 
-from ipfs_accelerate.bench.http import free_port
+from ipfs_accelerate.bench.http import drive_load, free_port
 
 
 async def _drive(base: str, texts: list[str], clients: int) -> dict[str, Any]:
     import httpx
 
     limits = httpx.Limits(max_connections=clients + 4, max_keepalive_connections=clients + 4)
-    latencies: list[float] = []
     replicas: dict[str, int] = {}
-    errors = 0
     async with httpx.AsyncClient(base_url=base, limits=limits, timeout=120) as http:
         async def embed(text: str) -> bool:
             r = await http.post("/v1/embeddings", json={"model": "minilm", "input": text})
@@ -39,25 +35,12 @@ async def _drive(base: str, texts: list[str], clients: int) -> dict[str, Any]:
         for text in texts[:clients]:  # warm-up
             await embed(text)
         replicas.clear()
-        todo = iter(texts)
-
-        async def worker() -> None:
-            nonlocal errors
-            for text in todo:
-                started = time.perf_counter()
-                if await embed(text):
-                    latencies.append(time.perf_counter() - started)
-                else:
-                    errors += 1
-
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(clients)))
-        seconds = time.perf_counter() - started
-    latencies.sort()
-    q = statistics.quantiles(latencies, n=100)
-    return {"requests": len(latencies), "errors": errors, "seconds": round(seconds, 2),
-            "requests_per_s": round(len(latencies) / seconds, 1), "p50_ms": round(q[49] * 1000, 1),
-            "p90_ms": round(q[89] * 1000, 1), "p99_ms": round(q[98] * 1000, 1), "per_replica": replicas}
+        figures = await drive_load(embed, texts, clients, name="ray", note="")
+    lat = figures.latency
+    return {"requests": figures.requests, "errors": figures.errors, "seconds": round(figures.seconds, 2),
+            "requests_per_s": round(figures.requests_per_s, 1),
+            "p50_ms": round(lat.p50 * 1000, 1) if lat else None, "p90_ms": round(lat.p90 * 1000, 1) if lat else None,
+            "p99_ms": round(lat.p99 * 1000, 1) if lat else None, "per_replica": replicas}
 
 
 def main() -> None:
