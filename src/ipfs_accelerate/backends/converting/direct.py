@@ -49,6 +49,7 @@ __all__ = [
     "pick_outputs",
     "plan_export",
     "require_export_memory",
+    "saved_config",
 ]
 
 # Files of a model directory that the exported copy keeps, so that optimum's loaders and
@@ -281,6 +282,17 @@ def copy_model_metadata(model_dir: Path, target: Path) -> None:
         src = model_dir / name
         if src.is_file():
             shutil.copy2(src, target / name)
+
+
+def saved_config(export_dir: Path) -> Any:
+    """The transformers config copied next to a direct export (:func:`copy_model_metadata`),
+    or None where there is none to read."""
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(export_dir, local_files_only=True)
+    except (OSError, ValueError):
+        return None
 
 
 @contextlib.contextmanager

@@ -34,14 +34,9 @@ def open_export(plan: direct.Plan, path: Path, providers: list[str], options: li
             str(path / name), providers=providers, provider_options=options))
     if plan.route == "direct":
         import onnxruntime as ort
-        from transformers import AutoConfig
 
         session = ort.InferenceSession(str(path / "model.onnx"), providers=providers, provider_options=options)
-        try:
-            config = AutoConfig.from_pretrained(path, local_files_only=True)
-        except (OSError, ValueError):
-            config = None
-        return OrtGraphModel(session, config)
+        return OrtGraphModel(session, direct.saved_config(path))
     import optimum.onnxruntime as ortm
 
     cls = getattr(ortm, plan.model_class)

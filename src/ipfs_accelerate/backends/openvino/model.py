@@ -96,14 +96,9 @@ def open_export(plan: direct.Plan, path: Path, device: str, config: dict[str, st
     """Compile an export directory with the plan's OVModel class (or plain OpenVINO)."""
     if plan.route == "direct":
         import openvino as ov
-        from transformers import AutoConfig
 
         compiled = ov.Core().compile_model(str(path / DIRECT_XML), device, config)
-        try:
-            hf_config = AutoConfig.from_pretrained(path, local_files_only=True)
-        except (OSError, ValueError):
-            hf_config = None
-        return OVGraphModel(compiled, hf_config)
+        return OVGraphModel(compiled, direct.saved_config(path))
     import optimum.intel as oi
 
     cls = getattr(oi, plan.model_class)
