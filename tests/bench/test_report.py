@@ -34,6 +34,7 @@ def _tiny_scenario() -> dict:
         "min_seconds": 0,
         "concurrency": 6,
         "concurrency_rounds": 1,
+        "paired_rounds": 2,
         "cases": [
             {"model": MINILM, "backend": "torch", "precisions": ["fp32"], "batch_sizes": [1, 2],
              "weights": "synthetic", "config_overrides": TINY[MINILM]},
@@ -103,6 +104,17 @@ def test_json_matches_the_schema(report_dir):
     assert emb_cos and all(c["agreement"]["metric"] == "cosine" and c["agreement"]["min"] > 0.999 for c in emb_cos)
     gen_cmp = [c for c in doc["comparisons"] if c["case_id"].startswith("gpt2")]
     assert gen_cmp and all(c["unit"] == "tokens/s" and c["ratio"] > 0 for c in gen_cmp)
+    # Where a target compares with plain transformers (generation at batch 1), the two were
+    # also timed back to back; nowhere else (batch 2; MiniLM's synthetic weights have no target).
+    paired = {(c["case_id"].split(":")[0], c["batch_size"]): c["paired"] for c in doc["comparisons"]}
+    assert paired[("gpt2", 2)] is None and paired[(MINILM, 1)] is None and paired[(MINILM, 2)] is None
+    rounds = paired[("gpt2", 1)]
+    assert len(rounds["ratios"]) == len(rounds["ours"]) == len(rounds["theirs"]) == 2
+    assert rounds["ratios"] == [a / b for a, b in zip(rounds["ours"], rounds["theirs"], strict=True)]
+    assert rounds["min"] <= rounds["median"] <= rounds["max"]
+    two_times = next(t for t in doc["targets"] if t["name"].startswith("batch 1 ≥ 2×"))
+    assert two_times["value"] == rounds["median"] and two_times["spread"] == rounds["max"] / rounds["min"]
+    assert "median of 2 alternating rounds" in two_times["figure"]
     assert doc["concurrency"]["status"] == "ok" and doc["concurrency"]["callers"] == 6
     assert any("concurrent callers" in t["name"] for t in doc["targets"])
 

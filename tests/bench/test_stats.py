@@ -52,3 +52,15 @@ def test_percentile_bounds():
     assert percentile([1.0, 2.0], 25) == 1.25
     with pytest.raises(ia.InvalidInput):
         percentile([1.0], 101)
+
+
+def test_paired_ratios_are_each_rounds_own():
+    from ipfs_accelerate.bench.stats import PairedRatios
+
+    paired = PairedRatios.from_rates([100.0, 90.0, 120.0, 80.0], [25.0, 30.0, 24.0, 20.0])
+    assert paired.ratios == (4.0, 3.0, 5.0, 4.0)
+    assert paired.median == 4.0 and paired.min == 3.0 and paired.max == 5.0
+    assert paired.spread == pytest.approx(5.0 / 3.0)
+    for ours, theirs in (([], []), ([1.0], [1.0, 2.0]), ([1.0], [0.0]), ([float("nan")], [1.0])):
+        with pytest.raises(ia.InvalidInput):
+            PairedRatios.from_rates(ours, theirs)

@@ -60,6 +60,9 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
                         "the lowest-priority cases when spent, and the report lists every cut (suite default 840)")
     p.add_argument("--no-baselines", action="store_true", help="skip the baselines")
     p.add_argument("--concurrency", type=int, help="callers in the concurrency test; 0 skips it (suite 64)")
+    p.add_argument("--paired-rounds", type=int,
+                   help="where a target compares ours with plain transformers, rounds timing the two back to "
+                        "back (order alternating) whose median ratio the target reads; 0 skips them (default 4)")
     p.add_argument("--out", type=Path, default=Path("reports"), help="where the report goes (default reports/)")
     p.add_argument("--threads", default="auto",
                    help="torch intra-op threads: a number, 'default' (torch's choice), or 'auto' (default): "
@@ -114,10 +117,12 @@ def _scenario(args: argparse.Namespace) -> Any:
             min_seconds=args.min_seconds if args.min_seconds is not None else 1.0, budget_s=args.budget_s,
             concurrency=args.concurrency or 0, input_set=args.input_set,
         )
-    if args.no_baselines:
-        import dataclasses
+    import dataclasses
 
+    if args.no_baselines:
         scenario = dataclasses.replace(scenario, baselines=False)
+    if args.paired_rounds is not None:
+        scenario = dataclasses.replace(scenario, paired_rounds=args.paired_rounds)
     return scenario
 
 

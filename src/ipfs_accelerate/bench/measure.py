@@ -14,9 +14,10 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from .._exceptions import InvalidInput
 from ..engine.memory import CudaPeak, PeakRSS, release_freed_memory, rss_bytes
 from .results import Measurement, Throughput
-from .stats import Latency
+from .stats import Latency, PairedRatios
 
 __all__ = [
     "BYTES_PER_PARAM",
@@ -26,6 +27,8 @@ __all__ = [
     "efficiency",
     "encoder_tokens",
     "measure_calls",
+    "measure_paired",
+    "rates_of",
     "release_freed_memory",
     "rss_bytes",
 ]
@@ -113,13 +116,7 @@ def measure_calls(call: Callable[[], Mapping[str, float]], *, batch_size: int, d
     total = sum(samples)
     sums = {k: sum(f.get(k, 0.0) for f in figures) for k in _PER_CALL if any(k in f for f in figures)}
     sums.setdefault("items", float(batch_size * len(samples)))
-    rates = {"items/s": sums["items"] / total if total > 0 else 0.0}
-    if sums.get("new_tokens", 0.0) > 0:  # a synthetic model may emit only end or padding tokens
-        rates["tokens/s"] = sums["new_tokens"] / total if total > 0 else 0.0
-    if "audio_seconds" in sums:
-        rates["x realtime"] = sums["audio_seconds"] / total if total > 0 else 0.0
-    if "frames" in sums and sums["frames"] > 0:
-        rates["frames/s"] = sums["frames"] / total if total > 0 else 0.0
+    rates = rates_of(sums, total)
     per_call = {k: v / len(samples) for k, v in sums.items()}
     ttft = [f["time_to_first_token_s"] for f in figures if "time_to_first_token_s" in f]
     if ttft:
@@ -134,6 +131,90 @@ def measure_calls(call: Callable[[], Mapping[str, float]], *, batch_size: int, d
         cold_first_call_s=cold_s, warmup_runs=warmup_runs, min_runs=min_runs,
         min_seconds=min_seconds, cut=tuple(cuts),
     )
+
+
+def rates_of(sums: Mapping[str, float], seconds: float) -> dict[str, float]:
+    """The rates (higher is better) of task figures summed over ``seconds`` of calls.
+
+    ``items/s`` always (``sums`` must hold ``items``); ``tokens/s``, ``x realtime`` and
+    ``frames/s`` where their figure was reported (tokens and frames only when some came out:
+    a synthetic model may emit only end or padding tokens).
+    """
+    def per_second(figure: str) -> float:
+        return sums[figure] / seconds if seconds > 0 else 0.0
+
+    rates = {"items/s": per_second("items")}
+    if sums.get("new_tokens", 0.0) > 0:
+        rates["tokens/s"] = per_second("new_tokens")
+    if "audio_seconds" in sums:
+        rates["x realtime"] = per_second("audio_seconds")
+    if sums.get("frames", 0.0) > 0:
+        rates["frames/s"] = per_second("frames")
+    return rates
+
+
+def measure_paired(ours: Callable[[], Mapping[str, float]], theirs: Callable[[], Mapping[str, float]], *,
+                   unit: str, rounds: int, device: str, batch_size: int, repeats: tuple[int, int] = (1, 1),
+                   extra_figures: Mapping[str, float] | None = None,
+                   clock: Callable[[], float] = time.perf_counter) -> PairedRatios:
+    """Time ``ours`` and ``theirs`` back to back, ``rounds`` times, and take each round's ratio.
+
+    Both calls are expected warm (each side's own measurement ran just before). Round 1
+    runs ours first, round 2 theirs first, and so on, so that a machine speeding up or
+    slowing down during the rounds favours neither side. ``repeats`` makes the faster side
+    run several calls in its turn, so that both turns span about the same wall time (a
+    150 ms call beside a 1 s one would sample a much shorter stretch of the machine).
+
+    Args:
+        ours, theirs: run one batch each and return its task figures (as for
+            :func:`measure_calls`).
+        unit: the rate compared (``"tokens/s"``, ``"items/s"`` …; see :func:`rates_of`).
+        rounds: how many rounds (≥ 1).
+        device: where they run (``cuda…``: each call is synchronised).
+        batch_size: inputs per call (the ``items`` figure when a call reports none).
+        repeats: calls per turn, ours and theirs.
+        extra_figures: figures added to the baseline's calls (the inputs' own, which only
+            ours reports: audio seconds, frames).
+        clock: seconds, monotonic (tests pass their own).
+
+    Raises:
+        InvalidInput: ``rounds`` < 1, or a call whose figures give no ``unit`` rate.
+    """
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise InvalidInput(f"rounds must be a positive integer; got {rounds!r}")
+    if any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in repeats) or len(repeats) != 2:
+        raise InvalidInput(f"repeats must be two positive integers; got {repeats!r}")
+    sync: Callable[[], None] = lambda: None  # noqa: E731 - the CPU needs none
+    if device.lower().startswith("cuda"):
+        import torch
+
+        sync = torch.cuda.synchronize
+
+    def rate(call: Callable[[], Mapping[str, float]], calls: int, extra: Mapping[str, float]) -> float:
+        sums: dict[str, float] = {}
+        sync()
+        started = clock()
+        for _ in range(calls):
+            figures = {"items": float(batch_size), **extra, **call()}
+            for k in _PER_CALL:
+                if k in figures:
+                    sums[k] = sums.get(k, 0.0) + float(figures[k])
+        sync()
+        rates = rates_of(sums, clock() - started)
+        if unit not in rates:
+            raise InvalidInput(f"a paired call reported no {unit} (figures: {', '.join(sorted(figures)) or 'none'})")
+        return rates[unit]
+
+    mine: list[float] = []
+    others: list[float] = []
+    for index in range(rounds):
+        if index % 2 == 0:
+            mine.append(rate(ours, repeats[0], {}))
+            others.append(rate(theirs, repeats[1], extra_figures or {}))
+        else:
+            others.append(rate(theirs, repeats[1], extra_figures or {}))
+            mine.append(rate(ours, repeats[0], {}))
+    return PairedRatios.from_rates(mine, others)
 
 
 def efficiency(m: Measurement, *, n_params: int, n_matmul: int, precision: str, peak_gflops: float,

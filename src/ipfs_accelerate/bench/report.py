@@ -424,8 +424,13 @@ def render_markdown(run: BenchRun, targets: Sequence[Target], *, plots: Sequence
              {True: "met", False: "**not met**", None: "–"}[t.met],
              "–" if t.spread is None else f"{t.spread:.2f}", _across(t), t.input_set or "–", t.figure]
             for t in targets]
-    lines += _table(["Target", "Applies to", "Required", "Best measured", "Met", "Spread (max÷min run)",
+    lines += _table(["Target", "Applies to", "Required", "Best measured", "Met", "Spread (max÷min)",
                      "Across reports (min–max, max÷min)", "Inputs", "Figures"], rows)
+    lines += ["*Best measured* against plain transformers: where the two were also timed back to back in "
+              "alternating rounds, the median of the rounds' ratios, and *Spread* the largest ÷ the smallest "
+              "round ratio (a figure measured minutes apart from its baseline compares two states of a shared "
+              "machine); otherwise the ratio of the two measurements, and *Spread* our slowest ÷ fastest timed "
+              "run.", ""]
 
     lines += ["## Share of the machine's measured peaks", ""]
     lines += [f"Against the measured fp32 peak ({m.fp32_gflops:.1f} GFLOP/s) and memory bandwidth "

@@ -19,7 +19,7 @@ from ..engine.result import to_jsonable
 from ..families.base import TaskHandler
 from .machine import MachineFacts
 from .scenario import Case, Scenario
-from .stats import Latency
+from .stats import Latency, PairedRatios
 
 __all__ = [
     "NON_FINITE",
@@ -216,6 +216,8 @@ class Comparison:
         ratio: ``ours / theirs`` (> 1: we are faster).
         agreement: how close the outputs are: ``{"metric": "cosine", "min": …, "mean": …}``
             for vectors, ``{"metric": "exact_match", "value": …}`` for texts, else None.
+        paired: the two timed back to back in alternating rounds (where a target reads
+            this comparison, ``Scenario.paired_rounds``), else None.
     """
 
     case_id: str
@@ -228,6 +230,7 @@ class Comparison:
     theirs: float = dataclasses.field(metadata=NON_FINITE)
     ratio: float = dataclasses.field(metadata=NON_FINITE)
     agreement: dict[str, Any] | None = None
+    paired: PairedRatios | None = None
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

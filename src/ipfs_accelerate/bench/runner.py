@@ -25,6 +25,11 @@ Then per case and batch size, in one process:
 
 Then the baselines of the case's model (once per model and batch size, on the same inputs
 and parameters), and once, after the first tier of cases, the concurrency test.
+
+Where a target compares the case with the plain baseline (``TargetNeeds.versus_plain``),
+the two are then timed back to back in ``Scenario.paired_rounds`` rounds, the order
+alternating (:func:`.measure.measure_paired`): the case's own figure and the baseline's
+may be minutes apart, and on a shared machine minutes apart is not the same machine.
 """
 
 from __future__ import annotations
@@ -49,7 +54,7 @@ from .baselines import all_baselines, library_version
 from .budget import BudgetClock, predicted_seconds
 from .concurrency import concurrency_case, run_concurrency
 from .machine import MachineFacts, machine_facts
-from .measure import INPUT_FIGURES, efficiency, measure_calls, release_freed_memory, rss_bytes
+from .measure import INPUT_FIGURES, efficiency, measure_calls, measure_paired, release_freed_memory, rss_bytes
 from .progress import Progress
 from .quality import agreement, output_wer
 from .results import (
@@ -64,6 +69,8 @@ from .results import (
     json_safe,
 )
 from .scenario import Case, Scenario
+from .stats import PairedRatios
+from .target_needs import TARGET_NEEDS
 
 __all__ = ["BenchRunner", "run_scenario"]
 
@@ -101,6 +108,49 @@ def _summed(figures: Sequence[dict[str, float]]) -> dict[str, float]:
         for k, v in f.items():
             out[k] = out.get(k, 0.0) + float(v)
     return out
+
+
+TaskFigures = Callable[[], dict[str, float]]
+
+
+def ours_call(endpoint: Any, batches: list[list[Any]], params: Any, out: list[Sequence[Any]],
+              notes: list[str] | None = None) -> TaskFigures:
+    """One timed run of ours: every batch through the endpoint; the outputs go to ``out[0]``
+    and the first batch's provenance notes to ``notes``."""
+    def call() -> dict[str, float]:
+        done: list[Any] = []
+        figures = []
+        for index, batch in enumerate(batches):
+            result = endpoint.run_items(batch, params)
+            if index == 0 and notes is not None:  # the batches of a pass differ only in the details
+                notes.extend(result.provenance.notes)
+            done += list(result.outputs)
+            figures.append({"items": float(len(batch)), **dict(result.timings)})
+        out[:] = [done]
+        return _summed(figures)
+
+    return call
+
+
+def baseline_call(run: Callable[[Sequence[Any], Any], BaselineRun], batches: list[list[Any]], params: Any,
+                  out: list[Sequence[Any]]) -> TaskFigures:
+    """One timed run of a baseline on the same batches; the outputs go to ``out[0]``."""
+    def call() -> dict[str, float]:
+        done: list[Any] = []
+        figures = []
+        for batch in batches:
+            result = run(batch, params)
+            done += list(result.outputs)
+            figures.append({"items": float(len(batch)), **{k: float(v) for k, v in result.figures.items()}})
+        out[:] = [done]
+        return _summed(figures)
+
+    return call
+
+
+def compared_unit(ours: Measurement, theirs: Measurement) -> str:
+    """The rate ours and a baseline are compared in: ours' unit where the baseline has it."""
+    return ours.throughput.rate_unit if ours.throughput.rate_unit in theirs.rates else "items/s"
 
 
 def _references(case: Case, handler: TaskHandler, n: int) -> list[str] | None:
@@ -163,6 +213,8 @@ class BenchRunner:
         self.references: dict[tuple[str, int], list[str] | None] = {}
         self.baselined: set[tuple[str, int]] = set()
         self._ours_p50: dict[tuple[str, int], float] = {}
+        # (case id, batch size, baseline id): ours and that baseline timed in alternating rounds
+        self.paired: dict[tuple[str, int, str], PairedRatios] = {}
         self.concurrency: ConcurrencyResult | None = None
 
     # units of work left, for the budget's per-measurement allowance
@@ -340,20 +392,7 @@ class BenchRunner:
             references = _references(case, handler, batch_size)
             input_type = input_type or (type(items[0]).__name__ if items else "")
             outputs: list[Sequence[Any]] = []
-
-            def call(batches: list[list[Any]] = batches, out: list[Sequence[Any]] = outputs,
-                     ep: Any = endpoint) -> dict[str, float]:
-                done: list[Any] = []
-                figures = []
-                for index, batch in enumerate(batches):
-                    result = ep.run_items(batch, params)
-                    if index == 0:  # the batches of a pass differ only in the details (sub-batch sizes)
-                        notes.extend(result.provenance.notes)
-                    done += list(result.outputs)
-                    figures.append({"items": float(len(batch)), **dict(result.timings)})
-                out[:] = [done]
-                return _summed(figures)
-
+            call = ours_call(endpoint, batches, params, outputs, notes)
             try:
                 m = self._measure(call, case, batch_size, device=device, cold=b_index == 0,
                                   units_left=self._units_left(later, left))
@@ -372,9 +411,16 @@ class BenchRunner:
                 k: m.figures[k] for k in INPUT_FIGURES if k in m.figures}
             self.progress.step(f"{label} batch {batch_size}: {m.throughput.value:.4g} {m.throughput.unit}, "
                                f"p50 {m.latency.p50 * 1000:.1f} ms")
+        paired_sizes = self._paired_sizes(handler, prov.weights, prov.precision, input_set, input_type,
+                                          [m.batch_size for m in measurements])
+        if paired_sizes:  # both sides loaded at once: only for the targets' (small) models
+            self._run_baselines(case, handler, params, resolve_device(case.device), later,
+                                measured=[m.batch_size for m in measurements], keep_plain=True)
+            self._pair_with_plain(case, endpoint, handler, params, resolve_device(case.device),
+                                  [m for m in measurements if m.batch_size in paired_sizes])
         del endpoint
         release_freed_memory()
-        if self.scenario.baselines and measurements:
+        if self.scenario.baselines and measurements and not paired_sizes:
             self._run_baselines(case, handler, params, resolve_device(case.device), later,
                                 measured=[m.batch_size for m in measurements])
         return CaseResult(
@@ -385,6 +431,65 @@ class BenchRunner:
             input_description=input_set.description, measurements=tuple(measurements),
             runtime=json_safe(dict(prov.runtime)),
         )
+
+    def _paired_sizes(self, handler: TaskHandler, weights: str, precision: str, input_set: InputSet,
+                      input_type: str, measured: Sequence[int]) -> list[int]:
+        """The measured batch sizes at which a target compares this case with the plain baseline."""
+        needs = TARGET_NEEDS.get(handler.kind)
+        if (needs is None or not self.scenario.paired_rounds or not self.scenario.baselines
+                or not needs.applies(weights=weights, input_type=input_type or None)
+                or (needs.input_set is not None and input_set.name != needs.input_set)
+                or precision not in needs.precisions):
+            return []
+        return [b for b in measured if b in needs.versus_plain]
+
+    def _pair_with_plain(self, case: Case, endpoint: Any, handler: TaskHandler, params: Any, device: str,
+                         measured: Sequence[Measurement]) -> None:
+        """Time ours and the plain baseline back to back in alternating rounds, per batch size."""
+        record = next((r for key, r in self.baselines.items()
+                       if key.startswith(case.model_key + "#") and r.role == "plain"), None)
+        if record is None:
+            return
+        baseline_id = f"{case.model_key}#{record.baseline.name}"
+        rounds = self.scenario.paired_rounds
+        try:
+            for m in measured:
+                batch_size = m.batch_size
+                theirs = next((b for b in record.measurements if b.batch_size == batch_size), None)
+                if record.status != "ok" or theirs is None:
+                    continue
+                ours = m.latency.p50
+                warm = record.run is not None
+                predicted = rounds * 2 * max(ours, theirs.latency.p50) + (
+                    0.0 if warm else (record.load_s or 0.0) + theirs.latency.p50)
+                if self.scenario.budget_s is not None and self.clock.too_costly(predicted):
+                    self.cuts.append(f"{case.case_id}: batch {batch_size} not paired with {record.baseline.name}: "
+                                     f"predicted {predicted:.0f} s, more than a quarter of the "
+                                     f"{self.clock.remaining():.0f} s left (the target reads the two measurements)")
+                    continue
+                if record.run is None:
+                    record.run = record.baseline.load(device)
+                batches = case_batches(case, handler, batch_size)
+                scratch: list[Sequence[Any]] = []
+                mine = ours_call(endpoint, batches, params, scratch)
+                base = baseline_call(record.run, batches, params, scratch)
+                if not warm:  # loaded again: one untimed call, as its own measurement had
+                    base()
+                unit = compared_unit(m, theirs)
+                turn = max(ours, theirs.latency.p50)  # both turns about this long
+                repeats = (max(1, round(turn / ours)) if ours > 0 else 1,
+                           max(1, round(turn / theirs.latency.p50)) if theirs.latency.p50 > 0 else 1)
+                paired = measure_paired(mine, base, unit=unit, rounds=rounds, device=device, batch_size=batch_size,
+                                        repeats=repeats,
+                                        extra_figures=self.input_figures.get((case.model_key, batch_size), {}))
+                self.paired[(case.case_id, batch_size, baseline_id)] = paired
+                self.progress.log(f"{case.case_id} batch {batch_size} vs {record.baseline.name}, {rounds} alternating "
+                                  f"rounds: median {paired.median:.3g}x ({paired.min:.3g}-{paired.max:.3g})")
+        except Exception as exc:  # noqa: BLE001 - the two measurements stand; the report says why no rounds
+            self.cuts.append(f"{case.case_id}: rounds against {record.baseline.name} failed: {one_line(exc)}")
+        finally:
+            record.run = None
+            release_freed_memory()
 
     def _predicted_case_s(self, case: Case) -> float | None:
         """Seconds a case needs at least, from a smaller batch of the same model already measured."""
@@ -418,9 +523,10 @@ class BenchRunner:
     # -- baselines ---------------------------------------------------------------------
 
     def _run_baselines(self, case: Case, handler: TaskHandler, params: Any, device: str,
-                       later: Sequence[Case], *, measured: Sequence[int]) -> None:
+                       later: Sequence[Case], *, measured: Sequence[int], keep_plain: bool = False) -> None:
         # Only the batch sizes ours measured: a baseline with nothing to compare against
         # would spend the budget for no figure (a large batch of videos costs minutes).
+        # keep_plain: the plain baseline stays loaded for the paired rounds that follow.
         sizes = [b for b in measured if (case.model_key, b) not in self.baselined]
         if not sizes:
             return
@@ -460,20 +566,8 @@ class BenchRunner:
                         continue
                 batches = case_batches(case, handler, batch_size)
                 outputs: list[Sequence[Any]] = []
-                run = record.run
-
-                def call(batches: list[list[Any]] = batches, out: list[Sequence[Any]] = outputs,
-                         run: Any = run) -> dict[str, float]:
-                    done: list[Any] = []
-                    figures = []
-                    for batch in batches:
-                        result = run(batch, params)
-                        done += list(result.outputs)
-                        figures.append({"items": float(len(batch)),
-                                        **{k: float(v) for k, v in result.figures.items()}})
-                    out[:] = [done]
-                    return _summed(figures)
-
+                assert record.run is not None
+                call = baseline_call(record.run, batches, params, outputs)
                 extra = self.input_figures.get((case.model_key, batch_size), {})
                 try:
                     m = self._measure(call, case, batch_size, device=device, cold=b_index == 0,
@@ -490,8 +584,9 @@ class BenchRunner:
                 self.base_outputs[(baseline_id, batch_size)] = base_outputs
                 self.progress.log(f"baseline {baseline.name} batch {batch_size}: "
                                   f"{m.throughput.value:.4g} {m.throughput.unit}")
-            record.run = None
-            release_freed_memory()
+            if not (keep_plain and role == "plain"):
+                record.run = None
+                release_freed_memory()
         self.baselined |= {(case.model_key, b) for b in sizes}
 
     def _baseline_results(self) -> tuple[BaselineResult, ...]:
@@ -515,7 +610,7 @@ class BenchRunner:
                     theirs = next((b for b in record.measurements if b.batch_size == m.batch_size), None)
                     if theirs is None:
                         continue
-                    unit = m.throughput.rate_unit if m.throughput.rate_unit in theirs.rates else "items/s"
+                    unit = compared_unit(m, theirs)
                     ours_rate, their_rate = m.rates.get(unit, 0.0), theirs.rates.get(unit, 0.0)
                     out.append(Comparison(
                         case_id=result.case_id, batch_size=m.batch_size, baseline_id=baseline_id,
@@ -523,6 +618,7 @@ class BenchRunner:
                         theirs=their_rate, ratio=ours_rate / their_rate if their_rate > 0 else float("nan"),
                         agreement=agreement(self.ours_outputs.get((result.case_id, m.batch_size), []),
                                             self.base_outputs.get((baseline_id, m.batch_size), [])),
+                        paired=self.paired.get((result.case_id, m.batch_size, baseline_id)),
                     ))
         return tuple(out)
 

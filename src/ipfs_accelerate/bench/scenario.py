@@ -56,7 +56,7 @@ _CASE_KEYS = {
 }
 _DEFAULT_KEYS = {"min_runs", "min_seconds", "max_seconds", "warmup_runs", "device", "weights",
                  "batch_sizes", "backends", "precisions", "strict"}
-_TOP_KEYS = {"name", "description", "budget_s", "baselines", "concurrency", "concurrency_rounds",
+_TOP_KEYS = {"name", "description", "budget_s", "baselines", "concurrency", "concurrency_rounds", "paired_rounds",
              "cases", "defaults"} | _DEFAULT_KEYS
 
 
@@ -172,6 +172,11 @@ class Scenario:
             endpoint through the dynamic batcher, against one-by-one plain transformers);
             0 skips it. It runs on the first embedding case.
         concurrency_rounds: timed rounds of the concurrency test.
+        paired_rounds: where a target compares ours with the plain baseline
+            (``TargetNeeds.versus_plain``), rounds that time the two back to back, the
+            order alternating, after both were measured; the target reads the median of
+            the rounds' ratios and their spread. 0 skips them (the target then reads
+            the ratio of the two measurements).
         suite: the suite's name when built from one.
     """
 
@@ -182,6 +187,7 @@ class Scenario:
     baselines: bool = True
     concurrency: int = 0
     concurrency_rounds: int = 3
+    paired_rounds: int = 4
     suite: str | None = None
 
     def __post_init__(self) -> None:
@@ -190,6 +196,8 @@ class Scenario:
             raise InvalidInput(f"budget_s must be positive; got {self.budget_s!r}")
         if isinstance(self.concurrency, bool) or not isinstance(self.concurrency, int) or self.concurrency < 0:
             raise InvalidInput(f"concurrency must be an integer ≥ 0; got {self.concurrency!r}")
+        if isinstance(self.paired_rounds, bool) or not isinstance(self.paired_rounds, int) or self.paired_rounds < 0:
+            raise InvalidInput(f"paired_rounds must be an integer ≥ 0; got {self.paired_rounds!r}")
         ids = [c.case_id for c in self.cases]
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         if dupes:
@@ -203,7 +211,7 @@ class Scenario:
         return {
             "name": self.name, "description": self.description, "budget_s": self.budget_s,
             "baselines": self.baselines, "concurrency": self.concurrency,
-            "concurrency_rounds": self.concurrency_rounds, "suite": self.suite,
+            "concurrency_rounds": self.concurrency_rounds, "paired_rounds": self.paired_rounds, "suite": self.suite,
             "cases": [c.to_dict() for c in self.cases],
         }
 
@@ -273,6 +281,7 @@ def scenario_from_dict(data: Mapping[str, Any], *, name: str = "scenario") -> Sc
         name=str(data.get("name", name)), description=str(data.get("description", "")), cases=tuple(cases),
         budget_s=data.get("budget_s"), baselines=bool(data.get("baselines", True)),
         concurrency=int(data.get("concurrency", 0)), concurrency_rounds=int(data.get("concurrency_rounds", 3)),
+        paired_rounds=int(data.get("paired_rounds", 4)),
     )
 
 

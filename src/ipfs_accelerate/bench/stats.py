@@ -9,7 +9,7 @@ from typing import Any
 
 from .._exceptions import InvalidInput
 
-__all__ = ["Latency", "percentile"]
+__all__ = ["Latency", "PairedRatios", "percentile"]
 
 
 def percentile(sorted_samples: Sequence[float], q: float) -> float:
@@ -86,3 +86,51 @@ class Latency:
         out = dataclasses.asdict(self)
         out["samples"] = list(self.samples) if samples else []
         return out
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PairedRatios:
+    """Our rate ÷ a baseline's, round by round, the two timed back to back in each round.
+
+    Two figures measured minutes apart on a shared machine compare two states of that
+    machine as much as two programs; a round that times both sides one after the other
+    (the order alternating, so that neither always runs first) sees nearly the same
+    state on both, and the spread of the rounds' ratios says how much the state moved.
+
+    Attributes:
+        ratios: each round's ``ours / theirs``, in the order taken.
+        ours: our rate in each round.
+        theirs: the baseline's rate in each round.
+        median: the median ratio (the figure a target reads).
+        min: the smallest ratio.
+        max: the largest ratio.
+    """
+
+    ratios: tuple[float, ...]
+    ours: tuple[float, ...]
+    theirs: tuple[float, ...]
+    median: float
+    min: float
+    max: float
+
+    @classmethod
+    def from_rates(cls, ours: Sequence[float], theirs: Sequence[float]) -> PairedRatios:
+        """The rounds' ratios from each round's two rates (higher is better).
+
+        Raises:
+            InvalidInput: no rounds, unequal counts, or a rate that is not finite and positive.
+        """
+        mine, others = [float(r) for r in ours], [float(r) for r in theirs]
+        if not mine or len(mine) != len(others):
+            raise InvalidInput(f"paired ratios need rounds with two rates each; got {len(mine)} and {len(others)}")
+        if any(not math.isfinite(r) or r <= 0 for r in (*mine, *others)):
+            raise InvalidInput("paired rates must be finite and positive")
+        ratios = [a / b for a, b in zip(mine, others, strict=True)]
+        ordered = sorted(ratios)
+        return cls(ratios=tuple(ratios), ours=tuple(mine), theirs=tuple(others), median=percentile(ordered, 50),
+                   min=ordered[0], max=ordered[-1])
+
+    @property
+    def spread(self) -> float:
+        """The largest ÷ the smallest round ratio (1.0: every round alike)."""
+        return self.max / self.min

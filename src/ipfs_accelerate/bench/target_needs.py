@@ -54,6 +54,9 @@ class TargetNeeds:
             in for ``older``: it is measured only on a backend that offers both there, and
             in place of ``older`` (bf16 for fp16 in generation: the same weight bytes, with
             native arithmetic on AMX/AVX512-BF16 CPUs, where f16 arithmetic is slower).
+        versus_plain: the batch sizes at which a target compares ours with the plain
+            baseline; there the runner also times the two in alternating rounds
+            (``Scenario.paired_rounds``), whose median ratio the target reads.
     """
 
     kind: str
@@ -63,6 +66,7 @@ class TargetNeeds:
     weights: str | None = None
     input_set: str | None = None
     replaces: tuple[tuple[str, str], ...] = ()
+    versus_plain: tuple[int, ...] = ()
 
     def on_cpu(self, offered: Sequence[str]) -> list[str]:
         """Of the precisions a backend ``offered`` on a CPU, those the suite measures
@@ -85,14 +89,16 @@ TARGET_NEEDS: Mapping[str, TargetNeeds] = {
         # bf16 for embeddings: on a CPU with AMX or AVX512-BF16 it is the fastest way to the
         # target at cosine ≥ 0.99 (a backend that does not offer it is not scheduled).
         TargetNeeds(kind="feature-extraction", batch_sizes=(EMBEDDING_BATCH,), precisions=("fp32", "bf16", "int8"),
-                    input_type="str", weights="pretrained", input_set=EMBEDDING_INPUT_SET),
+                    input_type="str", weights="pretrained", input_set=EMBEDDING_INPUT_SET,
+                    versus_plain=(EMBEDDING_BATCH,)),
         # fp16 and bf16: batch-1 decode is bound by the weight bytes, which 16-bit weights
         # halve even where the arithmetic stays f32 (OpenVINO on a CPU without fp16 units).
         # On a CPU with native bf16, bf16 replaces fp16: it runs on AMX where f16 does not
         # (OpenVINO GPT-2 batch 1: 86 against 68 tokens/s, docs/benchmark.md), and torch,
         # which offers no fp16 on a CPU, is not measured in bf16 (no faster than fp32 there).
         TargetNeeds(kind="text-generation", batch_sizes=(GENERATION_BATCH, GENERATION_SCALED_BATCH),
-                    precisions=("fp32", "fp16", "bf16", "int8"), replaces=(("bf16", "fp16"),)),
+                    precisions=("fp32", "fp16", "bf16", "int8"), replaces=(("bf16", "fp16"),),
+                    versus_plain=(GENERATION_BATCH,)),
         TargetNeeds(kind="automatic-speech-recognition", batch_sizes=(SPEECH_BATCH,), precisions=("fp32", "int8"),
                     weights="pretrained"),
     )

@@ -60,8 +60,10 @@ class Target:
         met: True or False; None when not measured or only reported.
         figure: how the value was obtained (which case, which batch, the raw figures).
         input_set: the input set the figures were measured on, and what it holds.
-        spread: the slowest ÷ the fastest timed run of the measurement behind ``value``
-            (1.0: every run alike; None when not measured).
+        spread: where ours and the baseline were timed back to back in alternating rounds
+            (``Comparison.paired``), the largest ÷ the smallest round ratio; else the
+            slowest ÷ the fastest timed run of the measurement behind ``value`` (1.0: every
+            run alike; None when not measured).
         history: this target's value in earlier reports (``bench --history``), oldest
             first; this run's ``value`` is not among them.
     """
@@ -131,6 +133,20 @@ def run_spread(m: Measurement | None) -> float | None:
     if m is None or m.latency.min <= 0:
         return None
     return m.latency.max / m.latency.min
+
+
+def versus_plain(result: CaseResult, c: Comparison, figure: str) -> tuple[float, str, float | None]:
+    """A target's value, figure and spread from one comparison with a baseline.
+
+    Where the two were timed back to back in alternating rounds, the median round ratio
+    (the two measurements' own figures stay in the text); else the ratio of the two
+    measurements, whose spread is ours' slowest ÷ fastest run.
+    """
+    p = c.paired
+    if p is None:
+        return c.ratio, figure, run_spread(_measurement(result, c.batch_size))
+    return p.median, (f"{figure}; back to back, median of {len(p.ratios)} alternating rounds "
+                      f"{p.median:.3g}× (rounds {p.min:.3g}–{p.max:.3g}×; measured apart {c.ratio:.3g}×)"), p.spread
 
 
 def _input_label(result: CaseResult) -> str:
@@ -208,10 +224,10 @@ def _embedding_target(pairs: list[tuple[CaseResult, Comparison]], subject: str, 
         cos = cosines.get((c.case_id, c.batch_size))
         if cos is None or cos["min"] < 0.99:
             continue
-        figure = (f"{_label(result)} batch {c.batch_size}: {_fmt(c.ours)} vs {_fmt(c.theirs)} "
-                  f"{c.unit}; cosine min {cos['min']:.4f} vs {cos['against']}")
-        rows.append((c.ratio, figure))
-        spread = run_spread(_measurement(result, c.batch_size))
+        value, figure, spread = versus_plain(result, c, (
+            f"{_label(result)} batch {c.batch_size}: {_fmt(c.ours)} vs {_fmt(c.theirs)} "
+            f"{c.unit}; cosine min {cos['min']:.4f} vs {cos['against']}"))
+        rows.append((value, figure))
         if spread is not None:
             spreads[figure] = spread
     if not rows and pairs:
@@ -231,11 +247,10 @@ def _generation_targets(pairs: list[tuple[CaseResult, Comparison]], results: lis
         rows = []
         for r, c in pairs:
             if c.role == "plain" and c.batch_size == one_b and c.unit == "tokens/s" and r.precision in precisions:
-                figure = f"{_label(r)}: {_fmt(c.ours)} vs {_fmt(c.theirs)} tokens/s"
-                spread = run_spread(_measurement(r, one_b))
+                value, figure, spread = versus_plain(r, c, f"{_label(r)}: {_fmt(c.ours)} vs {_fmt(c.theirs)} tokens/s")
                 if spread is not None:
                     spreads[figure] = spread
-                rows.append((c.ratio, figure))
+                rows.append((value, figure))
         return rows
 
     unquantized = _best(plain_rows(("fp32", "fp16", "bf16")), f"batch {one_b} ≥ 2× plain transformers tokens/s",
