@@ -114,7 +114,7 @@ def test_targets_read_their_own_set_and_label_the_others():
     assert {t["input_set"].split(":")[0] for t in doc["targets"]} == {"uniform", "mixed"}
     assert {c["input_set"] for c in doc["cases"]} == {"uniform", "mixed"}
     text = render_markdown(run, targets).split("## Performance targets\n", 1)[1]
-    assert "Spread (max÷min run)" in text and "| 1.25 |" in text
+    assert "Spread (max÷min)" in text and "| 1.25 |" in text and "our slowest ÷ fastest timed run" in text
     assert "uniform: 512 sentences of 12–20 words" in text
 
 
