@@ -240,6 +240,10 @@ def test_targets_read_the_alternating_rounds_where_they_ran():
     assert "median of 4 alternating rounds 3.75× (rounds 3.6–4×; measured apart 4.5×)" in int8_target.figure
     embedding = targets["batch 32 ≥ 1.5× plain transformers at cosine ≥ 0.99"]
     assert embedding.value == pytest.approx(3.75) and "measured apart 3×" in embedding.figure
+    assert int8_target.noisy is False
+    text = render_markdown(run, [int8_target, dataclasses.replace(int8_target, spread=1.5)])
+    rows = [line for line in text.split("## Performance targets\n", 1)[1].splitlines() if line.startswith("| int8")]
+    assert "| **not met** | 1.11 |" in rows[0] and "| **not met** (noisy) | 1.50 |" in rows[1]
     # Without rounds the targets read the two measurements, as before.
     apart = {t.name: t for t in evaluate_targets(run)}["int8 batch 1 ≥ 4× plain transformers tokens/s"]
     assert apart.value == pytest.approx(4.5) and apart.met is True and "rounds" not in apart.figure

@@ -39,7 +39,7 @@ from .results import (
     run_to_dict,
     schema_of,
 )
-from .targets import Target, evaluate_targets, with_history
+from .targets import NOISY_SPREAD, Target, evaluate_targets, with_history
 
 __all__ = [
     "SCHEMA", "SECTIONS", "ReportFiles", "ThroughputBar", "load_reports", "render_markdown", "report_dict",
@@ -421,7 +421,7 @@ def render_markdown(run: BenchRun, targets: Sequence[Target], *, plots: Sequence
 
     lines += ["## Performance targets", ""]
     rows = [[t.name, t.subject, "–" if t.required is None else _n(t.required), _against(t.value, t.required),
-             {True: "met", False: "**not met**", None: "–"}[t.met],
+             {True: "met", False: "**not met**", None: "–"}[t.met] + (" (noisy)" if t.noisy and t.met is not None else ""),
              "–" if t.spread is None else f"{t.spread:.2f}", _across(t), t.input_set or "–", t.figure]
             for t in targets]
     lines += _table(["Target", "Applies to", "Required", "Best measured", "Met", "Spread (max÷min)",
@@ -430,7 +430,8 @@ def render_markdown(run: BenchRun, targets: Sequence[Target], *, plots: Sequence
               "alternating rounds, the median of the rounds' ratios, and *Spread* the largest ÷ the smallest "
               "round ratio (a figure measured minutes apart from its baseline compares two states of a shared "
               "machine); otherwise the ratio of the two measurements, and *Spread* our slowest ÷ fastest timed "
-              "run.", ""]
+              f"run. *(noisy)*: a spread above {NOISY_SPREAD:g}, the machine moved during those runs, and the "
+              "verdict may not repeat.", ""]
 
     lines += ["## Share of the machine's measured peaks", ""]
     lines += [f"Against the measured fp32 peak ({m.fp32_gflops:.1f} GFLOP/s) and memory bandwidth "

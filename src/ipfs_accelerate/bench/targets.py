@@ -46,7 +46,11 @@ from .target_needs import (
     TargetNeeds,
 )
 
-__all__ = ["TARGET_NEEDS", "WER_MARGIN", "Target", "TargetNeeds", "evaluate_targets", "with_history"]
+__all__ = ["NOISY_SPREAD", "TARGET_NEEDS", "WER_MARGIN", "Target", "TargetNeeds", "evaluate_targets", "with_history"]
+
+NOISY_SPREAD = 1.3
+"""A spread above this says the machine moved during the runs behind a value: the report
+marks the row, whose met or not met may not repeat (docs/benchmark.md, "Spread")."""
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Target:
@@ -77,6 +81,11 @@ class Target:
     input_set: str = ""
     spread: float | None = None
     history: tuple[float, ...] = ()
+
+    @property
+    def noisy(self) -> bool:
+        """Whether the runs behind the value spread more than :data:`NOISY_SPREAD`."""
+        return self.spread is not None and self.spread > NOISY_SPREAD
 
     @property
     def key(self) -> tuple[str, str, str]:
