@@ -14,6 +14,7 @@ Environment variables are read here, at the edge: ``IPFS_ACCELERATE_CACHE`` sets
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
@@ -98,8 +99,6 @@ def _scenario(args: argparse.Namespace) -> Any:
             kwargs["concurrency"] = args.concurrency
         scenario = seed_suite(**kwargs)
     elif args.scenario:
-        import dataclasses
-
         scenario = load_scenario(args.scenario)
         changes: dict[str, Any] = {}
         if args.budget_s is not None:
@@ -117,8 +116,6 @@ def _scenario(args: argparse.Namespace) -> Any:
             min_seconds=args.min_seconds if args.min_seconds is not None else 1.0, budget_s=args.budget_s,
             concurrency=args.concurrency or 0, input_set=args.input_set,
         )
-    import dataclasses
-
     if args.no_baselines:
         scenario = dataclasses.replace(scenario, baselines=False)
     if args.paired_rounds is not None:

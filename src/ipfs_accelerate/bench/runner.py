@@ -459,9 +459,9 @@ class BenchRunner:
                 if record.status != "ok" or theirs is None:
                     continue
                 ours = m.latency.p50
+                turn = max(ours, theirs.latency.p50)  # both turns about this long
                 warm = record.run is not None
-                predicted = rounds * 2 * max(ours, theirs.latency.p50) + (
-                    0.0 if warm else (record.load_s or 0.0) + theirs.latency.p50)
+                predicted = rounds * 2 * turn + (0.0 if warm else (record.load_s or 0.0) + theirs.latency.p50)
                 if self.scenario.budget_s is not None and self.clock.too_costly(predicted):
                     self.cuts.append(f"{case.case_id}: batch {batch_size} not paired with {record.baseline.name}: "
                                      f"predicted {predicted:.0f} s, more than a quarter of the "
@@ -476,7 +476,6 @@ class BenchRunner:
                 if not warm:  # loaded again: one untimed call, as its own measurement had
                     base()
                 unit = compared_unit(m, theirs)
-                turn = max(ours, theirs.latency.p50)  # both turns about this long
                 repeats = (max(1, round(turn / ours)) if ours > 0 else 1,
                            max(1, round(turn / theirs.latency.p50)) if theirs.latency.p50 > 0 else 1)
                 paired = measure_paired(mine, base, unit=unit, rounds=rounds, device=device, batch_size=batch_size,
