@@ -73,6 +73,8 @@ def test_markdown_has_every_section_in_order(report_dir):
         body = text.split(f"## {section}\n", 1)[1].split("\n## ", 1)[0]
         assert needle in body, section
     assert "Measured fp32 peak" in text and "memory bandwidth" in text
+    read_line = next(line for line in text.splitlines() if line.startswith("- Read rate by buffer size"))
+    assert re.findall(r"(\d+ [MG]iB) [\d.]+ GB/s", read_line) == ["32 MiB", "64 MiB", "128 MiB", "256 MiB", "1 GiB"]
 
 
 def test_json_matches_the_schema(report_dir):
@@ -80,6 +82,9 @@ def test_json_matches_the_schema(report_dir):
     assert validate(doc) == []
     assert set(SCHEMA) <= set(doc)
     assert doc["machine"]["fp32_gflops"] > 0 and doc["machine"]["memory_bandwidth_gbs"] > 0
+    from ipfs_accelerate.bench.machine import READ_PROBE_MIB
+    read = doc["machine"]["read_gbs_by_mib"]
+    assert [int(mib) for mib in read] == list(READ_PROBE_MIB) and all(gbs > 0 for gbs in read.values())
     assert doc["machine"]["libraries"]["torch"]
     cases = {c["case"]["model_id"]: c for c in doc["cases"]}
     for case in cases.values():

@@ -9,6 +9,11 @@ this process reaches here (threads, power limits, a shared host):
   bytes written, over a buffer far larger than the caches).
 
 Both are cached per process. On CUDA the same two are measured on the device as well.
+Beside them, the CPU's read rate over buffers of a few sizes (:data:`READ_PROBE_MIB`): on a
+virtual machine whose last-level cache is shared with other tenants, the buffers that still
+fit in the share this machine gets read about twice as fast as memory, and that share moves
+with the neighbours' work. A model whose low-precision weights fit under it runs faster
+while it lasts (docs/benchmark.md, "The shared L3 cache"), so a report shows where it was.
 """
 
 from __future__ import annotations
@@ -23,12 +28,17 @@ from .._info import doctor
 from ..engine.result import to_jsonable
 
 __all__ = [
+    "READ_PROBE_MIB",
     "MachineFacts",
     "choose_torch_threads",
     "machine_facts",
     "measure_fp32_gflops",
     "measure_memory_bandwidth_gbs",
+    "measure_read_gbs",
 ]
+
+# Buffer sizes (MiB) of the read probe: from inside a large cache to far outside any cache.
+READ_PROBE_MIB = (32, 64, 128, 256, 1024)
 
 
 def _best_time(fn: Any, *, min_seconds: float, min_reps: int, sync: Any = None) -> float:
@@ -74,6 +84,18 @@ def measure_memory_bandwidth_gbs(device: str = "cpu", *, mib: int = 256, min_sec
     return 2.0 * count * 4 / seconds / 1e9
 
 
+def measure_read_gbs(mib: int, *, min_seconds: float = 0.15) -> float:
+    """The best rate of reading a CPU buffer of ``mib`` MiB once (a sum over it), in GB/s.
+
+    Not cached: the rate of a buffer near the cache's edge changes with other tenants' work.
+    """
+    import torch
+
+    buffer = torch.rand(mib * 2**20 // 4, dtype=torch.float32)
+    seconds = _best_time(buffer.sum, min_seconds=min_seconds, min_reps=3)
+    return buffer.numel() * 4 / seconds / 1e9
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class MachineFacts:
     """Where the figures were taken.
@@ -94,6 +116,9 @@ class MachineFacts:
         load_average: the 1, 5 and 15 minute load averages when the facts were taken
             (other work on the machine slows every figure).
         environment: the environment variables that change what runs or how fast.
+        read_gbs_by_mib: the CPU's read rate (GB/s) over a buffer of each size in MiB
+            (:data:`READ_PROBE_MIB`), measured with the peaks: a step between two sizes is
+            where the cache this machine may use ended at that moment.
     """
 
     cpu: str
@@ -110,6 +135,7 @@ class MachineFacts:
     backends: dict[str, dict[str, Any]]
     load_average: tuple[float, ...] = ()
     environment: dict[str, str] = dataclasses.field(default_factory=dict)
+    read_gbs_by_mib: dict[int, float] = dataclasses.field(default_factory=dict)
 
     def peaks(self, device: str) -> tuple[float, float]:
         """``(fp32 GFLOP/s, bandwidth GB/s)`` of the device a figure was taken on."""
@@ -123,7 +149,7 @@ class MachineFacts:
 
 @functools.lru_cache(maxsize=1)
 def machine_facts() -> MachineFacts:
-    """Probe the machine once per process (about two seconds: the two peaks are timed)."""
+    """Probe the machine once per process (about three seconds: the peaks and the read rates are timed)."""
     import torch
 
     from ..backends.pytorch import cuda_works
@@ -143,6 +169,7 @@ def machine_facts() -> MachineFacts:
         torch_threads=torch.get_num_threads(), memory_gib=report.memory_gib, python=report.python,
         platform=report.platform, fp32_gflops=measure_fp32_gflops("cpu"),
         memory_bandwidth_gbs=measure_memory_bandwidth_gbs("cpu"), cuda=cuda,
+        read_gbs_by_mib={mib: measure_read_gbs(mib) for mib in READ_PROBE_MIB},
         libraries=dict(report.libraries),
         backends={
             name: {"available": p.available, "version": p.version, "devices": list(p.devices), "reason": p.reason}

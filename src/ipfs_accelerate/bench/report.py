@@ -148,6 +148,11 @@ def _section_of(kind: str | None) -> str:
     return "Embeddings and text encoders"
 
 
+def _buffer_size(mib: int) -> str:
+    """``64 MiB``, ``1 GiB``."""
+    return f"{mib // 1024} GiB" if mib >= 1024 and mib % 1024 == 0 else f"{mib} MiB"
+
+
 def _n(x: float | None, digits: int = 3) -> str:
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
         return "–"
@@ -322,6 +327,10 @@ def render_markdown(run: BenchRun, targets: Sequence[Target], *, plots: Sequence
               f"torch uses {m.torch_threads} threads; {m.memory_gib} GiB memory",
               f"- Measured fp32 peak: **{m.fp32_gflops:.1f} GFLOP/s** (timed large fp32 matmul); measured memory "
               f"bandwidth: **{m.memory_bandwidth_gbs:.1f} GB/s** (timed large copy, read + write)"]
+    if m.read_gbs_by_mib:
+        lines.append("- Read rate by buffer size (a step marks the end of the cache this machine could use at the "
+                     "start; on a shared host it moves with other tenants' work): "
+                     + ", ".join(f"{_buffer_size(mib)} {gbs:.1f} GB/s" for mib, gbs in m.read_gbs_by_mib.items()))
     if m.cuda:
         lines.append(f"- CUDA: {m.cuda.get('device')}: {_n(m.cuda.get('fp32_gflops'))} GFLOP/s fp32, "
                      f"{_n(m.cuda.get('memory_bandwidth_gbs'))} GB/s")
