@@ -248,6 +248,61 @@ def test_int8_close_to_torch_and_gated(name: str, backend: OpenVINOBackend, tiny
     assert cosine_to_reference(torch_runtime(spec), runtime, spec) >= 0.99
 
 
+@pytest.mark.parametrize("name", ["gpt2", "opt"])
+def test_int8_decoders_run_every_matrix_product_on_int8_weights(name: str, backend: OpenVINOBackend, tiny_spec: Any,
+                                                                export_cache: Path) -> None:
+    """Read back from the compiled graph: the output layer too (OPT's tied embedding weight
+    also feeds a shape read, which made the CPU plugin decompress it to f32 when compiling)."""
+    runtime = _load(backend, tiny_spec(name), export_cache, "int8")
+    precisions = runtime.details["matmul_precisions"]
+    assert set(precisions) == {"i8"} and precisions["i8"] > 0, precisions
+    assert runtime.details.get("shape_reads_moved", 0) == (1 if name == "opt" else 0)
+
+
+def test_shape_reads_move_to_the_compressed_constant() -> None:
+    """A weight decompressed in the graph feeds a MatMul, a Gather and a ShapeOf: afterwards
+    the ShapeOf reads the int8 constant, the lookup and the shape are unchanged, and the
+    compiled product keeps its int8 weights (before: f32)."""
+    import numpy as np
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    from ipfs_accelerate.backends.openvino.model import matmul_precisions
+    from ipfs_accelerate.backends.openvino.quantize import shape_reads_to_compressed_weights
+
+    def build() -> Any:
+        rng = np.random.default_rng(0)
+        weight = ops.constant(rng.integers(-127, 127, (64, 32)).astype(np.int8))
+        scale = ops.constant((rng.random((64, 1)) * 0.01).astype(np.float16))
+        decompressed = ops.convert(ops.multiply(ops.convert(weight, np.float16), scale), np.float32)
+        x = ops.parameter([1, 32], np.float32, name="x")
+        ids = ops.parameter([3], np.int64, name="ids")
+        return ov.Model([ops.matmul(x, decompressed, False, True).output(0),
+                         ops.gather(decompressed, ids, 0).output(0),
+                         ops.shape_of(decompressed).output(0)], [x, ids])
+
+    feed = {"x": np.random.default_rng(1).standard_normal((1, 32)).astype(np.float32),
+            "ids": np.array([0, 5, 63])}
+    core = ov.Core()
+    config = {"INFERENCE_PRECISION_HINT": "f32"}
+    before = core.compile_model(build(), "CPU", config)
+    model = build()
+    assert shape_reads_to_compressed_weights(model) == 1
+    shape_of = next(op for op in model.get_ordered_ops() if op.get_type_name() == "ShapeOf")
+    assert shape_of.input_value(0).get_node().get_type_name() == "Constant"
+    assert shape_reads_to_compressed_weights(model) == 0  # nothing left to move
+    after = core.compile_model(model, "CPU", config)
+    (product_before, *rest_before), (product_after, *rest_after) = before(feed).values(), after(feed).values()
+    for expected, got in zip(rest_before, rest_after, strict=True):  # the lookup and the shape: exact
+        np.testing.assert_array_equal(got, expected)
+    # The product now runs the plugin's int8 kernel (8-bit activations): close, not equal.
+    cosine = float((product_before * product_after).sum()
+                   / np.linalg.norm(product_before) / np.linalg.norm(product_after))
+    assert cosine > 0.999
+    assert set(matmul_precisions(after)) == {"i8"}
+    assert "i8" not in matmul_precisions(before)
+
+
 def test_int8_gate_refuses_below_threshold(backend: OpenVINOBackend, tiny_spec: Any, export_cache: Path,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """A real int8 export measured against fp32: at threshold 1.0 nothing short of exact passes."""

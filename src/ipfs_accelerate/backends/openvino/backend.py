@@ -45,7 +45,7 @@ from .model import (
     stateful_causal_step,
     stateful_decoder_step,
 )
-from .quantize import INT8_MODE, compress_int8
+from .quantize import INT8_MODE, INT8_RECIPE, compress_int8
 
 __all__ = ["OpenVINOBackend"]
 
@@ -156,12 +156,13 @@ class OpenVINOBackend(ConvertingBackend):
         if precision == "int8":
             return Derivation(
                 build=functools.partial(compress_int8, spec, plan, fp32_dir, ov_device(device), cache_dir),
-                key_extra={"compression": INT8_MODE},
+                key_extra={"compression": INT8_MODE, "recipe": INT8_RECIPE},
             )
         return Derivation(build=functools.partial(compress_fp16, fp32_dir))
 
     def int8_details(self, entry: CacheEntry, cosine: float) -> dict[str, Any]:
-        return {"int8_gate_cosine": cosine, "int8_gate_device": entry.meta.get("gate_device")}
+        return {"int8_gate_cosine": cosine, "int8_gate_device": entry.meta.get("gate_device")} | (
+            {"shape_reads_moved": entry.meta["shape_reads_moved"]} if entry.meta.get("shape_reads_moved") else {})
 
     def open(
         self, spec: ModelSpec, plan: Plan, path: Path, *, device: str, precision: str, cache_dir: Path,
