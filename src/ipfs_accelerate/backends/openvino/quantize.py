@@ -77,10 +77,10 @@ def shape_reads_to_compressed_weights(model: Any) -> int:
         if node.get_type_name() != "ShapeOf":
             continue
         read = node.input_value(0)
-        source = read.get_node()
+        source, steps = read.get_node(), 0
         while source.get_type_name() in _DECOMPRESSION:
-            source = source.input_value(0).get_node()
-        if (source is read.get_node() or source.get_type_name() != "Constant"
+            source, steps = source.input_value(0).get_node(), steps + 1
+        if (not steps or source.get_type_name() != "Constant"
                 or source.get_output_element_type(0) not in (ov.Type.i8, ov.Type.u8)
                 or source.get_output_partial_shape(0) != read.get_partial_shape()):
             continue
