@@ -15,6 +15,7 @@ import yaml
 
 import ipfs_accelerate as ia
 from ipfs_accelerate.bench import cli as bench_cli
+from ipfs_accelerate.bench.machine import READ_PROBE_MIB
 from ipfs_accelerate.bench.report import JSON_NAME, MARKDOWN_NAME, SCHEMA, SECTIONS, validate, write_report
 from ipfs_accelerate.bench.runner import run_scenario
 from ipfs_accelerate.bench.scenario import Case, Scenario, load_scenario, scenario_from_dict, seed_suite
@@ -82,7 +83,6 @@ def test_json_matches_the_schema(report_dir):
     assert validate(doc) == []
     assert set(SCHEMA) <= set(doc)
     assert doc["machine"]["fp32_gflops"] > 0 and doc["machine"]["memory_bandwidth_gbs"] > 0
-    from ipfs_accelerate.bench.machine import READ_PROBE_MIB
     read = doc["machine"]["read_gbs_by_mib"]
     assert [int(mib) for mib in read] == list(READ_PROBE_MIB) and all(gbs > 0 for gbs in read.values())
     assert doc["machine"]["libraries"]["torch"]
