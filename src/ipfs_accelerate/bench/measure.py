@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from .._exceptions import InvalidInput
@@ -114,7 +114,7 @@ def measure_calls(call: Callable[[], Mapping[str, float]], *, batch_size: int, d
     if len(samples) < min_runs:
         cuts.append(f"{len(samples)} of {min_runs} runs (time cap {cap:.1f} s)")
     total = sum(samples)
-    sums = {k: sum(f.get(k, 0.0) for f in figures) for k in _PER_CALL if any(k in f for f in figures)}
+    sums = _per_call_sums(figures)
     sums.setdefault("items", float(batch_size * len(samples)))
     rates = rates_of(sums, total)
     per_call = {k: v / len(samples) for k, v in sums.items()}
@@ -131,6 +131,11 @@ def measure_calls(call: Callable[[], Mapping[str, float]], *, batch_size: int, d
         cold_first_call_s=cold_s, warmup_runs=warmup_runs, min_runs=min_runs,
         min_seconds=min_seconds, cut=tuple(cuts),
     )
+
+
+def _per_call_sums(figures: Sequence[Mapping[str, float]]) -> dict[str, float]:
+    """The per-call task figures (:data:`_PER_CALL`) summed over calls, those reported only."""
+    return {k: sum(f.get(k, 0.0) for f in figures) for k in _PER_CALL if any(k in f for f in figures)}
 
 
 def rates_of(sums: Mapping[str, float], seconds: float) -> dict[str, float]:
@@ -191,18 +196,15 @@ def measure_paired(ours: Callable[[], Mapping[str, float]], theirs: Callable[[],
         sync = torch.cuda.synchronize
 
     def rate(call: Callable[[], Mapping[str, float]], calls: int, extra: Mapping[str, float]) -> float:
-        sums: dict[str, float] = {}
+        figures: list[Mapping[str, float]] = []
         sync()
         started = clock()
         for _ in range(calls):
-            figures = {"items": float(batch_size), **extra, **call()}
-            for k in _PER_CALL:
-                if k in figures:
-                    sums[k] = sums.get(k, 0.0) + float(figures[k])
+            figures.append({"items": float(batch_size), **extra, **call()})
         sync()
-        rates = rates_of(sums, clock() - started)
+        rates = rates_of(_per_call_sums(figures), clock() - started)
         if unit not in rates:
-            raise InvalidInput(f"a paired call reported no {unit} (figures: {', '.join(sorted(figures)) or 'none'})")
+            raise InvalidInput(f"a paired call reported no {unit} (figures: {', '.join(sorted(figures[-1])) or 'none'})")
         return rates[unit]
 
     mine: list[float] = []

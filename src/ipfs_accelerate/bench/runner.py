@@ -148,6 +148,11 @@ def baseline_call(run: Callable[[Sequence[Any], Any], BaselineRun], batches: lis
     return call
 
 
+def _calls_per_turn(turn: float, call_s: float) -> int:
+    """How many calls of ``call_s`` seconds fill a turn of about ``turn`` seconds (at least one)."""
+    return max(1, round(turn / call_s)) if call_s > 0 else 1
+
+
 def compared_unit(ours: Measurement, theirs: Measurement) -> str:
     """The rate ours and a baseline are compared in: ours' unit where the baseline has it."""
     return ours.throughput.rate_unit if ours.throughput.rate_unit in theirs.rates else "items/s"
@@ -476,8 +481,7 @@ class BenchRunner:
                 if not warm:  # loaded again: one untimed call, as its own measurement had
                     base()
                 unit = compared_unit(m, theirs)
-                repeats = (max(1, round(turn / ours)) if ours > 0 else 1,
-                           max(1, round(turn / theirs.latency.p50)) if theirs.latency.p50 > 0 else 1)
+                repeats = (_calls_per_turn(turn, ours), _calls_per_turn(turn, theirs.latency.p50))
                 paired = measure_paired(mine, base, unit=unit, rounds=rounds, device=device, batch_size=batch_size,
                                         repeats=repeats,
                                         extra_figures=self.input_figures.get((case.model_key, batch_size), {}))
