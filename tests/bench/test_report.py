@@ -196,6 +196,10 @@ def test_scenario_files_and_suite(tmp_path):
         scenario_from_dict({"cases": [{"model": "gpt2", "batchsize": 1}]})
     with pytest.raises(ia.InvalidInput, match="config_overrides need"):
         scenario_from_dict({"cases": [{"model": "gpt2", "config_overrides": {"n_layer": 1}}]})
+    assert scenario_from_dict({"cases": [{"model": "gpt2"}], "paired_rounds": 2}).paired_rounds == 2
+    for bad in (2.5, "four", -1, True):  # refused, not truncated or read as 1
+        with pytest.raises(ia.InvalidInput, match="paired_rounds must be an integer"):
+            scenario_from_dict({"cases": [{"model": "gpt2"}], "paired_rounds": bad})
     suite = seed_suite()
     from ipfs_accelerate.families import all_families
 

@@ -281,7 +281,7 @@ def scenario_from_dict(data: Mapping[str, Any], *, name: str = "scenario") -> Sc
         name=str(data.get("name", name)), description=str(data.get("description", "")), cases=tuple(cases),
         budget_s=data.get("budget_s"), baselines=bool(data.get("baselines", True)),
         concurrency=int(data.get("concurrency", 0)), concurrency_rounds=int(data.get("concurrency_rounds", 3)),
-        paired_rounds=int(data.get("paired_rounds", 4)),
+        paired_rounds=data.get("paired_rounds", 4),  # checked by Scenario (a typed error, not a truncation)
     )
 
 
