@@ -5,6 +5,7 @@ Timings are never asserted: only that every figure, label and note is there.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from pathlib import Path
@@ -34,7 +35,7 @@ def _tiny_scenario() -> dict:
         "min_runs": 2,
         "min_seconds": 0,
         "concurrency": 6,
-        "concurrency_rounds": 1,
+        "concurrency_rounds": 2,
         "paired_rounds": 2,
         "cases": [
             {"model": MINILM, "backend": "torch", "precisions": ["fp32"], "batch_sizes": [1, 2],
@@ -68,7 +69,7 @@ def test_markdown_has_every_section_in_order(report_dir):
     # Tables that must hold rows in this run.
     for section, needle in (("Model status summary", "gpt2"), ("Text generation", "tokens/s"),
                             ("Embeddings and text encoders", "items/s"), ("Baselines", "transformers generate"),
-                            ("Concurrency", "Batched ÷ plain one by one"),
+                            ("Concurrency", "(median of 2 rounds, each timing both back to back: "),
                             ("Performance targets", "concurrent callers"),
                             ("Share of the machine's measured peaks", "GFLOP/s")):
         body = text.split(f"## {section}\n", 1)[1].split("\n## ", 1)[0]
@@ -120,8 +121,17 @@ def test_json_matches_the_schema(report_dir):
     two_times = next(t for t in doc["targets"] if t["name"].startswith("batch 1 ≥ 2×"))
     assert two_times["value"] == rounds["median"] and two_times["spread"] == rounds["max"] / rounds["min"]
     assert "median of 2 alternating rounds" in two_times["figure"]
-    assert doc["concurrency"]["status"] == "ok" and doc["concurrency"]["callers"] == 6
-    assert any("concurrent callers" in t["name"] for t in doc["targets"])
+    concurrency = doc["concurrency"]
+    assert concurrency["status"] == "ok" and concurrency["callers"] == 6
+    # Each round timed the batched callers and plain one by one back to back; the target
+    # reads the median of the rounds' ratios, and its spread is theirs.
+    both = concurrency["paired"]
+    assert len(both["ours"]) == len(both["theirs"]) == concurrency["rounds"] == 2
+    assert both["ratios"] == [a / b for a, b in zip(both["ours"], both["theirs"], strict=True)]
+    assert concurrency["ratio_vs_plain"] == both["median"]
+    callers_target = next(t for t in doc["targets"] if "concurrent callers" in t["name"])
+    assert callers_target["value"] == both["median"] and callers_target["spread"] == both["max"] / both["min"]
+    assert "median of 2 alternating rounds" in callers_target["figure"]
 
 
 def test_plots_are_valid_pngs(report_dir):
@@ -197,9 +207,13 @@ def test_scenario_files_and_suite(tmp_path):
     with pytest.raises(ia.InvalidInput, match="config_overrides need"):
         scenario_from_dict({"cases": [{"model": "gpt2", "config_overrides": {"n_layer": 1}}]})
     assert scenario_from_dict({"cases": [{"model": "gpt2"}], "paired_rounds": 2}).paired_rounds == 2
-    for bad in (2.5, "four", -1, True):  # refused, not truncated or read as 1
-        with pytest.raises(ia.InvalidInput, match="paired_rounds must be an integer"):
-            scenario_from_dict({"cases": [{"model": "gpt2"}], "paired_rounds": bad})
+    for key, bad in itertools.product(("paired_rounds", "concurrency", "concurrency_rounds"), (2.5, "four", -1, True)):
+        with pytest.raises(ia.InvalidInput, match=f"{key} must be an integer"):  # refused, not truncated or read as 1
+            scenario_from_dict({"cases": [{"model": "gpt2"}], key: bad})
+    with pytest.raises(ia.InvalidInput, match="concurrency_rounds must be an integer ≥ 1"):
+        scenario_from_dict({"cases": [{"model": "gpt2"}], "concurrency_rounds": 0})
+    with pytest.raises(ia.InvalidInput, match="baselines must be true or false; got 'no'"):
+        scenario_from_dict({"cases": [{"model": "gpt2"}], "baselines": "no"})  # a string is not read as true
     suite = seed_suite()
     from ipfs_accelerate.families import all_families
 

@@ -3,8 +3,9 @@
 It runs on a text embedding case that ran (single sentences are its natural traffic; real
 weights first): ``callers`` threads each submit one sentence at once, for ``rounds`` timed
 rounds after one that warms the threads and the batcher. The same sentences one call at a
-time, on our endpoint and on the plain transformers baseline, alternating, give the figures
-it is set against.
+time, on our endpoint and on the plain transformers baseline, give the figures it is set
+against: each round times all three back to back, the order alternating between rounds, and
+the ratio is the median of the rounds' own ratios (batched ÷ plain one by one).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from ..engine.loader import load
 from ..families.bench_profile import bench_profile
 from .baselines import plain_baseline
 from .results import CaseResult, ConcurrencyResult
-from .stats import Latency
+from .stats import Latency, PairedRatios
 
 __all__ = ["concurrency_case", "run_concurrency"]
 
@@ -67,17 +68,11 @@ def run_concurrency(chosen: CaseResult, *, callers: int, rounds: int, cache_dir:
             run([text], params)
         return callers / (time.perf_counter() - started)
 
-    # As many rounds as the batched side, alternating, and the median of each: a single
-    # pass is short and noisy (docs/benchmark.md gives the spread one pass showed).
-    ours_rates, plain_rates = [], []
-    for _ in range(rounds):
-        ours_rates.append(one_by_one(endpoint.run_items))
-        plain_rates.append(one_by_one(plain_run))
-    ours_obo, plain_obo = statistics.median(ours_rates), statistics.median(plain_rates)
-    del plain_run
     walls: list[float] = []
     latencies: list[float] = []
     queues: list[float] = []
+    ours_rates: list[float] = []
+    plain_rates: list[float] = []
     with DynamicBatcher(endpoint, max_batch_size=callers, max_wait_s=0.01, max_queue=max(4 * callers, 64)) as b, \
             ThreadPoolExecutor(max_workers=callers, thread_name_prefix="bench-caller") as pool:
         gate = threading.Barrier(callers + 1)
@@ -86,24 +81,40 @@ def run_concurrency(chosen: CaseResult, *, callers: int, rounds: int, cache_dir:
             gate.wait()
             return b(text, **call_params)
 
-        for round_index in range(rounds + 1):  # round 0 warms the threads and the batcher
+        def batched() -> float:
             futures = [pool.submit(caller, t) for t in texts]
             gate.wait()
             t0 = time.perf_counter()
             results = [f.result() for f in futures]
             wall = time.perf_counter() - t0
-            if round_index:
-                walls.append(wall)
-                latencies += [r.timings["latency_s"] for r in results]
-                queues += [r.timings["queue_s"] for r in results]
+            latencies.extend(r.timings["latency_s"] for r in results)
+            queues.extend(r.timings["queue_s"] for r in results)
+            return wall
+
+        batched()  # warms the threads and the batcher
+        latencies.clear()
+        queues.clear()
+        # Each round times the batched callers and both one-by-one passes back to back, the
+        # order alternating, so that its ratio compares them at one state of a shared machine
+        # (docs/benchmark.md, "Spread"); the target reads the median of the rounds' ratios.
+        for round_index in range(rounds):
+            order = ("batched", "ours", "plain") if round_index % 2 == 0 else ("plain", "ours", "batched")
+            for side in order:
+                if side == "batched":
+                    walls.append(batched())
+                elif side == "ours":
+                    ours_rates.append(one_by_one(endpoint.run_items))
+                else:
+                    plain_rates.append(one_by_one(plain_run))
         stats = b.stats()
-    median_wall = statistics.median(walls)
-    items_per_s = callers / median_wall
+    del plain_run
+    paired = PairedRatios.from_rates([callers / wall for wall in walls], plain_rates)
+    items_per_s = callers / statistics.median(walls)
     return ConcurrencyResult(
         status="ok", model_id=case.model_id, task=chosen.task, backend=endpoint.runtime.backend,
         precision=endpoint.runtime.precision, weights=chosen.weights, callers=callers, rounds=rounds,
         round_seconds=Latency.from_samples(walls), items_per_s=items_per_s,
         request_latency=Latency.from_samples(latencies), mean_queue_s=float(np.mean(queues)),
-        mean_batch_items=stats.mean_batch_items, ours_one_by_one_items_per_s=ours_obo,
-        plain_one_by_one_items_per_s=plain_obo, ratio_vs_plain=items_per_s / plain_obo,
+        mean_batch_items=stats.mean_batch_items, ours_one_by_one_items_per_s=statistics.median(ours_rates),
+        plain_one_by_one_items_per_s=statistics.median(plain_rates), ratio_vs_plain=paired.median, paired=paired,
     )

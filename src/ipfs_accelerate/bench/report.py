@@ -424,7 +424,9 @@ def render_markdown(run: BenchRun, targets: Sequence[Target], *, plots: Sequence
                 ["Mean batch", f"{_n(c.mean_batch_items)} items"],
                 ["Our endpoint one by one", f"{_n(c.ours_one_by_one_items_per_s)} items/s"],
                 ["Plain transformers one by one", f"{_n(c.plain_one_by_one_items_per_s)} items/s"],
-                ["Batched ÷ plain one by one", f"{_n(c.ratio_vs_plain)}×"],
+                ["Batched ÷ plain one by one", f"{_n(c.ratio_vs_plain)}×" + (
+                    f" (median of {len(c.paired.ratios)} rounds, each timing both back to back: "
+                    f"{_n(c.paired.min)}–{_n(c.paired.max)}×)" if c.paired else "")],
             ]),
         ]
 

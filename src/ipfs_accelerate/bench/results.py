@@ -248,9 +248,12 @@ class ConcurrencyResult:
         mean_queue_s: the mean seconds a request waited in the queue.
         mean_batch_items: items per batch the batcher formed.
         ours_one_by_one_items_per_s: the same inputs one call at a time on our endpoint (the
-            median over ``rounds`` passes, alternating with the plain baseline's).
+            median over ``rounds`` passes, one in each round).
         plain_one_by_one_items_per_s: … with the plain transformers baseline.
-        ratio_vs_plain: ``items_per_s ÷ plain_one_by_one_items_per_s``.
+        ratio_vs_plain: the median of the rounds' ratios, batched ÷ plain one by one
+            (``paired.median``).
+        paired: each round's batched rate against the plain one-by-one rate timed in the
+            same round (the order alternating between rounds).
     """
 
     status: str
@@ -270,6 +273,7 @@ class ConcurrencyResult:
     ours_one_by_one_items_per_s: float | None = None
     plain_one_by_one_items_per_s: float | None = None
     ratio_vs_plain: float | None = None
+    paired: PairedRatios | None = None
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

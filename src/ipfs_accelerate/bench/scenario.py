@@ -186,18 +186,20 @@ class Scenario:
     budget_s: float | None = None
     baselines: bool = True
     concurrency: int = 0
-    concurrency_rounds: int = 3
+    concurrency_rounds: int = 5
     paired_rounds: int = 4
     suite: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "cases", tuple(self.cases))
-        if self.budget_s is not None and (not isinstance(self.budget_s, (int, float)) or self.budget_s <= 0):
+        if self.budget_s is not None and (isinstance(self.budget_s, bool) or not isinstance(self.budget_s, (int, float))
+                                         or self.budget_s <= 0):
             raise InvalidInput(f"budget_s must be positive; got {self.budget_s!r}")
-        if isinstance(self.concurrency, bool) or not isinstance(self.concurrency, int) or self.concurrency < 0:
-            raise InvalidInput(f"concurrency must be an integer ≥ 0; got {self.concurrency!r}")
-        if isinstance(self.paired_rounds, bool) or not isinstance(self.paired_rounds, int) or self.paired_rounds < 0:
-            raise InvalidInput(f"paired_rounds must be an integer ≥ 0; got {self.paired_rounds!r}")
+        if not isinstance(self.baselines, bool):
+            raise InvalidInput(f"baselines must be true or false; got {self.baselines!r}")
+        _count("concurrency", self.concurrency, 0)
+        _count("concurrency_rounds", self.concurrency_rounds, 1)
+        _count("paired_rounds", self.paired_rounds, 0)
         ids = [c.case_id for c in self.cases]
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         if dupes:
@@ -214,6 +216,12 @@ class Scenario:
             "concurrency_rounds": self.concurrency_rounds, "paired_rounds": self.paired_rounds, "suite": self.suite,
             "cases": [c.to_dict() for c in self.cases],
         }
+
+
+def _count(name: str, value: object, least: int) -> None:
+    """A whole number ≥ ``least`` as written (2.5, "four" and true are refused, not truncated)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise InvalidInput(f"{name} must be an integer ≥ {least}; got {value!r}")
 
 
 def _one_of(name: str, value: object, allowed: Sequence[str]) -> None:
@@ -279,9 +287,10 @@ def scenario_from_dict(data: Mapping[str, Any], *, name: str = "scenario") -> Sc
                 cases.append(Case(**kwargs))
     return Scenario(
         name=str(data.get("name", name)), description=str(data.get("description", "")), cases=tuple(cases),
-        budget_s=data.get("budget_s"), baselines=bool(data.get("baselines", True)),
-        concurrency=int(data.get("concurrency", 0)), concurrency_rounds=int(data.get("concurrency_rounds", 3)),
-        paired_rounds=data.get("paired_rounds", 4),  # checked by Scenario (a typed error, not a truncation)
+        # Checked by Scenario as written: a typed error, not a truncation or a truthy string.
+        budget_s=data.get("budget_s"), baselines=data.get("baselines", True),
+        concurrency=data.get("concurrency", 0), concurrency_rounds=data.get("concurrency_rounds", 5),
+        paired_rounds=data.get("paired_rounds", 4),
     )
 
 

@@ -198,9 +198,12 @@ def evaluate_targets(run: BenchRun) -> list[Target]:
                 name=name, subject=f"{c.model_id} {c.task} ({c.weights} weights)", required=3.0,
                 value=c.ratio_vs_plain, met=c.ratio_vs_plain >= 3.0,
                 figure=(f"{_fmt(c.items_per_s or 0)} items/s batched ({c.backend}/{c.precision}) vs "
-                        f"{_fmt(c.plain_one_by_one_items_per_s or 0)} items/s one by one"),
+                        f"{_fmt(c.plain_one_by_one_items_per_s or 0)} items/s one by one"
+                        + (f"; back to back, median of {len(c.paired.ratios)} alternating rounds "
+                           f"{c.paired.median:.3g}× (rounds {c.paired.min:.3g}–{c.paired.max:.3g}×)" if c.paired else "")),
                 input_set=f"{c.callers} single inputs of the task's default input set, at once",
-                spread=(c.round_seconds.max / c.round_seconds.min if c.round_seconds is not None
+                spread=(c.paired.spread if c.paired is not None
+                        else c.round_seconds.max / c.round_seconds.min if c.round_seconds is not None
                         and c.round_seconds.min > 0 else None),
             ))
         else:
