@@ -247,3 +247,19 @@ def test_targets_read_the_alternating_rounds_where_they_ran():
     # Without rounds the targets read the two measurements, as before.
     apart = {t.name: t for t in evaluate_targets(run)}["int8 batch 1 ≥ 4× plain transformers tokens/s"]
     assert apart.value == pytest.approx(4.5) and apart.met is True and "rounds" not in apart.figure
+
+
+def test_a_long_failure_reason_keeps_its_cause_in_the_markdown() -> None:
+    """The status cell is cut in the middle: what failed and why both stay."""
+    reason = ("BackendUnavailable: openvino/cpu/fp32 cannot run 'ibm-granite/granite-vision-3.2-2b' (strict=True): "
+              "BackendUnavailable: the OpenVINO export needs about 35.7 GB of memory (3× the 11.9 GB of fp32 "
+              "weights) and 23.9 GB is available; run it with the torch backend or on a machine with more memory")
+    ok = _case("m", "embed", "feature-extraction", "fp32", (_m(1, "items/s", 10.0),))
+    failed = dataclasses.replace(_case("m", "embed", "feature-extraction", "int8", (_m(1, "items/s", 10.0),)),
+                                 status="failed", reason=reason, measurements=())
+    run = _run([ok, failed], [])
+    cell = next(line for line in render_markdown(run, evaluate_targets(run)).splitlines()
+                if line.startswith("|") and "failed:" in line).split(" | ")[6]
+    assert cell.startswith("failed: BackendUnavailable: openvino/cpu/fp32 cannot run")
+    assert cell.endswith("23.9 GB is available; run it with the torch backend or on a machine with more memory")
+    assert " … " in cell and len(cell) <= 160

@@ -153,6 +153,20 @@ def _buffer_size(mib: int) -> str:
     return f"{mib // 1024} GiB" if mib >= 1024 and mib % 1024 == 0 else f"{mib} MiB"
 
 
+CELL_CHARS = 160
+"""The most characters of a status or reason in a table cell; the JSON holds them whole."""
+
+
+def _clip(text: str, limit: int = CELL_CHARS) -> str:
+    """``text`` cut to ``limit`` characters in the middle: a reason starts with what failed and
+    ends with why and what to do (the memory it needs, the extra to install), so both ends stay."""
+    if len(text) <= limit:
+        return text
+    head = text[: limit * 2 // 5].rstrip()
+    tail = text[len(text) - (limit - len(head) - 3):].lstrip()
+    return f"{head} … {tail}"
+
+
 def _n(x: float | None, digits: int = 3) -> str:
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
         return "–"
@@ -359,7 +373,7 @@ def render_markdown(run: BenchRun, targets: Sequence[Target], *, plots: Sequence
                  "built now" if w.built else ("cached" if w.resolved == "synthetic" else "–"), _n(w.seconds),
                  w.status + (f": {w.reason}" if w.reason else "")] for w in prep.weights]
         lines += _table(["Model", "Family", "Weights asked", "Found", "Source", "Synthetic build", "Seconds",
-                         "Status"], [[c[:160] for c in row] for row in rows])
+                         "Status"], [[_clip(c) for c in row] for row in rows])
 
     lines += ["## Model status summary", ""]
     rows = []
@@ -370,7 +384,7 @@ def render_markdown(run: BenchRun, targets: Sequence[Target], *, plots: Sequence
         if r.status == "fallback":
             status = f"fallback (asked {r.case.backend}/{r.case.precision})"
         rows.append([_model(r), r.task or r.case.task or "", f"{r.backend or r.case.backend}",
-                     f"{r.precision or r.case.precision}", r.device or "–", _weights(r), status[:160],
+                     f"{r.precision or r.case.precision}", r.device or "–", _weights(r), _clip(status),
                      _n(load_s), _n(first.cold_first_call_s if first else None)])
     lines += _table(["Model", "Task", "Backend", "Precision", "Device", "Weights", "Status", "Load s",
                      "Cold first call s"], rows)
@@ -395,7 +409,7 @@ def render_markdown(run: BenchRun, targets: Sequence[Target], *, plots: Sequence
         version = f" {b.version}" if b.version else ""
         if not b.measurements:
             rows.append([b.name, b.role, f"{b.library}{version}", f"`{b.model_id}`", b.task or "", "–", "–", "–",
-                         "–", _n(b.load_s), f"{b.status}: {b.reason}"[:160]])
+                         "–", _n(b.load_s), _clip(f"{b.status}: {b.reason}")])
         for bm in b.measurements:
             rows.append([b.name, b.role, f"{b.library}{version}", f"`{b.model_id}`", b.task or "",
                          str(bm.batch_size), f"{_n(bm.throughput.value)} {bm.throughput.unit}", _ms(bm.latency.p50),
