@@ -93,3 +93,29 @@ def test_rates_of_summed_figures():
     assert rates_of({"items": 8.0, "new_tokens": 40.0}, 2.0) == {"items/s": 4.0, "tokens/s": 20.0}
     assert rates_of({"items": 1.0, "new_tokens": 0.0, "frames": 0.0}, 1.0) == {"items/s": 1.0}
     assert rates_of({"items": 1.0, "audio_seconds": 30.0}, 0.0) == {"items/s": 0.0, "x realtime": 0.0}
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_the_runner_pairs_ours_with_each_baseline_a_target_reads(monkeypatch, cache_dir):
+    """Where a target reads a reference baseline (faster-whisper for speech), the rounds run
+    against it; here the embedding needs are pointed at the tiny MiniLM's reference baseline
+    (sentence-transformers) at batch 2, so a real run shows which comparisons get rounds."""
+    import dataclasses
+
+    from ipfs_accelerate.bench.runner import run_scenario
+    from ipfs_accelerate.bench.scenario import Case, Scenario
+    from ipfs_accelerate.bench.target_needs import TARGET_NEEDS
+    from tests.fixtures.models import TINY
+
+    minilm = "sentence-transformers/all-MiniLM-L6-v2"
+    needs = TARGET_NEEDS["feature-extraction"]
+    monkeypatch.setitem(TARGET_NEEDS, "feature-extraction", dataclasses.replace(  # type: ignore[index]
+        needs, weights=None, input_set=None, versus_plain=(), versus_reference=(2,)))
+    case = Case(model_id=minilm, backend="torch", precision="fp32", batch_sizes=(1, 2), weights="synthetic",
+                config_overrides=TINY[minilm], min_runs=1, min_seconds=0.0, warmup_runs=0)
+    run = run_scenario(Scenario(name="pairs", paired_rounds=2, cases=(case,)), cache_dir=cache_dir)
+    rounds = {(c.role, c.batch_size): c.paired for c in run.comparisons}
+    assert set(rounds) == {("plain", 1), ("plain", 2), ("reference", 1), ("reference", 2)}
+    paired = rounds.pop(("reference", 2))
+    assert paired is not None and len(paired.ratios) == 2 and paired.min <= paired.median <= paired.max
+    assert all(value is None for value in rounds.values())  # no target reads them: no rounds

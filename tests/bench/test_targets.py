@@ -15,7 +15,7 @@ from ipfs_accelerate.bench.machine import MachineFacts
 from ipfs_accelerate.bench.report import render_markdown, report_dict, validate
 from ipfs_accelerate.bench.results import BaselineResult, BenchRun, CaseResult, Comparison, Measurement, Throughput
 from ipfs_accelerate.bench.scenario import Case, Scenario
-from ipfs_accelerate.bench.stats import Latency
+from ipfs_accelerate.bench.stats import Latency, PairedRatios
 from ipfs_accelerate.bench.targets import TARGET_NEEDS, WER_MARGIN, evaluate_targets
 
 ASR = "automatic-speech-recognition"
@@ -110,6 +110,31 @@ def test_speech_target_met_within_the_wer_bound():
     # The figure names the WERs compared and whose they are.
     assert "WER 0.090 (ours) vs 0.085 (ref float32) + 0.02" in target.figure
     assert "batch 1" in target.figure and "batch 8" not in target.figure
+
+
+def test_speech_target_reads_the_rounds_timed_back_to_back_with_each_reference():
+    run, _ = _speech_run(0.09)
+    # Measured apart ours read 20/18 of ref int8; back to back, rounds of 0.9, 0.95 and 1.2.
+    rounds = PairedRatios.from_rates([18.0, 19.0, 24.0], [20.0, 20.0, 20.0])
+    run = dataclasses.replace(run, comparisons=tuple(
+        dataclasses.replace(c, paired=rounds) if c.baseline_name == "ref int8" and c.batch_size == 1 else c
+        for c in run.comparisons))
+    targets = _speech_targets(run)
+    paired = targets[f"batch 1 realtime factor ≥ ref int8 at WER ≤ ref float32's + {WER_MARGIN:g}"]
+    assert paired.value == pytest.approx(0.95) and paired.met is False
+    assert paired.spread == pytest.approx(1.2 / 0.9)
+    assert "back to back, median of 3 alternating rounds 0.95× (rounds 0.9–1.2×; measured apart 1.11×)" in paired.figure
+    assert "WER 0.090 (ours) vs 0.085 (ref float32)" in paired.figure
+    apart = targets[f"batch 1 realtime factor ≥ ref float32 at WER ≤ ref float32's + {WER_MARGIN:g}"]
+    assert apart.value == pytest.approx(20.0 / 13.0) and "alternating" not in apart.figure
+
+
+def test_each_target_times_ours_back_to_back_with_the_baselines_it_reads():
+    assert TARGET_NEEDS["feature-extraction"].paired_roles(32) == ("plain",)
+    assert TARGET_NEEDS["feature-extraction"].paired_roles(1) == ()
+    assert TARGET_NEEDS["text-generation"].paired_roles(1) == ("plain",)
+    assert TARGET_NEEDS["text-generation"].paired_roles(8) == ()  # batch 8 is set against our batch 1
+    assert TARGET_NEEDS[ASR].paired_roles(1) == ("reference",)  # faster-whisper int8 and float32
 
 
 def test_speech_target_not_met_when_ours_makes_too_many_errors():

@@ -62,8 +62,9 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--no-baselines", action="store_true", help="skip the baselines")
     p.add_argument("--concurrency", type=int, help="callers in the concurrency test; 0 skips it (suite 64)")
     p.add_argument("--paired-rounds", type=int,
-                   help="where a target compares ours with plain transformers, rounds timing the two back to "
-                        "back (order alternating) whose median ratio the target reads; 0 skips them (default 4)")
+                   help="where a target compares ours with a baseline (plain transformers; faster-whisper for "
+                        "speech), rounds timing the two back to back (order alternating) whose median ratio the "
+                        "target reads; 0 skips them (default 4)")
     p.add_argument("--out", type=Path, default=Path("reports"), help="where the report goes (default reports/)")
     p.add_argument("--threads", default="auto",
                    help="torch intra-op threads: a number, 'default' (torch's choice), or 'auto' (default): "

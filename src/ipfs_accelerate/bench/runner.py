@@ -26,10 +26,11 @@ Then per case and batch size, in one process:
 Then the baselines of the case's model (once per model and batch size, on the same inputs
 and parameters), and once, after the first tier of cases, the concurrency test.
 
-Where a target compares the case with the plain baseline (``TargetNeeds.versus_plain``),
-the two are then timed back to back in ``Scenario.paired_rounds`` rounds, the order
-alternating (:func:`.measure.measure_paired`): the case's own figure and the baseline's
-may be minutes apart, and on a shared machine minutes apart is not the same machine.
+Where a target compares the case with a baseline (the plain one: ``TargetNeeds.versus_plain``;
+the reference ones: ``TargetNeeds.versus_reference``), the two are then timed back to back in
+``Scenario.paired_rounds`` rounds, the order alternating (:func:`.measure.measure_paired`):
+the case's own figure and the baseline's may be minutes apart, and on a shared machine
+minutes apart is not the same machine.
 """
 
 from __future__ import annotations
@@ -421,8 +422,8 @@ class BenchRunner:
         if paired_sizes:  # both sides loaded at once: only for the targets' (small) models
             self._run_baselines(case, handler, params, resolve_device(case.device), later,
                                 measured=[m.batch_size for m in measurements], keep_plain=True)
-            self._pair_with_plain(case, endpoint, handler, params, resolve_device(case.device),
-                                  [m for m in measurements if m.batch_size in paired_sizes])
+            self._pair_with_baselines(case, endpoint, handler, params, resolve_device(case.device),
+                                      [m for m in measurements if m.batch_size in paired_sizes])
         del endpoint
         release_freed_memory()
         if self.scenario.baselines and measurements and not paired_sizes:
@@ -446,15 +447,21 @@ class BenchRunner:
                 or (needs.input_set is not None and input_set.name != needs.input_set)
                 or precision not in needs.precisions):
             return []
-        return [b for b in measured if b in needs.versus_plain]
+        return [b for b in measured if needs.paired_roles(b)]
 
-    def _pair_with_plain(self, case: Case, endpoint: Any, handler: TaskHandler, params: Any, device: str,
-                         measured: Sequence[Measurement]) -> None:
-        """Time ours and the plain baseline back to back in alternating rounds, per batch size."""
-        record = next((r for key, r in self.baselines.items()
-                       if key.startswith(case.model_key + "#") and r.role == "plain"), None)
-        if record is None:
-            return
+    def _pair_with_baselines(self, case: Case, endpoint: Any, handler: TaskHandler, params: Any, device: str,
+                             measured: Sequence[Measurement]) -> None:
+        """Time ours and each baseline a target compares it with back to back in alternating
+        rounds, per batch size."""
+        needs = TARGET_NEEDS[handler.kind]
+        for key, record in list(self.baselines.items()):
+            sizes = [m for m in measured if record.role in needs.paired_roles(m.batch_size)]
+            if key.startswith(case.model_key + "#") and sizes:
+                self._pair_with(case, endpoint, handler, params, device, sizes, record)
+
+    def _pair_with(self, case: Case, endpoint: Any, handler: TaskHandler, params: Any, device: str,
+                   measured: Sequence[Measurement], record: _BaselineRecord) -> None:
+        """Time ours and one baseline back to back in alternating rounds, per batch size."""
         baseline_id = f"{case.model_key}#{record.baseline.name}"
         rounds = self.scenario.paired_rounds
         try:

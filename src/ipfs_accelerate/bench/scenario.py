@@ -172,8 +172,9 @@ class Scenario:
             endpoint through the dynamic batcher, against one-by-one plain transformers);
             0 skips it. It runs on the first embedding case.
         concurrency_rounds: timed rounds of the concurrency test.
-        paired_rounds: where a target compares ours with the plain baseline
-            (``TargetNeeds.versus_plain``), rounds that time the two back to back, the
+        paired_rounds: where a target compares ours with a baseline (the plain one,
+            ``TargetNeeds.versus_plain``, or the reference ones,
+            ``TargetNeeds.versus_reference``), rounds that time the two back to back, the
             order alternating, after both were measured; the target reads the median of
             the rounds' ratios and their spread. 0 skips them (the target then reads
             the ratio of the two measurements).

@@ -57,6 +57,8 @@ class TargetNeeds:
         versus_plain: the batch sizes at which a target compares ours with the plain
             baseline; there the runner also times the two in alternating rounds
             (``Scenario.paired_rounds``), whose median ratio the target reads.
+        versus_reference: the same for the reference baselines (faster-whisper for speech):
+            the batch sizes at which a target compares ours with each of them.
     """
 
     kind: str
@@ -67,6 +69,13 @@ class TargetNeeds:
     input_set: str | None = None
     replaces: tuple[tuple[str, str], ...] = ()
     versus_plain: tuple[int, ...] = ()
+    versus_reference: tuple[int, ...] = ()
+
+    def paired_roles(self, batch_size: int) -> tuple[str, ...]:
+        """The baseline roles (``"plain"``, ``"reference"``) a target compares ours with at
+        ``batch_size``: those the runner times back to back with ours."""
+        return tuple(role for role, sizes in (("plain", self.versus_plain), ("reference", self.versus_reference))
+                     if batch_size in sizes)
 
     def on_cpu(self, offered: Sequence[str]) -> list[str]:
         """Of the precisions a backend ``offered`` on a CPU, those the suite measures
@@ -100,7 +109,7 @@ TARGET_NEEDS: Mapping[str, TargetNeeds] = {
                     precisions=("fp32", "fp16", "bf16", "int8"), replaces=(("bf16", "fp16"),),
                     versus_plain=(GENERATION_BATCH,)),
         TargetNeeds(kind="automatic-speech-recognition", batch_sizes=(SPEECH_BATCH,), precisions=("fp32", "int8"),
-                    weights="pretrained"),
+                    weights="pretrained", versus_reference=(SPEECH_BATCH,)),
     )
 }
 """Per task kind, what its targets need measured; kinds without targets are absent."""

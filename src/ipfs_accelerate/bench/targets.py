@@ -144,7 +144,7 @@ def run_spread(m: Measurement | None) -> float | None:
     return m.latency.max / m.latency.min
 
 
-def versus_plain(result: CaseResult, c: Comparison, figure: str) -> tuple[float, str, float | None]:
+def versus_baseline(result: CaseResult, c: Comparison, figure: str) -> tuple[float, str, float | None]:
     """A target's value, figure and spread from one comparison with a baseline.
 
     Where the two were timed back to back in alternating rounds, the median round ratio
@@ -236,7 +236,7 @@ def _embedding_target(pairs: list[tuple[CaseResult, Comparison]], subject: str, 
         cos = cosines.get((c.case_id, c.batch_size))
         if cos is None or cos["min"] < 0.99:
             continue
-        value, figure, spread = versus_plain(result, c, (
+        value, figure, spread = versus_baseline(result, c, (
             f"{_label(result)} batch {c.batch_size}: {_fmt(c.ours)} vs {_fmt(c.theirs)} "
             f"{c.unit}; cosine min {cos['min']:.4f} vs {cos['against']}"))
         rows.append((value, figure))
@@ -259,7 +259,7 @@ def _generation_targets(pairs: list[tuple[CaseResult, Comparison]], results: lis
         rows = []
         for r, c in pairs:
             if c.role == "plain" and c.batch_size == one_b and c.unit == "tokens/s" and r.precision in precisions:
-                value, figure, spread = versus_plain(r, c, f"{_label(r)}: {_fmt(c.ours)} vs {_fmt(c.theirs)} tokens/s")
+                value, figure, spread = versus_baseline(r, c, f"{_label(r)}: {_fmt(c.ours)} vs {_fmt(c.theirs)} tokens/s")
                 if spread is not None:
                     spreads[figure] = spread
                 rows.append((value, figure))
@@ -320,25 +320,29 @@ def _speech_targets(run: BenchRun, pairs: list[tuple[CaseResult, Comparison]], r
     for name in names:
         target = f"batch {SPEECH_BATCH} realtime factor ≥ {name} at WER ≤ {bar_name}'s + {WER_MARGIN:g}"
         kept: list[tuple[float, str]] = []
+        spreads: dict[str, float] = {}
         too_wrong: list[str] = []
         unscored: list[tuple[float, str]] = []
         for r, c in pairs:
             if c.role != "reference" or c.baseline_name != name or c.batch_size != SPEECH_BATCH:
                 continue
-            speed = f"{_label(r)} batch {c.batch_size}: {_fmt(c.ours)} vs {_fmt(c.theirs)} {c.unit}"
             ours = _measurement(r, c.batch_size)
             theirs = _measurement_of(bar, c.batch_size)
+            value, speed, spread = versus_baseline(
+                r, c, f"{_label(r)} batch {c.batch_size}: {_fmt(c.ours)} vs {_fmt(c.theirs)} {c.unit}")
             if ours is None or ours.wer is None or theirs is None or theirs.wer is None:
-                unscored.append((c.ratio, f"{speed}; WER not measured (ours "
-                                          f"{_wer(ours)}, {bar_name} {_wer(theirs)}: no reference text)"))
+                unscored.append((value, f"{speed}; WER not measured (ours "
+                                        f"{_wer(ours)}, {bar_name} {_wer(theirs)}: no reference text)"))
                 continue
             words = f"WER {ours.wer:.3f} (ours) vs {theirs.wer:.3f} ({bar_name}) + {WER_MARGIN:g}"
             if ours.wer <= theirs.wer + WER_MARGIN:
-                kept.append((c.ratio, f"{speed}; {words}"))
+                kept.append((value, f"{speed}; {words}"))
+                if spread is not None:
+                    spreads[f"{speed}; {words}"] = spread
             else:
                 too_wrong.append(f"{speed}; {words}: too many errors")
         if kept:
-            out.append(_best(kept, target, subject, 1.0))
+            out.append(_best(kept, target, subject, 1.0, spreads=spreads))
         elif too_wrong:
             out.append(Target(name=target, subject=subject, required=1.0, value=None, met=False,
                               figure="no case within the WER bound: " + "; ".join(too_wrong)))
