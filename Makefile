@@ -11,7 +11,7 @@ setup:
 # Main job: benchmark every family on every backend that works here, beside plain transformers
 # and the reference libraries, within a 14-minute budget; writes reports/benchmark.md, .json and plots.
 report: setup
-	.venv/bin/ipfs-accelerate bench --suite seed --out reports/
+	.venv/bin/ipfs-accelerate bench --suite seed --out reports/ --history-dir reports/history
 
 test: setup
 	.venv/bin/python -m pytest -q

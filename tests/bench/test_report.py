@@ -253,3 +253,31 @@ def test_a_missed_target_never_rounds_up_to_its_requirement():
     assert _against(3.998, 4.0) == "3.998" and _against(0.99996, 1.0) == "0.99996"
     assert _against(4.08, 4.0) == "4.08" and _against(4.0, 4.0) == "4" and _against(2.7, None) == "2.7"
     assert _against(None, 4.0) == "–"
+
+
+def test_history_dir_keeps_each_report_and_reads_the_earlier_ones(tmp_path, cache_dir, capsys):
+    scenario = tmp_path / "one.yaml"
+    scenario.write_text(yaml.safe_dump({
+        "name": "history", "min_runs": 1, "min_seconds": 0, "paired_rounds": 0,
+        "cases": [{"model": "gpt2", "backend": "torch", "precision": "fp32", "batch_sizes": [1], "warmup_runs": 0,
+                   "weights": "synthetic", "config_overrides": TINY["gpt2"], "params": {"max_new_tokens": 2}}],
+    }))
+    kept = tmp_path / "history"
+    kept.mkdir()
+    (kept / "benchmark-broken.json").write_text("{not json")  # left out with a warning, not fatal
+    values = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("IPFS_ACCELERATE_CACHE", str(cache_dir))
+        for run in range(2):
+            args = ["--scenario", str(scenario), "--out", str(tmp_path / f"out{run}"), "--history-dir", str(kept),
+                    "--quiet"]
+            assert bench_cli.main(args) == 0
+            doc = json.loads((tmp_path / f"out{run}" / JSON_NAME).read_text())
+            target = next(t for t in doc["targets"] if t["name"].startswith("batch 1 ≥ 2× plain"))
+            values.append((target["value"], target["history"]))
+    assert "benchmark-broken.json: not a readable JSON report" in capsys.readouterr().err
+    (first, first_history), (_, second_history) = values
+    assert first_history == [] and second_history == [first]  # the second run reads the first's value
+    assert len(list(kept.glob("benchmark-*.json"))) == 3  # both runs kept beside the broken file
+    text = (tmp_path / "out1" / MARKDOWN_NAME).read_text()
+    assert "over 2 reports" in text

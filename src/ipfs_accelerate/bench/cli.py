@@ -3,7 +3,7 @@
 Register it in the main parser with ``add_bench_parser(subparsers)``; it also runs alone as
 ``python -m ipfs_accelerate.bench.cli``. Examples::
 
-    ipfs-accelerate bench --suite seed --out reports/            # the main job (minutes: its budget)
+    ipfs-accelerate bench --suite seed --out reports/ --history-dir reports/history  # the main job
     ipfs-accelerate bench --model gpt2 --weights synthetic --backend torch \\
         --precision fp32 --precision int8 --batch-size 1 --batch-size 8 --param max_new_tokens=32
     ipfs-accelerate bench --scenario my.yaml --budget-s 300 --out /tmp/report
@@ -17,6 +17,8 @@ import argparse
 import dataclasses
 import logging
 import os
+import re
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,7 +28,11 @@ from .._cli_args import parse_key_value
 from .._exceptions import AccelerateError, InvalidInput
 from ..engine.options import BACKENDS, PRECISIONS, WEIGHTS
 
-__all__ = ["add_bench_parser", "cmd_bench", "main"]
+__all__ = ["HISTORY_KEPT", "add_bench_parser", "cmd_bench", "keep_report", "kept_reports", "main"]
+
+HISTORY_KEPT = 20
+"""How many kept reports ``--history-dir`` reads (the newest): a column of 20 runs says what
+holds on this machine, and the files (about 0.7 MB each) are never deleted by us."""
 
 
 def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -73,6 +79,10 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--history", nargs="+", type=Path, default=[], metavar="REPORT_JSON",
                    help="earlier JSON reports (e.g. old/*/benchmark.json): each target states its values "
                         "over them and this run, and their max÷min spread")
+    p.add_argument("--history-dir", type=Path, metavar="DIR",
+                   help=f"keep this run's JSON report in DIR and read the newest {HISTORY_KEPT} kept there as "
+                        "--history (make report uses reports/history): each target then states its values "
+                        "across the reports taken on this machine")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
                    help="log fallbacks and library warnings")
@@ -157,12 +167,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error()
+    # Read before the run: a bad --history file should stop it now, not after its budget.
+    history = load_reports(args.history)
+    if args.history_dir is not None:
+        history += kept_reports(args.history_dir)
     notes = [_set_threads(str(args.threads))]
     cache = os.environ.get("IPFS_ACCELERATE_CACHE")
     with Progress(enabled=not args.quiet) as progress:
         run = run_scenario(scenario, cache_dir=Path(cache) if cache else None, progress=progress,
                            notes=[n for n in notes if n])
-    files = write_report(run, args.out, history=load_reports(args.history))
+    files = write_report(run, args.out, history=history)
+    if args.history_dir is not None:
+        kept = keep_report(files.json, args.history_dir, run.started_at)
+        print(f"kept:   {kept} (history for the next run; this one read {len(history)} earlier reports)")
     print(f"report: {files.markdown}")
     print(f"json:   {files.json}")
     print(f"plots:  {', '.join(str(p) for p in files.plots)}")
@@ -173,6 +190,39 @@ def cmd_bench(args: argparse.Namespace) -> int:
     print(f"{len(run.cases)} cases ({len(failed)} failed) in {run.duration_s:.0f} s{prep}; "
           f"targets met: {met}/{judged}")
     return 0
+
+
+def kept_reports(directory: Path) -> list[dict[str, Any]]:
+    """The newest :data:`HISTORY_KEPT` JSON reports kept in ``directory``, oldest first (none
+    when it does not exist); a file that is not a report is left out with a warning."""
+    from .report import load_reports
+
+    if not directory.is_dir():
+        return []
+    found = sorted(directory.glob("benchmark-*.json"), key=lambda p: p.stat().st_mtime)[-HISTORY_KEPT:]
+    docs = []
+    for path in found:
+        try:
+            docs += load_reports([path])
+        except InvalidInput as exc:
+            print(f"warning: {exc}; left out of the history", file=sys.stderr)
+    return docs
+
+
+def keep_report(report_json: Path, directory: Path, started_at: str) -> Path:
+    """Copy ``report_json`` into ``directory`` as ``benchmark-<start time>.json``; returns the copy.
+
+    Raises:
+        InvalidInput: ``directory`` cannot be created or written.
+    """
+    stamp = re.sub(r"[^0-9A-Za-z]+", "-", started_at).strip("-") or "run"
+    target = directory / f"benchmark-{stamp}.json"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(report_json, target)
+    except OSError as exc:
+        raise InvalidInput(f"--history-dir {directory}: cannot keep the report there ({exc})") from None
+    return target
 
 
 def main(argv: Sequence[str] | None = None) -> int:
