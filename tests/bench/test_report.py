@@ -281,3 +281,9 @@ def test_history_dir_keeps_each_report_and_reads_the_earlier_ones(tmp_path, cach
     assert len(list(kept.glob("benchmark-*.json"))) == 3  # both runs kept beside the broken file
     text = (tmp_path / "out1" / MARKDOWN_NAME).read_text()
     assert "over 2 reports" in text
+    # A history folder that cannot be made stops the run before it starts (nothing written).
+    (tmp_path / "a file").write_text("")
+    args = ["--scenario", str(scenario), "--out", str(tmp_path / "out2"), "--history-dir",
+            str(tmp_path / "a file" / "history"), "--quiet"]
+    assert bench_cli.main(args) == 2
+    assert "--history-dir" in capsys.readouterr().err and not (tmp_path / "out2").exists()

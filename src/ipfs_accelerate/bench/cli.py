@@ -167,10 +167,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error()
-    # Read before the run: a bad --history file should stop it now, not after its budget.
+    # Read (and made) before the run: a bad --history file or an unwritable --history-dir
+    # should stop it now, not after its budget.
     history = load_reports(args.history)
     if args.history_dir is not None:
         history += kept_reports(args.history_dir)
+        try:
+            args.history_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InvalidInput(f"--history-dir {args.history_dir}: cannot keep reports there ({exc})") from None
     notes = [_set_threads(str(args.threads))]
     cache = os.environ.get("IPFS_ACCELERATE_CACHE")
     with Progress(enabled=not args.quiet) as progress:
