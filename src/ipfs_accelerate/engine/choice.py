@@ -15,8 +15,11 @@ decode a GPT-2-size model at 61–79 tokens/s on 2 AVX2 cores, OpenVINO's int8 w
 decompression at about 60; for encoders and Whisper OpenVINO's int8 stays ahead.
 
 ``precision="auto"`` picks fp16 on CUDA (bf16 for models that overflow in fp16, fp32 where
-the card lacks bf16) and fp32 on CPUs: bf16 only pays on CPUs with native bf16 (AVX512-BF16
-or AMX), and int8 is never chosen automatically because it changes the outputs. A
+the card lacks bf16) and fp32 on CPUs, except torch's bf16 on CPUs with native bf16
+(AVX512-BF16 or AMX; emulated bf16 does not pay). OpenVINO stays in fp32 there although its
+bf16 is faster: bf16 turns near-ties of greedy decoding, and served throughput leaves the
+HTTP work a larger share (docs/server.md); ``precision="bf16"`` asks for it. int8 is never
+chosen automatically because it changes the outputs. A
 candidate in a lower precision is followed by the same backend in fp32 before the next
 backend is tried.
 """
