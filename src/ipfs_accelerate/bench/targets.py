@@ -35,6 +35,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .results import BaselineResult, BenchRun, CaseResult, Comparison, Measurement
+from .stats import PairedRatios
 from .target_needs import (
     EMBEDDING_BATCH,
     EMBEDDING_INPUT_SET,
@@ -154,8 +155,14 @@ def versus_baseline(result: CaseResult, c: Comparison, figure: str) -> tuple[flo
     p = c.paired
     if p is None:
         return c.ratio, figure, run_spread(_measurement(result, c.batch_size))
-    return p.median, (f"{figure}; back to back, median of {len(p.ratios)} alternating rounds "
-                      f"{p.median:.3g}× (rounds {p.min:.3g}–{p.max:.3g}×; measured apart {c.ratio:.3g}×)"), p.spread
+    return p.median, f"{figure}; {_rounds_text(p, apart=c.ratio)}", p.spread
+
+
+def _rounds_text(p: PairedRatios, *, apart: float | None = None) -> str:
+    """How a figure from rounds timed back to back reads in a target row."""
+    measured_apart = f"; measured apart {apart:.3g}×" if apart is not None else ""
+    return (f"back to back, median of {len(p.ratios)} alternating rounds {p.median:.3g}× "
+            f"(rounds {p.min:.3g}–{p.max:.3g}×{measured_apart})")
 
 
 def _input_label(result: CaseResult) -> str:
@@ -199,8 +206,7 @@ def evaluate_targets(run: BenchRun) -> list[Target]:
                 value=c.ratio_vs_plain, met=c.ratio_vs_plain >= 3.0,
                 figure=(f"{_fmt(c.items_per_s or 0)} items/s batched ({c.backend}/{c.precision}) vs "
                         f"{_fmt(c.plain_one_by_one_items_per_s or 0)} items/s one by one"
-                        + (f"; back to back, median of {len(c.paired.ratios)} alternating rounds "
-                           f"{c.paired.median:.3g}× (rounds {c.paired.min:.3g}–{c.paired.max:.3g}×)" if c.paired else "")),
+                        + (f"; {_rounds_text(c.paired)}" if c.paired else "")),
                 input_set=f"{c.callers} single inputs of the task's default input set, at once",
                 spread=(c.paired.spread if c.paired is not None
                         else c.round_seconds.max / c.round_seconds.min if c.round_seconds is not None
