@@ -121,14 +121,12 @@ class Case:
         if not sizes or any(isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in sizes):
             raise InvalidInput(f"batch sizes must be positive integers; got {self.batch_sizes!r}")
         object.__setattr__(self, "batch_sizes", sizes)
-        if isinstance(self.min_runs, bool) or not isinstance(self.min_runs, int) or self.min_runs < 1:
-            raise InvalidInput(f"min_runs must be a positive integer; got {self.min_runs!r}")
+        _count("min_runs", self.min_runs, 1)
         if not isinstance(self.min_seconds, (int, float)) or self.min_seconds < 0:
             raise InvalidInput(f"min_seconds must be ≥ 0; got {self.min_seconds!r}")
         if self.max_seconds is not None and (not isinstance(self.max_seconds, (int, float)) or self.max_seconds <= 0):
             raise InvalidInput(f"max_seconds must be positive; got {self.max_seconds!r}")
-        if isinstance(self.warmup_runs, bool) or not isinstance(self.warmup_runs, int) or self.warmup_runs < 0:
-            raise InvalidInput(f"warmup_runs must be an integer ≥ 0; got {self.warmup_runs!r}")
+        _count("warmup_runs", self.warmup_runs, 0)
         if self.config_overrides and self.weights != "synthetic":
             raise InvalidInput(f"{self.model_id}: config_overrides need weights: synthetic")
 
@@ -286,13 +284,12 @@ def scenario_from_dict(data: Mapping[str, Any], *, name: str = "scenario") -> Sc
                     elif key in defaults:
                         kwargs[key] = defaults[key]
                 cases.append(Case(**kwargs))
-    return Scenario(
-        name=str(data.get("name", name)), description=str(data.get("description", "")), cases=tuple(cases),
-        # Checked by Scenario as written: a typed error, not a truncation or a truthy string.
-        budget_s=data.get("budget_s"), baselines=data.get("baselines", True),
-        concurrency=data.get("concurrency", 0), concurrency_rounds=data.get("concurrency_rounds", 5),
-        paired_rounds=data.get("paired_rounds", 4),
-    )
+    # Passed as written, so that Scenario's own check gives the typed error (no truncation, no
+    # truthy string) and its defaults stay the only ones.
+    settings = {key: data[key] for key in ("budget_s", "baselines", "concurrency", "concurrency_rounds",
+                                           "paired_rounds") if key in data}
+    return Scenario(name=str(data.get("name", name)), description=str(data.get("description", "")),
+                    cases=tuple(cases), **settings)
 
 
 def load_scenario(path: str | Path) -> Scenario:
