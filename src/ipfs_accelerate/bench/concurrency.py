@@ -81,19 +81,15 @@ def run_concurrency(chosen: CaseResult, *, callers: int, rounds: int, cache_dir:
             gate.wait()
             return b(text, **call_params)
 
-        def batched() -> float:
+        def batched() -> tuple[float, list[Any]]:
+            """All callers at once: the wall seconds until the last answer, and the results."""
             futures = [pool.submit(caller, t) for t in texts]
             gate.wait()
             t0 = time.perf_counter()
             results = [f.result() for f in futures]
-            wall = time.perf_counter() - t0
-            latencies.extend(r.timings["latency_s"] for r in results)
-            queues.extend(r.timings["queue_s"] for r in results)
-            return wall
+            return time.perf_counter() - t0, results
 
         batched()  # warms the threads and the batcher
-        latencies.clear()
-        queues.clear()
         # Each round times the batched callers and both one-by-one passes back to back, the
         # order alternating, so that its ratio compares them at one state of a shared machine
         # (docs/benchmark.md, "Spread"); the target reads the median of the rounds' ratios.
@@ -101,7 +97,10 @@ def run_concurrency(chosen: CaseResult, *, callers: int, rounds: int, cache_dir:
             order = ("batched", "ours", "plain") if round_index % 2 == 0 else ("plain", "ours", "batched")
             for side in order:
                 if side == "batched":
-                    walls.append(batched())
+                    wall, results = batched()
+                    walls.append(wall)
+                    latencies.extend(r.timings["latency_s"] for r in results)
+                    queues.extend(r.timings["queue_s"] for r in results)
                 elif side == "ours":
                     ours_rates.append(one_by_one(endpoint.run_items))
                 else:

@@ -455,8 +455,10 @@ class BenchRunner:
         rounds, per batch size."""
         needs = TARGET_NEEDS[handler.kind]
         for key, record in list(self.baselines.items()):
+            if not key.startswith(case.model_key + "#"):
+                continue
             sizes = [m for m in measured if record.role in needs.paired_roles(m.batch_size)]
-            if key.startswith(case.model_key + "#") and sizes:
+            if sizes:
                 self._pair_with(case, endpoint, handler, params, device, sizes, record)
 
     def _pair_with(self, case: Case, endpoint: Any, handler: TaskHandler, params: Any, device: str,
