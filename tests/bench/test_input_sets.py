@@ -22,6 +22,7 @@ from ipfs_accelerate.bench.report import (
     validate,
     write_report,
 )
+from ipfs_accelerate.bench.results import CaseResult
 from ipfs_accelerate.bench.runner import case_batches, case_input_set
 from ipfs_accelerate.bench.scenario import Case
 from ipfs_accelerate.bench.stats import Latency
@@ -173,3 +174,13 @@ def test_throughput_plot_has_one_panel_per_model_sorted_with_its_ratio_to_plain(
     files = write_report(run, tmp_path)
     with Image.open(files.plots[0]) as image:
         assert image.size[0] > 1000  # two panels side by side
+
+
+def test_a_case_cut_before_it_loaded_does_not_blank_its_panel_title():
+    lm = _case("lm", "generate", "text-generation", "fp32", (_m(1, "tokens/s", 40.0),))
+    lm = dataclasses.replace(lm, input_set="examples")
+    # The budget cut a later case of the same model: no weights, input set or measurements.
+    cut = CaseResult(case=dataclasses.replace(lm.case, backend="openvino"), status="skipped", reason="cut")
+    for cases in ([lm, cut], [cut, lm]):
+        (title,) = throughput_panels(_run(cases, []))
+        assert title.startswith("lm generate (pretrained weights, examples inputs)"), title

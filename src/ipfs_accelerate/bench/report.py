@@ -555,9 +555,12 @@ def throughput_panels(run: BenchRun) -> dict[str, list[ThroughputBar]]:
     plain: dict[tuple[str, int], float] = {}
     keys = {r.case.model_key: r for r in run.cases}
     titles: dict[str, str] = {}
-    for r in run.cases:
-        on = f", {r.input_set} inputs" if r.input_set else ""
-        titles[r.case.model_key] = f"{r.case.model_id.split('/')[-1]} {r.task} ({r.weights or '?'} weights{on})"
+    # A case cut or failed before it loaded has no weights or input set: the title comes from
+    # a case that measured something, so a later cut case cannot blank it.
+    for r in sorted(run.cases, key=lambda r: (not r.measurements, not r.weights)):
+        if r.case.model_key not in titles:
+            on = f", {r.input_set} inputs" if r.input_set else ""
+            titles[r.case.model_key] = f"{r.case.model_id.split('/')[-1]} {r.task} ({r.weights or '?'} weights{on})"
     for b in run.baselines:
         key = b.baseline_id.split("#", 1)[0]
         if b.role == "plain" and key in keys:
