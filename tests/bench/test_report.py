@@ -16,6 +16,7 @@ import yaml
 
 import ipfs_accelerate as ia
 from ipfs_accelerate.bench import cli as bench_cli
+from ipfs_accelerate.bench.budget import BudgetClock
 from ipfs_accelerate.bench.machine import READ_PROBE_MIB
 from ipfs_accelerate.bench.report import JSON_NAME, MARKDOWN_NAME, SCHEMA, SECTIONS, validate, write_report
 from ipfs_accelerate.bench.runner import run_scenario
@@ -191,6 +192,15 @@ def test_time_budget_cuts_and_says_so(tmp_path, cache_dir):
     cut = text.split("## What was cut\n", 1)[1].split("\n## ", 1)[0]
     assert "time budget" in cut
     assert validate(json.loads(files.json.read_text())) == []
+
+
+def test_a_cut_says_how_much_time_was_left_and_never_a_negative_figure():
+    roomy = BudgetClock(1000.0)  # 30 s of it kept for the report
+    assert not roomy.too_costly(100.0) and roomy.too_costly(300.0)
+    assert re.fullmatch(r"predicted 300 s, more than a quarter of the 9(69|70) s left", roomy.cost_words(300.0))
+    spent = BudgetClock(3.0)  # the 5 s reserve is more than the budget: nothing is left
+    assert spent.remaining() < 0 and spent.too_costly(11.0)
+    assert spent.cost_words(11.0) == "predicted 11 s, with no time left"
 
 
 def test_scenario_files_and_suite(tmp_path):

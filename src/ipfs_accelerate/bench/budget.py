@@ -49,6 +49,13 @@ class BudgetClock:
         """Whether one measurement would eat too much of the budget left (breadth comes first)."""
         return self.budget_s is not None and predicted_s > _COSTLY_SHARE * self.remaining()
 
+    def cost_words(self, predicted_s: float) -> str:
+        """Why :meth:`too_costly` held, in words for the report's list of cuts: "predicted 19 s,
+        more than a quarter of the 68 s left", or "… with no time left" once the budget is spent."""
+        left = self.remaining()
+        return (f"predicted {predicted_s:.0f} s, more than a quarter of the {left:.0f} s left" if left >= 1
+                else f"predicted {predicted_s:.0f} s, with no time left")
+
     def limits(self, *, min_seconds: float, max_seconds: float | None,
                units_left: int) -> tuple[float, float, tuple[str, ...]]:
         """A measurement's ``(min_seconds, cap, cuts)`` once the budget has its say.

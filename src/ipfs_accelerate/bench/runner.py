@@ -342,8 +342,8 @@ class BenchRunner:
                               task=case.task)
         predicted = self._predicted_case_s(case)
         if predicted is not None and self.clock.too_costly(predicted):
-            self.cuts.append(f"{case.case_id}: not run: predicted {predicted:.0f} s from a smaller batch of the same "
-                             f"model, more than a quarter of the {self.clock.remaining():.0f} s left")
+            self.cuts.append(f"{case.case_id}: not run: {self.clock.cost_words(predicted)} (from a smaller batch of "
+                             "the same model)")
             self.progress.step(f"skipped {label} (predicted {predicted:.0f} s)", advance=len(case.batch_sizes))
             return CaseResult(case=case, status="skipped", reason=f"predicted {predicted:.0f} s, over the time budget",
                               family=case.family, task=case.task)
@@ -388,9 +388,8 @@ class BenchRunner:
                 predicted = predicted_seconds(previous.latency.p50, measured_batch=previous.batch_size,
                                               batch_size=batch_size, calls=case.warmup_runs + 1)
                 if self.clock.too_costly(predicted):
-                    self.cuts.append(f"{case.case_id}: batch {batch_size} not measured: predicted {predicted:.0f} s "
-                                     f"from batch {measurements[-1].batch_size}, more than a quarter of the "
-                                     f"{self.clock.remaining():.0f} s left")
+                    self.cuts.append(f"{case.case_id}: batch {batch_size} not measured: "
+                                     f"{self.clock.cost_words(predicted)} (from batch {previous.batch_size})")
                     self.progress.step(f"skipped {label} batch {batch_size} (predicted over budget)")
                     continue
             batches = case_batches(case, handler, batch_size)
@@ -478,8 +477,7 @@ class BenchRunner:
                 predicted = rounds * 2 * turn + (0.0 if warm else (record.load_s or 0.0) + theirs.latency.p50)
                 if self.scenario.budget_s is not None and self.clock.too_costly(predicted):
                     self.cuts.append(f"{case.case_id}: batch {batch_size} not paired with {record.baseline.name}: "
-                                     f"predicted {predicted:.0f} s, more than a quarter of the "
-                                     f"{self.clock.remaining():.0f} s left (the target reads the two measurements)")
+                                     f"{self.clock.cost_words(predicted)} (the target reads the two measurements)")
                     continue
                 if record.run is None:
                     record.run = record.baseline.load(device)
@@ -573,8 +571,7 @@ class BenchRunner:
                                                   calls=case.warmup_runs + 2)  # cold call, warm-up, one timed run
                     if self.clock.too_costly(predicted):
                         self.cuts.append(f"baseline {baseline.name} of {case.model_id} batch {batch_size}: not run, "
-                                         f"predicted {predicted:.0f} s, more than a quarter of the "
-                                         f"{self.clock.remaining():.0f} s left")
+                                         f"{self.clock.cost_words(predicted)}")
                         continue
                 batches = case_batches(case, handler, batch_size)
                 outputs: list[Sequence[Any]] = []
