@@ -15,6 +15,7 @@ import pytest
 
 from ipfs_accelerate import InvalidInput
 from ipfs_accelerate.bench.report import (
+    latency_panels,
     load_reports,
     render_markdown,
     report_dict,
@@ -173,6 +174,31 @@ def test_throughput_plot_has_one_panel_per_model_sorted_with_its_ratio_to_plain(
     assert next(title for title in panels if title.startswith("lm")).endswith("— tokens/s")
     files = write_report(run, tmp_path)
     with Image.open(files.plots[0]) as image:
+        assert image.size[0] > 1000  # two panels side by side
+
+
+def test_latency_plot_has_the_same_panels_with_each_box_its_samples(tmp_path):
+    from PIL import Image
+
+    def timed(m, seconds):
+        return dataclasses.replace(m, latency=Latency.from_samples(seconds))
+
+    fast = _case("lm", "generate", "text-generation", "int8", (timed(_m(1, "tokens/s", 80.0), [0.2, 0.3, 0.25]),
+                                                                timed(_m(8, "tokens/s", 300.0), [0.9, 1.1])))
+    slow = dataclasses.replace(fast, backend="openvino", case=dataclasses.replace(fast.case, backend="openvino"),
+                               measurements=(timed(_m(1, "tokens/s", 40.0), [0.5, 0.6]),))
+    plain = _baseline(fast, "plain generate", "plain", "fp32", (timed(_m(1, "tokens/s", 20.0), [1.0, 1.2]),))
+    other = _case("emb", "embed", "feature-extraction", "fp32", (timed(_m(32, "items/s", 500.0), [0.064]),))
+    run = _run([fast, slow, other], [plain])
+    panels = latency_panels(run)
+    assert [title.split(" — ")[0] for title in throughput_panels(run)] == list(panels)
+    lm = next(boxes for title, boxes in panels.items() if title.startswith("lm generate"))
+    # Batch 1 first, fastest median first, then batch 8; the baseline beside ours.
+    assert [b.label for b in lm] == ["b1 torch/int8", "b1 openvino/int8", "b1 plain generate", "b8 torch/int8"]
+    assert lm[0].samples_ms == pytest.approx((200.0, 300.0, 250.0)) and lm[0].p50_ms == pytest.approx(250.0)
+    assert [b.is_baseline for b in lm] == [False, False, True, False]
+    files = write_report(run, tmp_path)
+    with Image.open(files.plots[1]) as image:
         assert image.size[0] > 1000  # two panels side by side
 
 

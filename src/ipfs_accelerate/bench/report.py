@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +42,8 @@ from .results import (
 from .targets import NOISY_SPREAD, Target, evaluate_targets, with_history
 
 __all__ = [
-    "SCHEMA", "SECTIONS", "ReportFiles", "ThroughputBar", "load_reports", "render_markdown", "report_dict",
-    "throughput_panels", "validate", "write_report",
+    "SCHEMA", "SECTIONS", "LatencyBox", "ReportFiles", "ThroughputBar", "latency_panels", "load_reports",
+    "render_markdown", "report_dict", "throughput_panels", "validate", "write_report",
 ]
 
 MARKDOWN_NAME = "benchmark.md"
@@ -521,19 +521,6 @@ def render_markdown(run: BenchRun, targets: Sequence[Target], *, plots: Sequence
 # -- plots -----------------------------------------------------------------------------
 
 
-def _series(run: BenchRun) -> list[tuple[str, str, Measurement, bool]]:
-    """``(label, backend, measurement, is_baseline)`` for every measurement."""
-    out = []
-    for r in run.cases:
-        for m in r.measurements:
-            out.append((f"{r.case.model_id.split('/')[-1]}/{r.task} b{m.batch_size} {r.backend}/{r.precision}",
-                        r.backend or "?", m, False))
-    for b in run.baselines:
-        for m in b.measurements:
-            out.append((f"{b.model_id.split('/')[-1]}/{b.task} b{m.batch_size} {b.name}", "baseline", m, True))
-    return out
-
-
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ThroughputBar:
     """One bar of the throughput plot: ours (a backend and precision) or a baseline, at one batch size."""
@@ -545,15 +532,36 @@ class ThroughputBar:
     vs_plain: float | None
 
 
-def throughput_panels(run: BenchRun) -> dict[str, list[ThroughputBar]]:
-    """The throughput plot's panels: one per model, task and input set, each bar ours or a baseline.
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LatencyBox:
+    """One box of the latency plot: ours (a backend and precision) or a baseline, at one batch size.
 
-    Within a panel the bars are grouped by batch size (smallest first) and sorted by
-    throughput, fastest first; each carries its ratio to the plain transformers baseline of
-    the same model and batch size (None where no plain baseline ran).
+    Attributes:
+        samples_ms: the timed calls' latencies in milliseconds (the median alone where the
+            measurement kept no samples).
     """
-    plain: dict[tuple[str, int], float] = {}
-    keys = {r.case.model_key: r for r in run.cases}
+
+    label: str
+    backend: str
+    samples_ms: tuple[float, ...]
+    p50_ms: float
+    is_baseline: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class _Entry:
+    """A measurement placed in its plot panel."""
+
+    panel: str
+    model_key: str
+    label: str
+    backend: str
+    is_baseline: bool
+    measurement: Measurement
+
+
+def _panel_entries(run: BenchRun) -> list[_Entry]:
+    """Every measurement, ours and the baselines', with its panel: one per model, task and input set."""
     titles: dict[str, str] = {}
     # A case cut or failed before it loaded has no weights or input set: the title comes from
     # a case that measured something, so a later cut case cannot blank it.
@@ -561,99 +569,152 @@ def throughput_panels(run: BenchRun) -> dict[str, list[ThroughputBar]]:
         if r.case.model_key not in titles:
             on = f", {r.input_set} inputs" if r.input_set else ""
             titles[r.case.model_key] = f"{r.case.model_id.split('/')[-1]} {r.task} ({r.weights or '?'} weights{on})"
+    out = [_Entry(titles.get(r.case.model_key, r.case.model_key), r.case.model_key, f"b{m.batch_size} "
+                  f"{r.backend}/{r.precision}", r.backend or "?", False, m)
+           for r in run.cases for m in r.measurements]
+    for b in run.baselines:
+        key = b.baseline_id.split("#", 1)[0]
+        out += [_Entry(titles.get(key, key), key, f"b{m.batch_size} {b.name}", "baseline", True, m)
+                for m in b.measurements]
+    return out
+
+
+def throughput_panels(run: BenchRun) -> dict[str, list[ThroughputBar]]:
+    """The throughput plot's panels: one per model, task and input set, each bar ours or a baseline.
+
+    Within a panel the bars are grouped by batch size (smallest first) and sorted by
+    throughput, fastest first; each carries its ratio to the plain transformers baseline of
+    the same model and batch size (None where no plain baseline ran).
+    """
+    keys = {r.case.model_key for r in run.cases}
+    plain: dict[tuple[str, int], float] = {}
     for b in run.baselines:
         key = b.baseline_id.split("#", 1)[0]
         if b.role == "plain" and key in keys:
             for m in b.measurements:
                 plain[(key, m.batch_size)] = m.rates.get(m.throughput.rate_unit or m.throughput.unit, 0.0)
     rows: dict[str, list[tuple[int, ThroughputBar]]] = {}
-
-    def add(key: str, m: Measurement, label: str, backend: str, is_baseline: bool) -> None:
+    for e in _panel_entries(run):
+        m = e.measurement
         unit = m.throughput.rate_unit or m.throughput.unit
         value = m.rates.get(unit, 0.0)
-        base = plain.get((key, m.batch_size))
-        ratio = value / base if base else None
-        title = f"{titles.get(key, key)} — {unit}"
-        rows.setdefault(title, []).append((m.batch_size, ThroughputBar(
-            label=f"b{m.batch_size} {label}", backend=backend, value=value, is_baseline=is_baseline,
-            vs_plain=ratio)))
-
-    for r in run.cases:
-        for m in r.measurements:
-            add(r.case.model_key, m, f"{r.backend}/{r.precision}", r.backend or "?", False)
-    for b in run.baselines:
-        key = b.baseline_id.split("#", 1)[0]
-        for m in b.measurements:
-            add(key, m, b.name, "baseline", True)
+        base = plain.get((e.model_key, m.batch_size))
+        rows.setdefault(f"{e.panel} — {unit}", []).append((m.batch_size, ThroughputBar(
+            label=e.label, backend=e.backend, value=value, is_baseline=e.is_baseline,
+            vs_plain=value / base if base else None)))
     return {title: [bar for _, bar in sorted(bars, key=lambda x: (x[0], -x[1].value))]
             for title, bars in rows.items()}
 
 
-def _plot_throughput(run: BenchRun, path: Path) -> None:
+def latency_panels(run: BenchRun) -> dict[str, list[LatencyBox]]:
+    """The latency plot's panels, the same as the throughput plot's: one per model, task and
+    input set; within a panel the boxes are grouped by batch size (smallest first) and sorted
+    by median latency, fastest first."""
+    rows: dict[str, list[tuple[int, LatencyBox]]] = {}
+    for e in _panel_entries(run):
+        m = e.measurement
+        samples = tuple(x * 1000 for x in m.latency.samples) or (m.latency.p50 * 1000,)
+        rows.setdefault(e.panel, []).append((m.batch_size, LatencyBox(
+            label=e.label, backend=e.backend, samples_ms=samples, p50_ms=m.latency.p50 * 1000,
+            is_baseline=e.is_baseline)))
+    return {title: [box for _, box in sorted(boxes, key=lambda x: (x[0], x[1].p50_ms))]
+            for title, boxes in rows.items()}
+
+
+_BASELINE_COLOR = (0.62, 0.62, 0.62, 1.0)
+
+
+def _panel_grid(panels: Mapping[str, Sequence[Any]], title: str, draw: Callable[[Any, str, Sequence[Any]], None],
+                path: Path) -> None:
+    """Draw ``panels`` two to a row (``draw(axes, title, items)`` fills one), with a legend of
+    the backends' colours, and save the figure to ``path``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = throughput_panels(run) or {"nothing measured": []}
+    panels = panels or {"nothing measured": []}
     columns = 2 if len(panels) > 1 else 1
     grid = [list(panels.items())[i:i + columns] for i in range(0, len(panels), columns)]
-    heights = [max(1.6, 0.3 * max(len(bars) for _, bars in row) + 0.9) for row in grid]
+    heights = [max(1.6, 0.3 * max(len(items) for _, items in row) + 0.9) for row in grid]
     fig, axes = plt.subplots(len(grid), columns, figsize=(7.5 * columns, sum(heights) + 0.6), squeeze=False,
                              gridspec_kw={"height_ratios": heights})
-    backends = sorted({bar.backend for bars in panels.values() for bar in bars if not bar.is_baseline})
-    colors = {b: plt.get_cmap("tab10")(i % 10) for i, b in enumerate(backends)}
-    colors["baseline"] = (0.62, 0.62, 0.62, 1.0)
     for r_index, row in enumerate(grid):
         for c_index in range(columns):
             ax = axes[r_index, c_index]
             if c_index >= len(row):
                 ax.axis("off")
                 continue
-            title, bars = row[c_index]
-            ax.barh(range(len(bars)), [b.value for b in bars], color=[colors.get(b.backend, "C0") for b in bars],
-                    edgecolor=["black" if b.is_baseline else "none" for b in bars])
-            ax.set_yticks(range(len(bars)), [b.label for b in bars], fontsize=7)
-            ax.invert_yaxis()
-            top = max((b.value for b in bars), default=1.0) or 1.0
-            ax.set_xlim(0, top * 1.22)
-            for y, bar in enumerate(bars):
-                figure = f"{bar.value:,.0f}" if bar.value >= 1000 else f"{bar.value:.3g}"
-                text = figure + (f"  {bar.vs_plain:.2f}× plain" if bar.vs_plain is not None else "")
-                ax.text(bar.value + top * 0.01, y, text, va="center", fontsize=6.5)
-            ax.set_title(title.split(" — ")[0], fontsize=8.5)
-            ax.set_xlabel(title.split(" — ")[-1], fontsize=7.5)
+            draw(ax, *row[c_index])
             ax.tick_params(axis="x", labelsize=7)
             ax.grid(axis="x", alpha=0.3)
+    backends = sorted({item.backend for items in panels.values() for item in items if not item.is_baseline})
+    colors = _backend_colors(backends)
     handles = [plt.Rectangle((0, 0), 1, 1, color=colors[b]) for b in [*backends, "baseline"]]
-    fig.legend(handles, [*backends, "baseline (outlined)"], fontsize=7, loc="upper right", ncol=len(handles))
-    fig.suptitle(f"Throughput per model, ours and baselines: {run.scenario.name}", fontsize=10, x=0.02,
-                 ha="left")
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / (sum(heights) + 0.6)))
+    # The title, then the legend on a line of its own under it (side by side they overlap
+    # when there is one column), then the panels.
+    inches = sum(heights) + 0.6
+    fig.suptitle(title, fontsize=10, x=0.02, y=1 - 0.08 / inches, ha="left", va="top")
+    fig.legend(handles, [*backends, "baseline (outlined)"], fontsize=7, loc="upper left",
+               bbox_to_anchor=(0.015, 1 - 0.3 / inches), ncol=len(handles), frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.55 / inches))
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _backend_colors(backends: Sequence[str]) -> dict[str, Any]:
+    """A fixed colour per backend (sorted names, matplotlib's tab10), grey for baselines."""
+    import matplotlib.pyplot as plt
+
+    colors: dict[str, Any] = {b: plt.get_cmap("tab10")(i % 10) for i, b in enumerate(sorted(backends))}
+    colors["baseline"] = _BASELINE_COLOR
+    return colors
+
+
+def _plot_throughput(run: BenchRun, path: Path) -> None:
+    panels = throughput_panels(run)
+    colors = _backend_colors(sorted({b.backend for bars in panels.values() for b in bars if not b.is_baseline}))
+
+    def draw(ax: Any, title: str, bars: Sequence[ThroughputBar]) -> None:
+        ax.barh(range(len(bars)), [b.value for b in bars], color=[colors.get(b.backend, "C0") for b in bars],
+                edgecolor=["black" if b.is_baseline else "none" for b in bars])
+        ax.set_yticks(range(len(bars)), [b.label for b in bars], fontsize=7)
+        ax.invert_yaxis()
+        top = max((b.value for b in bars), default=1.0) or 1.0
+        ax.set_xlim(0, top * 1.22)
+        for y, bar in enumerate(bars):
+            figure = f"{bar.value:,.0f}" if bar.value >= 1000 else f"{bar.value:.3g}"
+            text = figure + (f"  {bar.vs_plain:.2f}× plain" if bar.vs_plain is not None else "")
+            ax.text(bar.value + top * 0.01, y, text, va="center", fontsize=6.5)
+        ax.set_title(title.split(" — ")[0], fontsize=8.5)
+        ax.set_xlabel(title.split(" — ")[-1], fontsize=7.5)
+
+    _panel_grid(panels, f"Throughput per model, ours and baselines: {run.scenario.name}", draw, path)
 
 
 def _plot_latency(run: BenchRun, path: Path) -> None:
-    import matplotlib
+    panels = latency_panels(run)
+    colors = _backend_colors(sorted({b.backend for boxes in panels.values() for b in boxes if not b.is_baseline}))
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    series = _series(run)
-    fig, ax = plt.subplots(figsize=(10, max(2.0, 0.28 * len(series) + 1.0)))
-    if series:
-        data = [[s * 1000 for s in m.latency.samples] or [m.latency.p50 * 1000] for _, _, m, _ in series]
-        ax.boxplot(data, vert=False, whis=(1, 99), showfliers=True)
-        ax.set_yticks(range(1, len(series) + 1), [s[0] for s in series], fontsize=7)
+    def draw(ax: Any, title: str, boxes: Sequence[LatencyBox]) -> None:
+        if boxes:
+            parts = ax.boxplot([list(b.samples_ms) for b in boxes], vert=False, whis=(1, 99), showfliers=True,
+                               patch_artist=True, widths=0.6, positions=range(len(boxes)),
+                               medianprops={"color": "black"})
+            for patch, box in zip(parts["boxes"], boxes, strict=True):
+                patch.set_facecolor(colors.get(box.backend, "C0"))
+                patch.set_edgecolor("black" if box.is_baseline else "0.3")
+            ax.set_yticks(range(len(boxes)), [b.label for b in boxes], fontsize=7)
+            ax.set_xscale("log")
+            for y, box in enumerate(boxes):
+                ax.text(max(box.samples_ms) * 1.08, y, f"p50 {box.p50_ms:.3g} ms", va="center", fontsize=6.5)
+            low, high = min(min(b.samples_ms) for b in boxes), max(max(b.samples_ms) for b in boxes)
+            ax.set_xlim(low / 1.5, high * 3.5)
         ax.invert_yaxis()
-        ax.set_xscale("log")
-    ax.set_xlabel("latency per call, ms (log scale; whiskers p1–p99)")
-    ax.set_title(f"Latency distribution: {run.scenario.name}")
-    ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+        ax.set_title(title, fontsize=8.5)
+        ax.set_xlabel("latency per call, ms (log scale; whiskers p1–p99)", fontsize=7.5)
+
+    _panel_grid(panels, f"Latency per call per model, ours and baselines: {run.scenario.name}", draw, path)
 
 
 # -- writing ---------------------------------------------------------------------------
