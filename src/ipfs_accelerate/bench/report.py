@@ -664,9 +664,10 @@ def _panel_grid(panels: Mapping[str, Sequence[Any]], title: str, draw: Callable[
 
 def _backend_colors(backends: Sequence[str]) -> dict[str, Any]:
     """A fixed colour per backend (sorted names, matplotlib's tab10), grey for baselines."""
-    import matplotlib.pyplot as plt
+    import matplotlib
 
-    colors: dict[str, Any] = {b: plt.get_cmap("tab10")(i % 10) for i, b in enumerate(sorted(backends))}
+    tab10 = matplotlib.colormaps["tab10"]
+    colors: dict[str, Any] = {b: tab10(i % 10) for i, b in enumerate(sorted(backends))}
     colors["baseline"] = _BASELINE_COLOR
     return colors
 
@@ -692,7 +693,14 @@ def _plot_throughput(run: BenchRun, path: Path) -> None:
     _panel_grid(panels, f"Throughput per model, ours and baselines: {run.scenario.name}", draw, path)
 
 
+def _duration_ms(ms: float) -> str:
+    """A latency for a label: milliseconds below a second, else seconds (``"12.3 ms"``, ``"1.33 s"``)."""
+    return f"{ms:.3g} ms" if ms < 1000 else f"{ms / 1000:.3g} s"
+
+
 def _plot_latency(run: BenchRun, path: Path) -> None:
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
     panels = latency_panels(run)
     colors = _backend_colors(sorted({b.backend for boxes in panels.values() for b in boxes if not b.is_baseline}))
 
@@ -706,8 +714,14 @@ def _plot_latency(run: BenchRun, path: Path) -> None:
                 patch.set_edgecolor("black" if box.is_baseline else "0.3")
             ax.set_yticks(range(len(boxes)), [b.label for b in boxes], fontsize=7)
             ax.set_xscale("log")
+            # Ticks at 1, 2 and 5 of each decade, written as plain numbers: matplotlib's own
+            # labels for a span under a decade are minor ticks in powers of ten that overlap.
+            ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
+            ax.xaxis.set_minor_formatter(NullFormatter())
             for y, box in enumerate(boxes):
-                ax.text(max(box.samples_ms) * 1.08, y, f"p50 {box.p50_ms:.3g} ms", va="center", fontsize=6.5)
+                ax.text(max(box.samples_ms) * 1.08, y, f"p50 {_duration_ms(box.p50_ms)}", va="center",
+                        fontsize=6.5)
             low, high = min(min(b.samples_ms) for b in boxes), max(max(b.samples_ms) for b in boxes)
             ax.set_xlim(low / 1.5, high * 3.5)
         ax.invert_yaxis()
