@@ -194,6 +194,18 @@ def test_time_budget_cuts_and_says_so(tmp_path, cache_dir):
     assert validate(json.loads(files.json.read_text())) == []
 
 
+def test_a_case_that_cannot_load_still_names_its_family_and_task(tmp_path, cache_dir):
+    # No hub here: the real gpt2 weights are not available, and the case fails before it loads.
+    scenario = Scenario(name="failing", cases=(Case(model_id="gpt2", backend="torch", weights="pretrained"),),
+                        baselines=False, concurrency=0)
+    run = run_scenario(scenario, cache_dir=cache_dir)
+    (result,) = run.cases
+    assert result.status == "failed" and "ModelNotAvailable" in result.reason
+    assert (result.family, result.task) == ("gpt2", "generate")
+    text = write_report(run, tmp_path).markdown.read_text()
+    assert "| gpt2: `gpt2` | generate | torch |" in text
+
+
 def test_a_cut_says_how_much_time_was_left_and_never_a_negative_figure():
     roomy = BudgetClock(1000.0)  # 30 s of it kept for the report
     assert not roomy.too_costly(100.0) and roomy.too_costly(300.0)

@@ -43,6 +43,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from .._exceptions import AccelerateError
 from .._logs import one_line
 from ..engine.choice import resolve_device
 from ..engine.loader import load
@@ -338,15 +339,13 @@ class BenchRunner:
         if self.clock.remaining() <= 0:
             self.cuts.append(f"{case.case_id}: not run, the time budget was spent")
             self.progress.step(f"skipped {label} (budget spent)", advance=len(case.batch_sizes))
-            return CaseResult(case=case, status="skipped", reason="time budget spent", family=case.family,
-                              task=case.task)
+            return _not_loaded(case, "skipped", "time budget spent")
         predicted = self._predicted_case_s(case)
         if predicted is not None and self.clock.too_costly(predicted):
             self.cuts.append(f"{case.case_id}: not run: {self.clock.cost_words(predicted)} (from a smaller batch of "
                              "the same model)")
             self.progress.step(f"skipped {label} (predicted {predicted:.0f} s)", advance=len(case.batch_sizes))
-            return CaseResult(case=case, status="skipped", reason=f"predicted {predicted:.0f} s, over the time budget",
-                              family=case.family, task=case.task)
+            return _not_loaded(case, "skipped", f"predicted {predicted:.0f} s, over the time budget")
         rss_before = rss_bytes()
         try:
             endpoint = load(
@@ -358,7 +357,7 @@ class BenchRunner:
             params = endpoint.parse_params({**bench_profile(endpoint.handler).params(), **case.params})
         except Exception as exc:  # noqa: BLE001 - any failure to load is reported, not raised
             self.progress.step(f"failed {label}: {one_line(exc)}", advance=len(case.batch_sizes))
-            return CaseResult(case=case, status="failed", reason=one_line(exc), family=case.family, task=case.task)
+            return _not_loaded(case, "failed", one_line(exc))
         load_rss = max(0, rss_bytes() - rss_before) / 2**20
         handler = endpoint.handler
         prov = endpoint.provenance(batch_size=0)
@@ -658,6 +657,18 @@ class BenchRunner:
             return ConcurrencyResult(status="skipped", reason="time budget spent", callers=callers)
         return run_concurrency(chosen, callers=callers, rounds=self.scenario.concurrency_rounds,
                                cache_dir=self.cache_dir)
+
+
+def _not_loaded(case: Case, status: str, reason: str) -> CaseResult:
+    """The result of a case that did not load (cut, or failed), with its family and task as the
+    registry names them without loading anything, so the report does not show an unknown model."""
+    family, task = case.family, case.task
+    try:
+        model_family = get_family(case.family) if case.family else find_family(case.model_id)
+        family, task = model_family.name, task or model_family.default_task
+    except (AccelerateError, OSError):
+        pass  # a model no family knows: the reason already says so
+    return CaseResult(case=case, status=status, reason=reason, family=family, task=task)
 
 
 def run_scenario(scenario: Scenario, *, cache_dir: str | Path | None = None, progress: Progress | None = None,
