@@ -548,7 +548,7 @@ class LatencyBox:
     is_baseline: bool
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class _Entry:
     """A measurement placed in its plot panel."""
 
@@ -569,12 +569,14 @@ def _panel_entries(run: BenchRun) -> list[_Entry]:
         if r.case.model_key not in titles:
             on = f", {r.input_set} inputs" if r.input_set else ""
             titles[r.case.model_key] = f"{r.case.model_id.split('/')[-1]} {r.task} ({r.weights or '?'} weights{on})"
-    out = [_Entry(titles.get(r.case.model_key, r.case.model_key), r.case.model_key, f"b{m.batch_size} "
-                  f"{r.backend}/{r.precision}", r.backend or "?", False, m)
+    out = [_Entry(panel=titles.get(r.case.model_key, r.case.model_key), model_key=r.case.model_key,
+                  label=f"b{m.batch_size} {r.backend}/{r.precision}", backend=r.backend or "?", is_baseline=False,
+                  measurement=m)
            for r in run.cases for m in r.measurements]
     for b in run.baselines:
         key = b.baseline_id.split("#", 1)[0]
-        out += [_Entry(titles.get(key, key), key, f"b{m.batch_size} {b.name}", "baseline", True, m)
+        out += [_Entry(panel=titles.get(key, key), model_key=key, label=f"b{m.batch_size} {b.name}",
+                       backend="baseline", is_baseline=True, measurement=m)
                 for m in b.measurements]
     return out
 
@@ -648,8 +650,8 @@ def _panel_grid(panels: Mapping[str, Sequence[Any]], title: str, draw: Callable[
             draw(ax, *row[c_index])
             ax.tick_params(axis="x", labelsize=7)
             ax.grid(axis="x", alpha=0.3)
-    backends = sorted({item.backend for items in panels.values() for item in items if not item.is_baseline})
-    colors = _backend_colors(backends)
+    colors = _backend_colors(panels)
+    backends = [b for b in colors if b != "baseline"]
     handles = [plt.Rectangle((0, 0), 1, 1, color=colors[b]) for b in [*backends, "baseline"]]
     # The title, then the legend on a line of its own under it (side by side they overlap
     # when there is one column), then the panels.
@@ -662,19 +664,20 @@ def _panel_grid(panels: Mapping[str, Sequence[Any]], title: str, draw: Callable[
     plt.close(fig)
 
 
-def _backend_colors(backends: Sequence[str]) -> dict[str, Any]:
-    """A fixed colour per backend (sorted names, matplotlib's tab10), grey for baselines."""
+def _backend_colors(panels: Mapping[str, Sequence[Any]]) -> dict[str, Any]:
+    """A colour per backend in ``panels`` (sorted by name, matplotlib's tab10), grey for the baselines."""
     import matplotlib
 
     tab10 = matplotlib.colormaps["tab10"]
-    colors: dict[str, Any] = {b: tab10(i % 10) for i, b in enumerate(sorted(backends))}
+    backends = sorted({item.backend for items in panels.values() for item in items if not item.is_baseline})
+    colors: dict[str, Any] = {b: tab10(i % 10) for i, b in enumerate(backends)}
     colors["baseline"] = _BASELINE_COLOR
     return colors
 
 
 def _plot_throughput(run: BenchRun, path: Path) -> None:
     panels = throughput_panels(run)
-    colors = _backend_colors(sorted({b.backend for bars in panels.values() for b in bars if not b.is_baseline}))
+    colors = _backend_colors(panels)
 
     def draw(ax: Any, title: str, bars: Sequence[ThroughputBar]) -> None:
         ax.barh(range(len(bars)), [b.value for b in bars], color=[colors.get(b.backend, "C0") for b in bars],
@@ -702,7 +705,7 @@ def _plot_latency(run: BenchRun, path: Path) -> None:
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     panels = latency_panels(run)
-    colors = _backend_colors(sorted({b.backend for boxes in panels.values() for b in boxes if not b.is_baseline}))
+    colors = _backend_colors(panels)
 
     def draw(ax: Any, title: str, boxes: Sequence[LatencyBox]) -> None:
         if boxes:
