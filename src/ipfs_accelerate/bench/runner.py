@@ -49,7 +49,7 @@ from ..engine.choice import resolve_device
 from ..engine.loader import load
 from ..engine.options import default_cache_dir
 from ..families import all_families, find_family, get_family
-from ..families.base import Baseline, BaselineRun, TaskHandler
+from ..families.base import Baseline, BaselineRun, Family, TaskHandler
 from ..families.bench_profile import InputSet, bench_profile
 from ..store.weights import SYNTHETIC_MARKER, parameter_counts, resolve_weights
 from .baselines import all_baselines, library_version
@@ -316,7 +316,7 @@ class BenchRunner:
         cached = set(cache_dir.glob(f"*/*/{SYNTHETIC_MARKER}"))
         started = time.perf_counter()
         try:
-            model_family = get_family(case.family) if case.family else find_family(case.model_id)
+            model_family = _family_of(case)
             resolved = resolve_weights(model_family, case.model_id, weights=case.weights, cache_dir=cache_dir,
                                        config_overrides=overrides)
         except Exception as exc:  # noqa: BLE001 - the case reports the same failure when it loads
@@ -659,12 +659,17 @@ class BenchRunner:
                                cache_dir=self.cache_dir)
 
 
+def _family_of(case: Case) -> Family:
+    """The family a case names, else the one that knows its model (raises as :func:`find_family`)."""
+    return get_family(case.family) if case.family else find_family(case.model_id)
+
+
 def _not_loaded(case: Case, status: str, reason: str) -> CaseResult:
     """The result of a case that did not load (cut, or failed), with its family and task as the
     registry names them without loading anything, so the report does not show an unknown model."""
     family, task = case.family, case.task
     try:
-        model_family = get_family(case.family) if case.family else find_family(case.model_id)
+        model_family = _family_of(case)
         family, task = model_family.name, task or model_family.default_task
     except (AccelerateError, OSError):
         pass  # a model no family knows: the reason already says so

@@ -342,9 +342,10 @@ def _speech_targets(run: BenchRun, pairs: list[tuple[CaseResult, Comparison]], r
                 continue
             words = f"WER {ours.wer:.3f} (ours) vs {theirs.wer:.3f} ({bar_name}) + {WER_MARGIN:g}"
             if ours.wer <= theirs.wer + WER_MARGIN:
-                kept.append((value, f"{speed}; {words}"))
+                row = f"{speed}; {words}"
+                kept.append((value, row))
                 if spread is not None:
-                    spreads[f"{speed}; {words}"] = spread
+                    spreads[row] = spread
             else:
                 too_wrong.append(f"{speed}; {words}: too many errors")
         if kept:
