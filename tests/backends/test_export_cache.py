@@ -202,3 +202,37 @@ def test_an_export_that_would_not_fit_in_memory_is_refused_before_it_starts(tiny
     factor = 2 * psutil.virtual_memory().total / weights
     with pytest.raises(BackendUnavailable, match=r"the test export needs about [\d.]+ GB of memory .* GB is available"):
         direct.require_export_memory(spec, factor=factor, what="the test export")
+
+
+def test_an_export_that_would_not_fit_on_the_disk_is_refused_before_it_writes(tmp_path: Path) -> None:
+    import shutil
+
+    built: list[Path] = []
+
+    def build(target: Path) -> None:
+        built.append(target)
+        (target / "m.bin").write_bytes(b"ok")
+
+    free = shutil.disk_usage(tmp_path).free
+    describe = {"model_id": "gpt2", "precision": "int8"}
+    with pytest.raises(BackendUnavailable, match=r"^the b int8 export of gpt2 needs about [\d.]+ GB of disk under "):
+        cache.get_or_build(tmp_path, "b", "d" * 64, build, describe=describe, disk_bytes=free)
+    assert built == []
+    assert sorted(p.name for p in (tmp_path / "exports" / "b").iterdir()) == [f"{'d' * 64}.lock"]
+    # What fits is built; a hit is not checked again (it writes nothing).
+    assert cache.get_or_build(tmp_path, "b", "d" * 64, build, describe=describe, disk_bytes=1).status == "miss"
+    assert cache.get_or_build(tmp_path, "b", "d" * 64, build, disk_bytes=2 * free).status == "hit"
+    assert len(built) == 1
+
+
+def test_a_backend_refuses_an_export_the_disk_cannot_hold(
+    tiny_spec: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from ipfs_accelerate.store import disk
+
+    spec = tiny_spec("bert")
+    # As if the disk were full: every build must leave more free than the disk has.
+    monkeypatch.setattr(disk, "KEEP_FREE_BYTES", 1 << 62)
+    with pytest.raises(BackendUnavailable, match=r"the onnxruntime fp32 export of .* GB of disk under .*exports"):
+        OnnxRuntimeBackend().load(spec, device="cpu", precision="fp32", cache_dir=tmp_path)
+    assert not [p for p in (tmp_path / "exports" / "onnxruntime").iterdir() if not p.name.endswith(".lock")]

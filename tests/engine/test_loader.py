@@ -128,3 +128,13 @@ def test_failure_reason_names_the_root_cause() -> None:
     assert line == ("Couldn't get TorchScript module by tracing. "
                     "(caused by TypeError: list indices must be integers or slices, not list)")
     assert _one_line(ValueError("plain")) == "plain"
+
+
+def test_synthetic_weights_that_would_not_fit_on_the_disk_are_refused_before_writing(tmp_path, monkeypatch):
+    from ipfs_accelerate.store import disk
+
+    monkeypatch.setattr(disk, "KEEP_FREE_BYTES", 1 << 62)  # as if the disk were full
+    with pytest.raises(ia.ModelNotAvailable, match=r"^building synthetic weights for gpt2 needs about 0\.\d GB of disk"):
+        ia.load("gpt2", weights="synthetic", backend="torch", cache_dir=tmp_path,
+                config_overrides={"n_layer": 1, "n_embd": 32, "n_head": 2})
+    assert list((tmp_path / "synthetic").iterdir()) == []  # the half-built folder went with the error

@@ -31,6 +31,7 @@ from typing import Any, Protocol
 
 from .._exceptions import ModelNotAvailable
 from .._types import WeightsKind
+from .disk import disk_shortfall
 
 __all__ = [
     "SYNTHETIC_MARKER",
@@ -204,7 +205,8 @@ def resolve_weights(
     """Find or build the files for ``model_id``.
 
     Raises:
-        ModelNotAvailable: no source has the model; the message names the options.
+        ModelNotAvailable: no source has the model; the message names the options. Also
+            when synthetic weights to build would not fit on the cache's disk.
     """
     if weights == "synthetic":
         return _synthetic(model_family, model_id, cache_dir, dict(config_overrides or {}))
@@ -324,6 +326,11 @@ def _build_synthetic(
             torch.manual_seed(0)
             model_cls = getattr(transformers, model_family.synthetic_class)
             model = model_cls(config)
+        # Tied tensors share storage and are saved once.
+        tensor_bytes = {t.data_ptr(): t.numel() * t.element_size() for t in model.state_dict().values()}
+        shortfall = disk_shortfall(tmp, sum(tensor_bytes.values()), what=f"building synthetic weights for {model_id}")
+        if shortfall:
+            raise ModelNotAvailable(shortfall)
         model.save_pretrained(tmp, safe_serialization=True)
         checkpoint.build_processor(tmp)
         (tmp / SYNTHETIC_MARKER).write_text(json.dumps({

@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 from ..._exceptions import BackendUnavailable
 from ..base import Backend, ModelSpec, Runtime
 from . import accuracy
-from .direct import HOST_THREADS, Plan
+from .direct import HOST_THREADS, Plan, fp32_weight_bytes
 from .export_cache import CacheEntry, export_key, get_or_build, library_versions
 
 __all__ = ["ConvertingBackend", "Derivation", "OpenedModel", "cache_details"]
@@ -95,11 +95,16 @@ class ConvertingBackend(Backend):
             enter the export cache key with the runtime's own version.
         entry_facts: export metadata keys copied to the details when present
             (``"stateful_fix"`` …).
+        export_disk_factor: the most an fp32 export writes ÷ the fp32 weight bytes, and
+        derived_disk_factor: the same for a lower-precision copy; the export cache checks
+            the free disk against them before building (see :func:`get_or_build`).
     """
 
     display_name: ClassVar[str]
     export_libraries: ClassVar[tuple[str, ...]]
     entry_facts: ClassVar[tuple[str, ...]] = ()
+    export_disk_factor: ClassVar[float] = 1.5
+    derived_disk_factor: ClassVar[float] = 1.5
 
     @abc.abstractmethod
     def import_runtime(self) -> str:
@@ -166,9 +171,11 @@ class ConvertingBackend(Backend):
         if plan.why:
             details["direct_conversion_reason"] = plan.why
 
+        weight_bytes = fp32_weight_bytes(spec.model_dir)
         fp32 = get_or_build(
             cache_dir, self.name, export_key(spec, cache_dir=cache_dir, backend=self.name, precision="fp32", versions=versions),
             functools.partial(self.export, spec, plan), describe=describe | {"precision": "fp32"},
+            disk_bytes=int(self.export_disk_factor * weight_bytes),
         )
         entry, export_s = fp32, fp32.build_s
         if precision != "fp32":
@@ -178,6 +185,7 @@ class ConvertingBackend(Backend):
                 export_key(spec, cache_dir=cache_dir, backend=self.name, precision=precision, versions=versions,
                            extra=derivation.key_extra),
                 derivation.build, describe=describe | {"precision": precision},
+                disk_bytes=int(self.derived_disk_factor * weight_bytes),
             )
             export_s += entry.build_s
             if precision == "int8":

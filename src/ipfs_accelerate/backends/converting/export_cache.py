@@ -31,6 +31,9 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from ..._exceptions import BackendUnavailable
+from ...store.disk import disk_shortfall
+
 if TYPE_CHECKING:
     from ..base import ModelSpec
 
@@ -135,6 +138,7 @@ def get_or_build(
     build: Callable[[Path], Mapping[str, Any] | None],
     *,
     describe: Mapping[str, Any] | None = None,
+    disk_bytes: int = 0,
 ) -> CacheEntry:
     """Return the verified entry for ``key``, building it with ``build`` when needed.
 
@@ -145,11 +149,14 @@ def get_or_build(
         build: writes the export into the (empty, existing) directory it is given and
             returns metadata to keep in the manifest, or None.
         describe: human-readable facts recorded in the manifest (model id, kind …).
+        disk_bytes: the most the build may write, estimated; checked against the free space
+            before a build starts (0: not checked).
 
     Returns:
         The entry, with how it was obtained.
 
     Raises:
+        BackendUnavailable: the build would not fit on the disk (nothing was written).
         Whatever ``build`` raises; the half-built directory is removed first.
     """
     root = Path(cache_dir) / "exports" / backend
@@ -168,6 +175,12 @@ def get_or_build(
             shutil.rmtree(final, ignore_errors=True)
             status = "rebuilt"
         _remove_leftovers(root, key)
+        if disk_bytes:
+            facts = describe or {}
+            what = f"the {backend} {facts.get('precision', '')} export of {facts.get('model_id', key[:12])}"
+            shortfall = disk_shortfall(root, disk_bytes, what=" ".join(what.split()))
+            if shortfall:
+                raise BackendUnavailable(shortfall)
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key}-", dir=root))
         try:
             started = time.perf_counter()

@@ -1,0 +1,41 @@
+"""Whether a write of known size fits on a disk, asked before the write starts.
+
+Synthetic weights of a multi-billion-parameter model and its exports run to tens of GB. A
+build that runs the disk full fails deep inside a library ("No space left on device") after
+minutes of work, and until its half-written files are removed every other program on the
+machine finds the disk full too (on a thin-provisioned virtual disk the whole machine may
+stall). So the builders ask first, keep a margin free, and raise their own clear error.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+__all__ = ["KEEP_FREE_BYTES", "disk_shortfall"]
+
+# What a build leaves free for everything else on the machine, beyond its own estimate.
+KEEP_FREE_BYTES = 1 << 30
+
+
+def disk_shortfall(path: Path, need_bytes: int, *, what: str) -> str | None:
+    """Why ``need_bytes`` more under ``path`` would not fit, in words; None when it fits.
+
+    Args:
+        path: where the bytes would go (the nearest existing folder above it is measured).
+        need_bytes: an estimate of the most the write will add, in bytes.
+        what: the write in words, the subject of the message ("the ONNX export of gpt2").
+
+    Returns:
+        A sentence naming the estimate, the free space and the folder, or None when at least
+        ``need_bytes`` plus :data:`KEEP_FREE_BYTES` is free there.
+    """
+    folder = Path(path)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    free = shutil.disk_usage(folder).free
+    if need_bytes + KEEP_FREE_BYTES <= free:
+        return None
+    return (f"{what} needs about {need_bytes / 1e9:.1f} GB of disk under {folder} and {free / 1e9:.1f} GB is free "
+            f"(a build keeps {KEEP_FREE_BYTES / 1e9:.1f} GB free for the rest of the machine); free some space or "
+            "use a cache directory on a disk that has it (cache_dir=, or IPFS_ACCELERATE_CACHE for the command line)")
