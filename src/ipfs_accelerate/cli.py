@@ -1,4 +1,4 @@
-"""The ``ipfs-accelerate`` command: doctor, families, run, demo (and more as they land).
+"""The ``ipfs-accelerate`` command: doctor, families, run, demo, cache (and more as they land).
 
 Environment variables are read here, at the edge, and nowhere in the library:
 ``IPFS_ACCELERATE_CACHE`` sets the cache directory.
@@ -113,6 +113,42 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(cache_dir=_cache_dir(), families=args.family or None)
 
 
+def _ago(seconds: float) -> str:
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min ago"
+    if seconds < 86_400:
+        return f"{seconds / 3600:.0f} h ago"
+    return f"{seconds / 86_400:.0f} d ago"
+
+
+def _cmd_cache(args: argparse.Namespace) -> int:
+    import time
+
+    from .engine.cache import cache_items, prune_cache
+    from .engine.options import default_cache_dir
+
+    root = _cache_dir() or default_cache_dir()
+    if args.prune is not None:
+        items = prune_cache(root, unused_days=args.prune, dry_run=args.dry_run)
+        verb = "would remove" if args.dry_run else "removed"
+    else:
+        items = cache_items(root)
+        verb = "holds"
+    now = time.time()
+    if args.json:
+        print(json.dumps({"cache_dir": str(root), "action": verb, "total_bytes": sum(i.size_bytes for i in items),
+                          "items": [{"path": str(i.path), "kind": i.kind, "what": i.what, "size_bytes": i.size_bytes,
+                                     "last_used": i.last_used, "prunable": i.prunable} for i in items]}, indent=2))
+        return 0
+    for item in items:
+        print(f"{item.size_bytes / 1e9:8.2f} GB  {_ago(now - item.last_used):>12}  {item.kind:<22} {item.what}")
+    total = sum(i.size_bytes for i in items) / 1e9
+    print(f"{root} {verb} {len(items)} entr{'y' if len(items) == 1 else 'ies'}, {total:.2f} GB")
+    if args.prune is None and items:
+        print("remove what has not been used for N days: ipfs-accelerate cache --prune N")
+    return 0
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ipfs-accelerate", description="Run HuggingFace model families on the hardware at hand."
@@ -148,6 +184,13 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--family", action="append", help="only these families (repeatable)")
     p.set_defaults(func=_cmd_demo)
 
+    p = sub.add_parser("cache", help="list the cache (synthetic weights, conversions, exports) or prune it")
+    p.add_argument("--prune", type=float, metavar="DAYS",
+                   help="remove the entries nothing has used for DAYS days (0: all); they are rebuilt when needed")
+    p.add_argument("--dry-run", action="store_true", help="with --prune: list what would go, remove nothing")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_cache)
+
     from .bench.cli import add_bench_parser
 
     add_bench_parser(sub)
@@ -176,6 +219,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`… | head`): nothing more to say, and Python's flush at exit
+        # must not fail on the closed pipe again (the recipe in the signal module's docs).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -41,6 +41,7 @@ from ..generation import (
     stream_generate,
 )
 from ..media.audio import audio_seconds
+from ..store.disk import mark_used
 from ._audio import AudioParams, Transcription, audio_as_items, decode_audio_items, pipeline_transcriptions
 from .base import Baseline, BaselineRun, Checkpoint, Family, Prepared, TaskHandler
 from .bench_profile import BenchProfile, InputSet, register_bench_profile
@@ -130,7 +131,9 @@ def _packaged_tiny_en(cache_dir: Path) -> Path | None:
     stat = (source / "model.bin").stat()
     key = hashlib.sha256(f"{stat.st_size}:{stat.st_mtime_ns}:v1".encode()).hexdigest()[:12]
     target = cache_dir / "converted" / f"openai--whisper-tiny.en-ct2-{key}"
-    if not (target / "model.safetensors").is_file():
+    if (target / "model.safetensors").is_file():
+        mark_used(target)
+    else:
         convert_ct2_whisper(source, target)
     return target
 

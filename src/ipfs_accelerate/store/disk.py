@@ -1,4 +1,5 @@
-"""Whether a write of known size fits on a disk, asked before the write starts.
+"""Whether a write of known size fits on a disk, asked before the write starts; and the
+"last used" mark of a cached folder.
 
 Synthetic weights of a multi-billion-parameter model and its exports run to tens of GB. A
 build that runs the disk full fails deep inside a library ("No space left on device") after
@@ -9,10 +10,12 @@ stall). So the builders ask first, keep a margin free, and raise their own clear
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 from pathlib import Path
 
-__all__ = ["KEEP_FREE_BYTES", "disk_shortfall"]
+__all__ = ["KEEP_FREE_BYTES", "disk_shortfall", "mark_used"]
 
 # What a build leaves free for everything else on the machine, beyond its own estimate.
 KEEP_FREE_BYTES = 1 << 30
@@ -39,3 +42,13 @@ def disk_shortfall(path: Path, need_bytes: int, *, what: str) -> str | None:
     return (f"{what} needs about {need_bytes / 1e9:.1f} GB of disk under {folder} and {free / 1e9:.1f} GB is free "
             f"(a build keeps {KEEP_FREE_BYTES / 1e9:.1f} GB free for the rest of the machine); free some space or "
             "use a cache directory on a disk that has it (cache_dir=, or IPFS_ACCELERATE_CACHE for the command line)")
+
+
+def mark_used(folder: Path) -> None:
+    """Set a cached folder's modification time to now, the cache's "last used" mark.
+
+    Every reuse of a cached build (synthetic weights, an export, a conversion) calls it, so
+    that ``ipfs-accelerate cache --prune DAYS`` removes only what nothing has used lately.
+    """
+    with contextlib.suppress(OSError):  # a read-only cache is still a usable cache
+        os.utime(folder)

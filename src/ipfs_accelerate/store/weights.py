@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 from .._exceptions import ModelNotAvailable
 from .._types import WeightsKind
-from .disk import disk_shortfall
+from .disk import disk_shortfall, mark_used
 
 __all__ = [
     "SYNTHETIC_MARKER",
@@ -284,7 +284,9 @@ def _synthetic(model_family: FamilyRecipe, model_id: str, cache_dir: Path, overr
     )
     key = hashlib.sha256(recipe.encode()).hexdigest()[:16]
     target = cache_dir / "synthetic" / f"{model_id.replace('/', '--')}-{key}"
-    if not (target / SYNTHETIC_MARKER).is_file():
+    if (target / SYNTHETIC_MARKER).is_file():
+        mark_used(target)
+    else:
         _build_synthetic(model_family, checkpoint, config, model_id, overrides, target)
     return ResolvedWeights(path=target, model_id=model_id, weights="synthetic", source=f"synthetic:{model_id}")
 

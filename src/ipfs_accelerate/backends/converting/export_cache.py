@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..._exceptions import BackendUnavailable
-from ...store.disk import disk_shortfall
+from ...store.disk import disk_shortfall, mark_used
 
 if TYPE_CHECKING:
     from ..base import ModelSpec
@@ -48,6 +48,7 @@ __all__ = [
     "export_key",
     "get_or_build",
     "library_versions",
+    "remove_entry",
     "verify_entry",
 ]
 
@@ -169,6 +170,7 @@ def get_or_build(
             problem = verify_entry(final)
             verify_s = time.perf_counter() - started
             if problem is None:
+                mark_used(final)
                 manifest = _read_manifest(final)
                 return CacheEntry(final, "hit", 0.0, verify_s, manifest.get("meta", {}))
             log.warning("export cache entry %s is damaged (%s); deleting and rebuilding it", final, problem)
@@ -219,6 +221,30 @@ def verify_entry(path: Path) -> str | None:
         if _sha256(file) != facts.get("sha256"):
             return f"{rel} does not match its SHA-256"
     return None
+
+
+def remove_entry(path: Path) -> bool:
+    """Delete one entry unless a process holds its lock (building it, or checking it for reuse).
+
+    Returns:
+        True when the entry is gone, False when it was busy and kept.
+    """
+    lock_path = path.parent / f"{path.name}.lock"
+    if fcntl is None:  # pragma: no cover - Windows
+        shutil.rmtree(path, ignore_errors=True)
+        return True
+    with open(lock_path, "a+b") as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        try:
+            shutil.rmtree(path, ignore_errors=True)
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+    # The empty lock file stays: a process may have it open already, and one made anew would
+    # be a second, separate lock on the same key.
+    return True
 
 
 @contextlib.contextmanager
