@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ._cli_args import parse_key_value
-from ._exceptions import AccelerateError
+from ._exceptions import AccelerateError, InvalidInput
 from .engine.options import BACKENDS, PRECISIONS, WEIGHTS
 
 __all__ = ["main"]
@@ -127,6 +127,8 @@ def _cmd_cache(args: argparse.Namespace) -> int:
     from .engine.cache import cache_items, prune_cache
     from .engine.options import default_cache_dir
 
+    if args.dry_run and args.prune is None:
+        raise InvalidInput("--dry-run goes with --prune DAYS: a listing removes nothing anyway")
     root = _cache_dir() or default_cache_dir()
     if args.prune is not None:
         items = prune_cache(root, unused_days=args.prune, dry_run=args.dry_run)

@@ -103,3 +103,5 @@ def test_the_command_lists_and_prunes(cache: Path, monkeypatch: pytest.MonkeyPat
     assert capsys.readouterr().out.strip().endswith("removed 0 entries, 0.00 GB")
     assert main(["cache", "--prune", "-2"]) == 2
     assert "unused_days must be 0 or more" in capsys.readouterr().err
+    assert main(["cache", "--dry-run"]) == 2
+    assert "--dry-run goes with --prune" in capsys.readouterr().err
