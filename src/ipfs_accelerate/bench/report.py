@@ -361,14 +361,14 @@ def render_markdown(run: BenchRun, targets: Sequence[Target], *, plots: Sequence
 
     lines += ["## Preparation", ""]
     if prep is None:
-        lines += ["_None: the time budget covered everything._", ""]
+        lines += ["_None: the run went straight to the measurements._", ""]
     else:
         built = [w for w in prep.weights if w.built]
-        lines += [f"Before the time budget's clock started, **{prep.seconds:.1f} s**: importing torch and "
+        lines += [f"The run's first **{prep.seconds:.1f} s**, inside its time budget: importing torch and "
                   f"transformers {prep.import_s:.1f} s, measuring the machine {prep.machine_s:.1f} s, resolving the "
                   f"weights of {len(prep.weights)} models {prep.weights_s:.1f} s ({len(built)} synthetic "
-                  "builds; a build is cached, so later runs find it). None of this counts against the budget; "
-                  "exports for a backend still happen when a case loads and count in its load time.", ""]
+                  "builds; a build is cached, so a later run finds it and keeps the time for measuring). Exports "
+                  "for a backend happen when a case loads and count in its load time.", ""]
         rows = [[f"`{w.model_id}`", w.family or "–", w.weights, w.resolved or "–", w.source or "–",
                  "built now" if w.built else ("cached" if w.resolved == "synthetic" else "–"), _n(w.seconds),
                  w.status + (f": {w.reason}" if w.reason else "")] for w in prep.weights]

@@ -306,7 +306,7 @@ class PreparedWeights:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Preparation:
-    """What ran before the time budget's clock started, and how long it took.
+    """What ran before the first measurement (inside the time budget), and how long it took.
 
     Attributes:
         seconds: wall seconds of the whole preparation.
@@ -340,7 +340,7 @@ class BenchRun:
         concurrency: the concurrency test, when asked for.
         cuts: what the time budget (or a cap) cut, in words.
         notes: run-wide notes.
-        preparation: what ran before the budget's clock started (None: nothing did).
+        preparation: what ran before the first measurement (None: nothing did).
     """
 
     scenario: Scenario

@@ -288,7 +288,7 @@ class BenchRunner:
     # -- preparation ---------------------------------------------------------------------
 
     def _prepare(self) -> Preparation:
-        """Imports, the machine's peaks and every model's weights, before the budget starts."""
+        """Imports, the machine's peaks and every model's weights, before the first measurement."""
         started = time.perf_counter()
         import_s = _warm_imports()
         t0 = time.perf_counter()
