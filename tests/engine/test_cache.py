@@ -105,3 +105,18 @@ def test_the_command_lists_and_prunes(cache: Path, monkeypatch: pytest.MonkeyPat
     assert "unused_days must be 0 or more" in capsys.readouterr().err
     assert main(["cache", "--dry-run"]) == 2
     assert "--dry-run goes with --prune" in capsys.readouterr().err
+
+
+def test_a_listing_cut_short_by_its_reader_ends_quietly(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    for n in range(3000):  # about 300 kB of listing, more than a pipe holds
+        (tmp_path / "synthetic" / f"model-{n:04d}").mkdir(parents=True)
+    proc = subprocess.Popen([sys.executable, "-m", "ipfs_accelerate.cli", "cache"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env={**os.environ, "IPFS_ACCELERATE_CACHE": str(tmp_path)})
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.readline().strip().endswith(b"model-0000")  # `| head -1`
+    proc.stdout.close()
+    assert proc.wait(timeout=60) == 1
+    assert proc.stderr.read() == b""  # no traceback
