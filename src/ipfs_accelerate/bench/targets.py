@@ -32,7 +32,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from .results import BaselineResult, BenchRun, CaseResult, Comparison, Measurement
 from .stats import PairedRatios
@@ -126,16 +126,24 @@ def _label(result: CaseResult) -> str:
     return f"{result.backend}/{result.precision}"
 
 
-def _best(rows: list[tuple[float, str]], name: str, subject: str, required: float | None,
-          needs: str = "", spreads: dict[str, float] | None = None) -> Target:
-    """The best row; ``spreads`` maps a row's figure to its measurement's max ÷ min run time."""
+class _Row(NamedTuple):
+    """One candidate figure for a target: its value, its words and, where known, its spread
+    (the rounds' max ÷ min ratio, or the measurement's slowest ÷ fastest run)."""
+
+    value: float
+    figure: str
+    spread: float | None = None
+
+
+def _best(rows: list[_Row], name: str, subject: str, required: float | None, needs: str = "") -> Target:
+    """The target from its best row (the highest value); "not measured" without rows."""
     if not rows:
         figure = f"not measured{f' (needs {needs})' if needs else ''}"
         return Target(name=name, subject=subject, required=required, value=None, met=None, figure=figure)
-    value, figure = max(rows, key=lambda r: r[0])
-    met = None if required is None else value >= required
-    return Target(name=name, subject=subject, required=required, value=value, met=met, figure=figure,
-                  spread=(spreads or {}).get(figure))
+    best = max(rows, key=lambda row: row.value)
+    met = None if required is None else best.value >= required
+    return Target(name=name, subject=subject, required=required, value=best.value, met=met, figure=best.figure,
+                  spread=best.spread)
 
 
 def run_spread(m: Measurement | None) -> float | None:
@@ -145,7 +153,7 @@ def run_spread(m: Measurement | None) -> float | None:
     return m.latency.max / m.latency.min
 
 
-def versus_baseline(result: CaseResult, c: Comparison, figure: str) -> tuple[float, str, float | None]:
+def versus_baseline(result: CaseResult, c: Comparison, figure: str) -> _Row:
     """A target's value, figure and spread from one comparison with a baseline.
 
     Where the two were timed back to back in alternating rounds, the median round ratio
@@ -154,8 +162,8 @@ def versus_baseline(result: CaseResult, c: Comparison, figure: str) -> tuple[flo
     """
     p = c.paired
     if p is None:
-        return c.ratio, figure, run_spread(_measurement(result, c.batch_size))
-    return p.median, f"{figure}; {_rounds_text(p, apart=c.ratio)}", p.spread
+        return _Row(c.ratio, figure, run_spread(_measurement(result, c.batch_size)))
+    return _Row(p.median, f"{figure}; {_rounds_text(p, apart=c.ratio)}", p.spread)
 
 
 def _rounds_text(p: PairedRatios, *, apart: float | None = None) -> str:
@@ -227,8 +235,7 @@ def _embedding_target(pairs: list[tuple[CaseResult, Comparison]], subject: str, 
                f"{EMBEDDING_INPUT_SET} input set)"
         required = None
     pairs = [(r, c) for r, c in pairs if c.batch_size == EMBEDDING_BATCH]
-    rows: list[tuple[float, str]] = []
-    spreads: dict[str, float] = {}
+    rows: list[_Row] = []
     cosines: dict[tuple[str, int], dict[str, Any]] = {}
     for _, c in pairs:
         if c.agreement and c.agreement.get("metric") == "cosine":
@@ -242,49 +249,40 @@ def _embedding_target(pairs: list[tuple[CaseResult, Comparison]], subject: str, 
         cos = cosines.get((c.case_id, c.batch_size))
         if cos is None or cos["min"] < 0.99:
             continue
-        value, figure, spread = versus_baseline(result, c, (
+        rows.append(versus_baseline(result, c, (
             f"{_label(result)} batch {c.batch_size}: {_fmt(c.ours)} vs {_fmt(c.theirs)} "
-            f"{c.unit}; cosine min {cos['min']:.4f} vs {cos['against']}"))
-        rows.append((value, figure))
-        if spread is not None:
-            spreads[figure] = spread
+            f"{c.unit}; cosine min {cos['min']:.4f} vs {cos['against']}")))
     if not rows and pairs:
         return Target(name=name, subject=subject, required=required, value=None,
                       met=False if named else None,
                       figure="no case reached cosine ≥ 0.99 with a plain baseline measured")
-    return _best(rows, name, subject, required, needs=f"batch {EMBEDDING_BATCH}", spreads=spreads)
+    return _best(rows, name, subject, required, needs=f"batch {EMBEDDING_BATCH}")
 
 
 def _generation_targets(pairs: list[tuple[CaseResult, Comparison]], results: list[CaseResult],
                         subject: str) -> list[Target]:
     one_b, many_b = GENERATION_BATCH, GENERATION_SCALED_BATCH
 
-    spreads: dict[str, float] = {}
-
-    def plain_rows(precisions: tuple[str, ...]) -> list[tuple[float, str]]:
-        rows = []
-        for r, c in pairs:
-            if c.role == "plain" and c.batch_size == one_b and c.unit == "tokens/s" and r.precision in precisions:
-                value, figure, spread = versus_baseline(r, c, f"{_label(r)}: {_fmt(c.ours)} vs {_fmt(c.theirs)} tokens/s")
-                if spread is not None:
-                    spreads[figure] = spread
-                rows.append((value, figure))
-        return rows
+    def plain_rows(precisions: tuple[str, ...]) -> list[_Row]:
+        return [versus_baseline(r, c, f"{_label(r)}: {_fmt(c.ours)} vs {_fmt(c.theirs)} tokens/s")
+                for r, c in pairs
+                if c.role == "plain" and c.batch_size == one_b and c.unit == "tokens/s" and r.precision in precisions]
 
     unquantized = _best(plain_rows(("fp32", "fp16", "bf16")), f"batch {one_b} ≥ 2× plain transformers tokens/s",
-                        subject, 2.0, needs=f"batch {one_b} and its plain baseline", spreads=spreads)
+                        subject, 2.0, needs=f"batch {one_b} and its plain baseline")
     fp32 = plain_rows(("fp32",))
-    if fp32 and unquantized.value is not None and max(fp32)[0] < unquantized.value:
-        best = max(fp32)
-        unquantized = dataclasses.replace(unquantized, figure=f"{unquantized.figure}; fp32 weights: {best[1]} "
-                                                             f"({best[0]:.2f}×)")
+    if fp32 and unquantized.value is not None:
+        best = max(fp32, key=lambda row: row.value)
+        if best.value < unquantized.value:
+            unquantized = dataclasses.replace(unquantized, figure=f"{unquantized.figure}; fp32 weights: "
+                                                                 f"{best.figure} ({best.value:.2f}×)")
     out = [
         unquantized,
         _best(plain_rows(("int8",)), f"int8 batch {one_b} ≥ 4× plain transformers tokens/s", subject, 4.0,
-              needs=f"int8 at batch {one_b} and the plain baseline", spreads=spreads),
+              needs=f"int8 at batch {one_b} and the plain baseline"),
     ]
-    scaling: list[tuple[float, str]] = []
-    bound: list[tuple[float, str]] = []
+    scaling: list[_Row] = []
+    bound: list[_Row] = []
     # Batch sizes of one backend and precision may come from separate cases.
     runs: dict[str, dict[int, Any]] = {}
     for r in results:
@@ -294,13 +292,13 @@ def _generation_targets(pairs: list[tuple[CaseResult, Comparison]], results: lis
         one, many = by_batch.get(one_b), by_batch.get(many_b)
         if one and many and one.rates.get("tokens/s"):
             ratio = many.rates.get("tokens/s", 0.0) / one.rates["tokens/s"]
-            scaling.append((ratio, f"{label}: {_fmt(many.rates.get('tokens/s', 0.0))} vs "
-                                   f"{_fmt(one.rates['tokens/s'])} tokens/s"))
+            scaling.append(_Row(ratio, f"{label}: {_fmt(many.rates.get('tokens/s', 0.0))} vs "
+                                       f"{_fmt(one.rates['tokens/s'])} tokens/s"))
         if one and "fraction_of_bandwidth_bound" in one.efficiency:
-            bound.append((one.efficiency["fraction_of_bandwidth_bound"],
-                          f"{label}: {_fmt(one.rates.get('tokens/s', 0.0))} of "
-                          f"{_fmt(one.efficiency['bandwidth_bound_tokens_per_s'])} tokens/s "
-                          "(weight bytes ÷ measured bandwidth)"))
+            bound.append(_Row(one.efficiency["fraction_of_bandwidth_bound"],
+                              f"{label}: {_fmt(one.rates.get('tokens/s', 0.0))} of "
+                              f"{_fmt(one.efficiency['bandwidth_bound_tokens_per_s'])} tokens/s "
+                              "(weight bytes ÷ measured bandwidth)"))
     out.append(_best(scaling, f"batch {many_b} ≥ 4× batch {one_b} tokens/s", subject, 4.0,
                      needs=f"batches {one_b} and {many_b} of one backend and precision"))
     out.append(_best(bound, f"batch {one_b} share of the weight-bytes ÷ bandwidth bound (reported)", subject, None,
@@ -325,38 +323,35 @@ def _speech_targets(run: BenchRun, pairs: list[tuple[CaseResult, Comparison]], r
     out: list[Target] = []
     for name in names:
         target = f"batch {SPEECH_BATCH} realtime factor ≥ {name} at WER ≤ {bar_name}'s + {WER_MARGIN:g}"
-        kept: list[tuple[float, str]] = []
-        spreads: dict[str, float] = {}
+        kept: list[_Row] = []
         too_wrong: list[str] = []
-        unscored: list[tuple[float, str]] = []
+        unscored: list[_Row] = []
         for r, c in pairs:
             if c.role != "reference" or c.baseline_name != name or c.batch_size != SPEECH_BATCH:
                 continue
             ours = _measurement(r, c.batch_size)
             theirs = _measurement_of(bar, c.batch_size)
-            value, speed, spread = versus_baseline(
+            speed = versus_baseline(
                 r, c, f"{_label(r)} batch {c.batch_size}: {_fmt(c.ours)} vs {_fmt(c.theirs)} {c.unit}")
             if ours is None or ours.wer is None or theirs is None or theirs.wer is None:
-                unscored.append((value, f"{speed}; WER not measured (ours "
-                                        f"{_wer(ours)}, {bar_name} {_wer(theirs)}: no reference text)"))
+                unscored.append(speed._replace(figure=f"{speed.figure}; WER not measured (ours {_wer(ours)}, "
+                                                      f"{bar_name} {_wer(theirs)}: no reference text)"))
                 continue
             words = f"WER {ours.wer:.3f} (ours) vs {theirs.wer:.3f} ({bar_name}) + {WER_MARGIN:g}"
             if ours.wer <= theirs.wer + WER_MARGIN:
-                row = f"{speed}; {words}"
-                kept.append((value, row))
-                if spread is not None:
-                    spreads[row] = spread
+                kept.append(speed._replace(figure=f"{speed.figure}; {words}"))
             else:
-                too_wrong.append(f"{speed}; {words}: too many errors")
+                too_wrong.append(f"{speed.figure}; {words}: too many errors")
         if kept:
-            out.append(_best(kept, target, subject, 1.0, spreads=spreads))
+            out.append(_best(kept, target, subject, 1.0))
         elif too_wrong:
             out.append(Target(name=target, subject=subject, required=1.0, value=None, met=False,
                               figure="no case within the WER bound: " + "; ".join(too_wrong)))
         elif unscored:
             # The speed half may hold, but a target with an unchecked half is not met.
-            value, figure = max(unscored, key=lambda row: row[0])
-            out.append(Target(name=target, subject=subject, required=1.0, value=value, met=None, figure=figure))
+            best = max(unscored, key=lambda row: row.value)
+            out.append(Target(name=target, subject=subject, required=1.0, value=best.value, met=None,
+                              figure=best.figure))
         else:
             out.append(_best([], target, subject, 1.0, needs=f"batch {SPEECH_BATCH}"))
     return out
