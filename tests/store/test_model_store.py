@@ -42,6 +42,18 @@ def test_model_added_then_loaded_by_cid(tmp_path, tiny_folder, tiny_endpoint):
         _same_outputs(result, reference)
 
 
+def test_an_add_the_disk_cannot_hold_is_refused_before_writing(tmp_path, tiny_folder, monkeypatch):
+    from ipfs_accelerate.store import disk
+
+    store = ModelStore(tmp_path / "ipfs")
+    monkeypatch.setattr(disk, "KEEP_FREE_BYTES", 1 << 62)  # as if the disk were full
+    with pytest.raises(StoreError, match=rf"^adding {tiny_folder} to the store needs about [\d.]+ GB of disk"):
+        store.add(tiny_folder)
+    assert store.ls() == []
+    assert not [p for p in store.blocks.blocks_dir.rglob("*") if p.is_file()]
+    assert store.add(tiny_folder, only_hash=True).root  # hashing alone writes nothing and is allowed
+
+
 def test_tampered_block_raises_and_nothing_is_used(tmp_path, tiny_folder):
     store = ModelStore(tmp_path / "ipfs")
     manifest = store.add(tiny_folder)

@@ -22,6 +22,7 @@ from .._exceptions import IntegrityError, StoreError
 from .._types import WeightsKind
 from .blockstore import Blockstore
 from .cid import CID
+from .disk import disk_shortfall
 from .manifest import SYNTHETIC_MARKER, FileEntry, Manifest, read_file, walk_unixfs
 from .unixfs import AddOptions, add_path
 from .weights import ResolvedWeights
@@ -127,10 +128,17 @@ class ModelStore:
             task: the model's default task, recorded beside the family.
 
         Raises:
-            StoreError: the path cannot be added.
+            StoreError: the path cannot be added, or its blocks would not fit on the store's
+                disk (checked before anything is written).
         """
         options = options or AddOptions()
         folder = Path(path)
+        if not only_hash and folder.exists():
+            files = folder.rglob("*") if folder.is_dir() else [folder]
+            size = sum(f.stat().st_size for f in files if f.is_file())
+            shortfall = disk_shortfall(self.root, size, what=f"adding {folder} to the store")
+            if shortfall:
+                raise StoreError(shortfall)
         def store_block(cid: CID, data: bytes) -> None:
             self.blocks.put(cid, data, verify=False)  # hashed just now by the builder
 
