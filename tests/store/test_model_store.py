@@ -52,6 +52,12 @@ def test_an_add_the_disk_cannot_hold_is_refused_before_writing(tmp_path, tiny_fo
     assert store.ls() == []
     assert not [p for p in store.blocks.blocks_dir.rglob("*") if p.is_file()]
     assert store.add(tiny_folder, only_hash=True).root  # hashing alone writes nothing and is allowed
+    monkeypatch.undo()
+    root = CID.parse(store.add(tiny_folder).root)
+    monkeypatch.setattr(disk, "KEEP_FREE_BYTES", 1 << 62)
+    with pytest.raises(StoreError, match=rf"^the model folder of {root} needs about [\d.]+ GB of disk"):
+        store.materialize(root)  # the blocks are there; the folder copy of them is refused
+    assert not (store.root / "models").exists() or not list((store.root / "models").iterdir())
 
 
 def test_tampered_block_raises_and_nothing_is_used(tmp_path, tiny_folder):

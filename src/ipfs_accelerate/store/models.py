@@ -242,7 +242,8 @@ class ModelStore:
         A folder is only ever renamed into place whole, so nothing half-written is used.
 
         Raises:
-            StoreError: the CID is not a directory, or blocks are missing everywhere.
+            StoreError: the CID is not a directory, blocks are missing everywhere, or the
+                folder would not fit on the store's disk (checked before it is written).
             IntegrityError: a block fails its hash (the message names the file and CID).
         """
         target = self.root / "models" / str(root)
@@ -255,6 +256,9 @@ class ModelStore:
             log.warning("the materialized copy %s no longer hashes to %s; rebuilding it from the blocks", target, root)
             shutil.rmtree(target, ignore_errors=True)
         self.ensure(root)
+        shortfall = disk_shortfall(self.root, manifest.size, what=f"the model folder of {root}")
+        if shortfall:
+            raise StoreError(shortfall)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=target.parent))
         try:
