@@ -36,9 +36,9 @@ def _temp_root(config: pytest.Config) -> Path:
 
 
 def _free_gib(path: Path) -> float:
-    while not path.exists() and path != path.parent:  # --basetemp may name folders not made yet
-        path = path.parent
-    return shutil.disk_usage(path).free / 2**30
+    from ipfs_accelerate.store.disk import existing_folder  # --basetemp may name folders not made yet
+
+    return shutil.disk_usage(existing_folder(path)).free / 2**30
 
 
 _FREE_AT_START = pytest.StashKey[float]()

@@ -7,6 +7,7 @@ Environment variables are read here, at the edge, and nowhere in the library:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -139,8 +140,7 @@ def _cmd_cache(args: argparse.Namespace) -> int:
     now = time.time()
     if args.json:
         print(json.dumps({"cache_dir": str(root), "action": verb, "total_bytes": sum(i.size_bytes for i in items),
-                          "items": [{"path": str(i.path), "kind": i.kind, "what": i.what, "size_bytes": i.size_bytes,
-                                     "last_used": i.last_used, "prunable": i.prunable} for i in items]}, indent=2))
+                          "items": [{**dataclasses.asdict(i), "path": str(i.path)} for i in items]}, indent=2))
         return 0
     for item in items:
         print(f"{item.size_bytes / 1e9:8.2f} GB  {_ago(now - item.last_used):>12}  {item.kind:<22} {item.what}")

@@ -15,10 +15,19 @@ import os
 import shutil
 from pathlib import Path
 
-__all__ = ["KEEP_FREE_BYTES", "disk_shortfall", "mark_used"]
+__all__ = ["KEEP_FREE_BYTES", "disk_shortfall", "existing_folder", "mark_used"]
 
 # What a build leaves free for everything else on the machine, beyond its own estimate.
 KEEP_FREE_BYTES = 1 << 30
+
+
+def existing_folder(path: Path) -> Path:
+    """``path``, or the nearest folder above it that exists: where a folder not made yet will
+    take its space from."""
+    folder = Path(path)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return folder
 
 
 def disk_shortfall(path: Path, need_bytes: int, *, what: str) -> str | None:
@@ -33,9 +42,7 @@ def disk_shortfall(path: Path, need_bytes: int, *, what: str) -> str | None:
         A sentence naming the estimate, the free space and the folder, or None when at least
         ``need_bytes`` plus :data:`KEEP_FREE_BYTES` is free there.
     """
-    folder = Path(path)
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
+    folder = existing_folder(path)
     free = shutil.disk_usage(folder).free
     if need_bytes + KEEP_FREE_BYTES <= free:
         return None

@@ -229,34 +229,32 @@ def remove_entry(path: Path) -> bool:
     Returns:
         True when the entry is gone, False when it was busy and kept.
     """
-    lock_path = path.parent / f"{path.name}.lock"
-    if fcntl is None:  # pragma: no cover - Windows
-        shutil.rmtree(path, ignore_errors=True)
-        return True
-    with open(lock_path, "a+b") as fh:
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        try:
-            shutil.rmtree(path, ignore_errors=True)
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
     # The empty lock file stays: a process may have it open already, and one made anew would
     # be a second, separate lock on the same key.
-    return True
+    with _locked(path.parent / f"{path.name}.lock", wait=False) as held:
+        if held:
+            shutil.rmtree(path, ignore_errors=True)
+        return held
 
 
 @contextlib.contextmanager
-def _locked(lock_path: Path) -> Iterator[None]:
-    """Hold an exclusive advisory lock on ``lock_path`` (blocks until it is free)."""
+def _locked(lock_path: Path, *, wait: bool = True) -> Iterator[bool]:
+    """Hold an exclusive advisory lock on ``lock_path``; yields whether it is held.
+
+    With ``wait`` it blocks until the lock is free (and always yields True); without, it
+    yields False at once when another process holds it.
+    """
     if fcntl is None:  # pragma: no cover - Windows
-        yield
+        yield True
         return
     with open(lock_path, "a+b") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
         try:
-            yield
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
         finally:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
