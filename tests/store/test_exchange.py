@@ -22,10 +22,10 @@ from ipfs_accelerate._exceptions import IntegrityError
 from ipfs_accelerate.cli import main
 from ipfs_accelerate.store.car import iter_car
 from ipfs_accelerate.store.cid import CID
-from ipfs_accelerate.store.fetch import Fetcher
+from ipfs_accelerate.store.fetch import Fetcher, dag_bytes
 from ipfs_accelerate.store.gateway import gateway_router
 from ipfs_accelerate.store.models import ModelStore
-from ipfs_accelerate.store.unixfs import add_path
+from ipfs_accelerate.store.unixfs import add_path, links_of
 from tests.store.conftest import TEXTS, free_port, serve
 
 
@@ -194,3 +194,33 @@ def test_corrupt_local_block_is_fetched_again_from_a_peer(tmp_path, node_a, tiny
     assert report is not None and report.fetched == 1 and report.local == len(list(store_a.blocks.walk(root))) - 1
     assert store_b.blocks.get(victim) == store_a.blocks.get(victim)
     assert add_path(repaired.materialize(root)).cid == root
+
+
+def _tree_bytes(store: ModelStore, cid: CID) -> int:
+    """Every block under ``cid`` counted once per link that reaches it (what ``Tsize`` records)."""
+    block = store.blocks.get(cid)
+    return len(block) + sum(_tree_bytes(store, link.cid) for link in links_of(cid, block))
+
+
+def test_a_fetch_the_disk_cannot_hold_is_refused_before_writing(tmp_path, node_a, monkeypatch):
+    from ipfs_accelerate.store import disk
+
+    store_a, root = node_a
+    need = dag_bytes(root, store_a.blocks.get(root))
+    assert need == _tree_bytes(store_a, root) > 0  # the root block alone sizes the whole DAG
+    store_b = ModelStore(tmp_path / "b" / "ipfs")
+    with serve(_app(store_a)) as url:
+        monkeypatch.setattr(disk, "KEEP_FREE_BYTES", 1 << 62)  # as if the disk were full
+        with Fetcher(peers=[url]) as fetcher:
+            with pytest.raises(StoreError, match=rf"^fetching the blocks of {root} needs about [\d.]+ GB of disk"):
+                fetcher.fetch_dag(root, store_b.blocks)
+            assert fetcher.bad_peers == {}  # a full disk is not the peer's fault
+        with pytest.raises(StoreError, match=f"fetching the blocks of {root}"):
+            ia.load(f"ipfs://{root}", backend="torch", cache_dir=tmp_path / "c", peers=[url])
+        assert not list(tmp_path.glob("[bc]/ipfs/blocks/*/*"))  # nothing was written
+        monkeypatch.undo()
+        with Fetcher(peers=[url]) as fetcher:
+            report = fetcher.fetch_dag(root, store_b.blocks)
+    blocks = len(list(store_a.blocks.walk(root)))
+    assert report.fetched == blocks and report.sources == {url: blocks}  # the sizing block is not counted twice
+    assert store_b.has_all(root)

@@ -9,6 +9,10 @@ other source had the block. Blocks are fetched in parallel as the DAG unfolds an
 as they arrive, so an interrupted fetch resumes where it stopped: blocks already in the
 store are read (and verified) instead of fetched again.
 
+Before a fresh fetch writes anything, the root block is fetched alone: its links record the
+cumulative size of the DAG below them (``Tsize``), so the whole fetch's size is known from
+one small block and a store whose disk cannot hold it is refused at once.
+
 Only the configured addresses are dialled; nothing here discovers peers.
 """
 
@@ -24,11 +28,22 @@ from collections.abc import Iterator, Sequence
 from .._exceptions import IntegrityError, StoreError
 from .blockstore import Blockstore
 from .cid import CID
+from .disk import disk_shortfall
 from .unixfs import links_of
 
-__all__ = ["FetchReport", "Fetcher"]
+__all__ = ["FetchReport", "Fetcher", "dag_bytes"]
 
 log = logging.getLogger("ipfs_accelerate.store")
+
+
+def dag_bytes(cid: CID, block: bytes) -> int:
+    """The bytes of the whole DAG under ``block`` (``cid``'s), from its links' ``Tsize``.
+
+    Each dag-pb link records the cumulative size of the DAG it points to, so the root block
+    alone gives the size of a fetch. Blocks shared between files are counted once per link:
+    an upper bound, exact for a DAG without repeats. A raw block has no links: its own size.
+    """
+    return len(block) + sum(link.tsize for link in links_of(cid, block))
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -251,8 +266,9 @@ class Fetcher:
             car_first: try the one-request CAR stream first.
 
         Raises:
-            StoreError: a block is not available from any source; the blocks fetched
-                before stay in the store.
+            StoreError: a block is not available from any source (the blocks fetched before
+                stay in the store), or the DAG would not fit on the store's disk (checked
+                from the root block before anything is written; not on a resumed fetch).
             IntegrityError: the only sources of a block sent wrong bytes.
         """
         started = time.perf_counter()
@@ -260,6 +276,15 @@ class Fetcher:
         sources: dict[str, int] = {}
         seen: set[str] = {root.key}
         from_car: dict[str, list[CID]] = {}  # blocks the CAR brought: their links, not read again
+        # A fresh fetch sizes itself from the root block first (kept for the walk below, not
+        # stored: a stored root marks a resumed fetch and would skip the CAR stream).
+        probed: dict[str, tuple[bytes, str]] = {}
+        if not store.has(root):
+            probed[root.key] = self.fetch_block(root)
+            need = dag_bytes(root, probed[root.key][0])
+            shortfall = disk_shortfall(store.root, need, what=f"fetching the blocks of {root}")
+            if shortfall:
+                raise StoreError(shortfall)
         if car_first and self.peers and not store.has(root):
             for peer in self.peers:
                 got, size = self._fetch_car(peer, root, store, from_car)
@@ -284,12 +309,13 @@ class Fetcher:
                 with self._lock:
                     counts["local"] += 1
             else:
-                data, source = self.fetch_block(cid)
-                store.put(cid, data, verify=False)  # fetch_block verified it
+                fetched, source = probed.pop(cid.key) if cid.key in probed else self.fetch_block(cid)
+                store.put(cid, fetched, verify=False)  # fetch_block verified it
                 with self._lock:
                     counts["fetched"] += 1
-                    counts["bytes"] += len(data)
+                    counts["bytes"] += len(fetched)
                     sources[source] = sources.get(source, 0) + 1
+                data = fetched
             return [link.cid for link in links_of(cid, data)]
 
         first_error: BaseException | None = None
