@@ -48,6 +48,17 @@ def test_unknown_config_field_in_overrides(cache_dir):
         ia.load("gpt2", weights="synthetic", config_overrides={"no_such_field": 1}, cache_dir=cache_dir)
 
 
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"n_layer": -1}, r"^config_overrides: GPT2Config.n_layer is a size \(12 in the published config\); got -1$"),
+    ({"n_embd": 65, "n_head": 2}, r"^config_overrides \{'n_embd': 65, 'n_head': 2\}: GPT2LMHeadModel cannot be "
+                                  r"built from the changed config \(ValueError: .*divisible by num_heads"),
+])
+def test_overrides_a_model_cannot_be_built_from_are_invalid_input(tmp_path, overrides, message):
+    with pytest.raises(ia.InvalidInput, match=message):
+        ia.load("gpt2", weights="synthetic", config_overrides=overrides, cache_dir=tmp_path)
+    assert not list(tmp_path.glob("synthetic/*"))  # nothing half-built is left
+
+
 def test_synthetic_folder_stays_synthetic_when_loaded_by_path(load_tiny, cache_dir):
     ep = load_tiny("gpt2")
     folder = ep.handler.weights.path

@@ -136,8 +136,10 @@ def load(
                 warmup_s = endpoint.warmup() if warmup else 0.0
             except InvalidInput:
                 raise
-            except (AccelerateError, RuntimeError, ValueError, OSError, ImportError, TypeError) as exc:
-                # Loading or the first run failed: that backend cannot serve this model here.
+            except (AccelerateError, RuntimeError, ValueError, OSError, ImportError, TypeError, LookupError,
+                    AttributeError) as exc:
+                # Loading or the first run failed: that backend cannot serve this model here
+                # (exporters fail on models they do not expect with any of these).
                 reason = f"{type(exc).__name__}: {_one_line(exc)}"
                 last_error = exc
                 endpoint = None

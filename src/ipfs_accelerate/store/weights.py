@@ -29,7 +29,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from .._exceptions import ModelNotAvailable
+from .._exceptions import InvalidInput, ModelNotAvailable
+from .._logs import one_line
 from .._types import WeightsKind
 from .disk import disk_shortfall, mark_used
 
@@ -297,7 +298,6 @@ def _apply_overrides(config: Any, overrides: Mapping[str, Any]) -> Any:
     The config is rebuilt from its dictionary, so that fields a constructor derives
     (a composite config copies ``projection_dim`` into its parts) stay consistent on reload.
     """
-    from .._exceptions import InvalidInput
 
     def merge(base: dict[str, Any], changes: Mapping[str, Any], where: str) -> None:
         for key, value in changes.items():
@@ -305,12 +305,25 @@ def _apply_overrides(config: Any, overrides: Mapping[str, Any]) -> Any:
                 raise InvalidInput(f"config_overrides: {where} has no field {key!r}")
             if isinstance(base[key], dict) and isinstance(value, Mapping):
                 merge(base[key], value, f"{where}.{key}")
+            elif _is_int(base[key]) and base[key] > 0 and _is_int(value) and value < 0:
+                # Layer counts, widths and vocabulary sizes: transformers builds a model with
+                # range(-1) layers without a word, and an export fails far from the cause.
+                raise InvalidInput(f"config_overrides: {where}.{key} is a size ({base[key]} in the published "
+                                   f"config); got {value}")
             else:
                 base[key] = value
 
     data = config.to_dict()
     merge(data, overrides, type(config).__name__)
-    return type(config).from_dict(data)
+    try:
+        return type(config).from_dict(data)
+    except Exception as exc:  # a config class may reject a value any way it likes
+        raise InvalidInput(f"config_overrides {dict(overrides)!r}: {type(config).__name__} rejects them "
+                           f"({one_line(exc)})") from exc
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _build_synthetic(
@@ -327,7 +340,14 @@ def _build_synthetic(
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
             model_cls = getattr(transformers, model_family.synthetic_class)
-            model = model_cls(config)
+            try:
+                model = model_cls(config)
+            except Exception as exc:
+                if not overrides:
+                    raise  # a published config that does not build is our bug: keep its trace
+                # A negative or inconsistent size fails somewhere inside the model's constructor.
+                raise InvalidInput(f"config_overrides {overrides!r}: {model_family.synthetic_class} cannot be built "
+                                   f"from the changed config ({one_line(exc)})") from exc
         # Tied tensors share storage and are saved once.
         tensor_bytes = {t.data_ptr(): t.numel() * t.element_size() for t in model.state_dict().values()}
         shortfall = disk_shortfall(tmp, sum(tensor_bytes.values()), what=f"building synthetic weights for {model_id}")
