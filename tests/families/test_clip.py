@@ -123,6 +123,16 @@ def test_exif_rgba_greyscale_and_huge_images(load_tiny):
     assert len(ep([rgba, grey, huge]).outputs) == 3
 
 
+def test_images_one_or_three_pixels_high_or_wide_are_read_channels_last(load_tiny):
+    # transformers guesses the channel axis from the shape and took (3, 40, 3) as channels first
+    ep = load_tiny(CLIP, "embed-image")
+    colour = (200, 30, 90)
+    sizes = [(1, 1), (40, 3), (3, 40), (1, 40), (64, 48)]  # (width, height)
+    vectors = ep([Image.new("RGB", size, colour) for size in sizes]).outputs
+    for vector in vectors[:-1]:  # one colour at any size resizes to the same pixels
+        np.testing.assert_allclose(vector, vectors[-1], atol=1e-6)
+
+
 def _truncated_png() -> bytes:
     data = png_bytes(gradient_image(64, 64))
     return data[: len(data) // 2]

@@ -68,3 +68,16 @@ def test_streaming_and_the_shared_controls(load_tiny, test_image):
 def test_bad_items_are_invalid_input(load_tiny, item, message):
     with pytest.raises(ia.InvalidInput, match=message):
         load_tiny(LLAVA)(item)
+
+
+def test_images_one_or_three_pixels_high_are_read_channels_last(load_tiny):
+    from PIL import Image
+
+    ep = load_tiny(LLAVA)
+    params = ep.parse_params({"max_new_tokens": 2})
+    colour = (200, 30, 90)
+    pixels = [ep.handler.preprocess([("What is this?", Image.new("RGB", size, colour))], params).inputs["pixel_values"]
+              for size in [(1, 1), (40, 3), (32, 32)]]  # (width, height)
+    for values in pixels[:-1]:  # one colour at any size resizes to the same pixels
+        assert values.shape == pixels[-1].shape and float((values - pixels[-1]).abs().max()) < 1e-6
+    assert ep(("What is this?", Image.new("RGB", (1, 1), colour)), max_new_tokens=2).outputs[0]

@@ -37,6 +37,14 @@ def test_batch_equals_one_by_one_and_normalize(load_tiny, test_video_path):
     assert cosine(unit, batch.outputs[0]) == pytest.approx(1.0, abs=1e-6)
 
 
+def test_frames_one_or_three_pixels_high_are_read_channels_last(load_tiny):
+    ep = load_tiny(VIDEOMAE)
+    shapes = [(3, 3), (1, 40), (3, 17), (16, 16)]  # (height, width) of FRAMES uniform frames
+    vectors = ep([np.full((FRAMES, h, w, 3), 120, np.uint8) for h, w in shapes]).outputs
+    for vector in vectors[:-1]:
+        np.testing.assert_allclose(vector, vectors[-1], atol=1e-6)
+
+
 def test_bad_videos_are_invalid_input(load_tiny, tmp_path, test_images):
     ep = load_tiny(VIDEOMAE)
     text = tmp_path / "notes.txt"
@@ -47,6 +55,8 @@ def test_bad_videos_are_invalid_input(load_tiny, tmp_path, test_images):
         ([], "empty batch"),
         (b"\x00garbage" * 40, "video #0: video data is not a readable video"),
         ([gradient_image(32, 32), b"corrupt"], "video #0: frame 1: image data is not a recognised image"),
+        (np.zeros((32, 24, 3), np.uint8), r"video #0: a video array shaped \(32, 24, 3\) reads as 32 grey frames "
+                                          r"3 pixels wide, or is one RGB image: .*\(1, 32, 24, 3\)"),
     ]:
         with pytest.raises(ia.InvalidInput, match=message):
             ep(source)

@@ -30,6 +30,7 @@ from .base import Prepared, TaskHandler
 from .bench_profile import BenchProfile, register_bench_profile
 
 __all__ = [
+    "CHANNELS_LAST",
     "ImageTextGenerate",
     "ImageTextGenerateBench",
     "ZeroShotBench",
@@ -46,6 +47,11 @@ __all__ = [
     "substitute_lm_tokenizer",
     "video_as_items",
 ]
+
+# Every image and frame reaches a processor as RGB, channels last (media.image). Said
+# explicitly because transformers otherwise guesses from the array's shape, and reads an
+# image 1 or 3 pixels high (shape (3, W, 3)) as channels first: a crash or a wrong picture.
+CHANNELS_LAST: dict[str, Any] = {"input_data_format": "channels_last"}
 
 # --------------------------------------------------------------------------- configs
 
@@ -327,7 +333,7 @@ class ImageTextGenerate(CausalLMGenerate):
             texts.append(self.processor.apply_chat_template(
                 [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False))
         self.tokenizer.padding_side = "left"  # decoder-only: every row continues from the right
-        encoded = self.processor(text=texts, images=images, padding=True, return_tensors="pt")
+        encoded = self.processor(text=texts, images=images, padding=True, return_tensors="pt", **CHANNELS_LAST)
         model_inputs = {k: v for k, v in encoded.items()
                         if k in ("input_ids", "attention_mask", "pixel_values", "image_sizes")}
         prompt_len = int(model_inputs["input_ids"].shape[1])

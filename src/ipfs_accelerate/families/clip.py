@@ -17,7 +17,15 @@ from .._exceptions import InvalidInput
 from ._clip_vocab import build_clip_tokenizer
 from ._plain import forward_baseline
 from ._text import check_texts, tokenize
-from ._vision import ZeroShotBench, ZeroShotClassify, load_item_images, load_processor, sample_image, saved_config
+from ._vision import (
+    CHANNELS_LAST,
+    ZeroShotBench,
+    ZeroShotClassify,
+    load_item_images,
+    load_processor,
+    sample_image,
+    saved_config,
+)
 from .base import Baseline, Checkpoint, Family, Prepared, TaskHandler
 from .bench_profile import BenchProfile, register_bench_profile
 
@@ -139,7 +147,7 @@ class EmbedImage(_CLIPTask):
         if not inputs:
             raise InvalidInput("empty batch: pass at least one image")
         images = _load_images(inputs)
-        pixels = self.processor.image_processor(images=images, return_tensors="pt")["pixel_values"]
+        pixels = self.processor.image_processor(images=images, return_tensors="pt", **CHANNELS_LAST)["pixel_values"]
         return Prepared(inputs={"pixel_values": pixels}, count=len(images))
 
     def postprocess(self, raw: Any, prepared: Prepared, params: ImageEmbedParams) -> list[Any]:
@@ -224,7 +232,8 @@ class ClassifyImage(ZeroShotClassify):
                 {"image": sample_image(40, 56, phase=1), "labels": labels}]
 
     def media_inputs(self, media: Sequence[Any], notes: list[str], params: Any) -> tuple[dict[str, Any], dict[str, float]]:
-        pixels = self.processor.image_processor(images=_load_images(media), return_tensors="pt")["pixel_values"]
+        pixels = self.processor.image_processor(images=_load_images(media), return_tensors="pt",
+                                                **CHANNELS_LAST)["pixel_values"]
         return {"pixel_values": pixels}, {}
 
 

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 from .._exceptions import InvalidInput
 from ._plain import forward_baseline
-from ._vision import load_clips, sample_video, saved_config, video_as_items
+from ._vision import CHANNELS_LAST, load_clips, sample_video, saved_config, video_as_items
 from .base import Baseline, Checkpoint, Family, Prepared, TaskHandler
 from .bench_profile import BenchProfile, register_bench_profile
 from .xclip import video_image_processor
@@ -85,7 +85,7 @@ class EmbedVideo(TaskHandler):
             raise InvalidInput("empty batch: pass at least one video")
         notes: list[str] = []
         clips = load_clips(inputs, num_frames=self.num_frames, notes=notes)
-        pixels = self.processor([list(c.frames) for c in clips], return_tensors="pt")["pixel_values"]
+        pixels = self.processor([list(c.frames) for c in clips], return_tensors="pt", **CHANNELS_LAST)["pixel_values"]
         return Prepared(inputs={"pixel_values": pixels}, count=len(clips), notes=notes,
                         figures={"frames": float(sum(len(c) for c in clips))})
 

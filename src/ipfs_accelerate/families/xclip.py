@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ._clip_vocab import build_clip_tokenizer
-from ._vision import ZeroShotBench, ZeroShotClassify, load_clips, sample_video, saved_config, video_as_items
+from ._vision import (
+    CHANNELS_LAST,
+    ZeroShotBench,
+    ZeroShotClassify,
+    load_clips,
+    sample_video,
+    saved_config,
+    video_as_items,
+)
 from .base import Baseline, Checkpoint, Family
 from .bench_profile import register_bench_profile
 
@@ -88,7 +96,7 @@ class ClassifyVideo(ZeroShotClassify):
 
     def media_inputs(self, media: Sequence[Any], notes: list[str], params: Any) -> tuple[dict[str, Any], dict[str, float]]:
         clips = load_clips(media, num_frames=self.num_frames, notes=notes)
-        pixels = self.processor.image_processor([list(c.frames) for c in clips], return_tensors="pt")
+        pixels = self.processor.image_processor([list(c.frames) for c in clips], return_tensors="pt", **CHANNELS_LAST)
         return {"pixel_values": pixels["pixel_values"]}, {"frames": float(sum(len(c) for c in clips))}
 
 

@@ -103,7 +103,8 @@ def load_video_frames(
             file; or a list/tuple of frames, each anything
             :func:`~ipfs_accelerate.media.image.load_image` accepts (PIL image, numpy
             array, image path, image bytes); or a numpy array shaped
-            ``(T, H, W[, C])``.
+            ``(T, H, W[, C])`` (a 3-D array whose last axis is 3 or 4 is refused as
+            ambiguous: it looks like one image).
         num_frames: how many frames to return (at least 1).
         max_side: frames whose longest side exceeds this are shrunk to it.
 
@@ -133,6 +134,15 @@ def load_video_frames(
     if isinstance(source, np.ndarray):
         if source.ndim not in (3, 4):
             raise InvalidInput(f"a video array must be shaped (T, H, W) or (T, H, W, C), got {source.shape}")
+        if source.ndim == 3 and source.shape[2] in (3, 4):
+            # (T, H, W) grey frames 3 or 4 pixels wide are far less likely than one RGB(A)
+            # image, which would otherwise become T grey slivers without a word.
+            raise InvalidInput(
+                f"a video array shaped {source.shape} reads as {source.shape[0]} grey frames "
+                f"{source.shape[2]} pixels wide, or is one {'RGB' if source.shape[2] == 3 else 'RGBA'} image: "
+                f"pass frames as (T, H, W, C), e.g. shape (1, {source.shape[0]}, {source.shape[1]}, {source.shape[2]}) "
+                "for one image"
+            )
         return _from_frame_list(list(source), num_frames, max_side)
     if isinstance(source, (list, tuple)):
         return _from_frame_list(source, num_frames, max_side)
