@@ -108,7 +108,8 @@ def test_bad_parameters_are_invalid_input(load_tiny, params, message):
 
 @pytest.mark.parametrize(
     ("inputs", "message"),
-    [([], "empty batch"), ([""], "is empty"), (["  "], "is empty"), (["ok", 3], "must be a string"), (None, "string")],
+    [([], "empty batch"), ([""], "is empty"), (["  "], "is empty"), (["ok", 3], "must be a string"), (None, "string"),
+     (["ok", "a\ud800b"], r"prompt #1 is not valid Unicode: surrogates not allowed at character 1")],
 )
 def test_bad_prompts_are_invalid_input(load_tiny, inputs, message):
     with pytest.raises(ia.InvalidInput, match=message):

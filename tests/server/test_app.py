@@ -95,12 +95,14 @@ def test_embeddings_base64_is_little_endian_float32(client: Any) -> None:
     ({"model": "mini", "input": ["x"] * 9}, "input"),
     ({"model": "mini", "input": "word " * 60}, "input"),
     ({"model": "mini", "input": []}, "input"),
+    ({"model": "mini", "input": ["ok", "a\ud800b"]}, "input"),  # a lone surrogate: valid JSON, not valid text
     ({"model": "mini"}, "input"),
     ({"model": "mini", "input": "x", "encoding_format": "int8"}, "encoding_format"),
     ({"model": "gpt", "input": "x"}, "model"),
 ])
 def test_embeddings_bad_requests_are_400(client: Any, payload: dict[str, Any], param: str) -> None:
-    err = _error(client.post("/v1/embeddings", json=payload), 400)
+    body = json.dumps(payload)  # ASCII escapes: the client would refuse to encode a lone surrogate itself
+    err = _error(client.post("/v1/embeddings", content=body, headers={"content-type": "application/json"}), 400)
     assert err["param"] == param
     assert err["type"] == "invalid_request_error"
 
@@ -154,9 +156,18 @@ def test_completions_greedy_equal_the_endpoint(client: Any, tiny_endpoints: dict
     ({"model": "gpt", "prompt": "x", "max_tokens": 65}, "max_tokens"),
     ({"model": "gpt", "prompt": "x", "temperature": -1}, "temperature"),
     ({"model": "mini", "prompt": "x"}, "model"),
+    ({"model": "gpt", "prompt": "a\ud800b"}, "prompt"),
 ])
 def test_completions_bad_requests_are_400(client: Any, payload: dict[str, Any], param: str) -> None:
-    assert _error(client.post("/v1/completions", json=payload), 400)["param"] == param
+    body = json.dumps(payload)  # ASCII escapes, as for the embeddings above
+    response = client.post("/v1/completions", content=body, headers={"content-type": "application/json"})
+    assert _error(response, 400)["param"] == param
+
+
+def test_chat_with_a_lone_surrogate_is_400(client: Any) -> None:
+    body = json.dumps({"model": "gpt", "messages": [{"role": "user", "content": "a\ud800b"}], "max_tokens": 6})
+    err = _error(client.post("/v1/chat/completions", content=body, headers={"content-type": "application/json"}), 400)
+    assert err["param"] == "messages" and "not valid Unicode" in err["message"]
 
 
 def _sse_events(text: str) -> list[str]:

@@ -6,12 +6,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from .._exceptions import InvalidInput
+from ..media.text import require_unicode
 
 __all__ = ["check_texts", "tokenize"]
 
 
 def check_texts(items: Sequence[Any], *, what: str = "text") -> list[str]:
-    """Every item must be a non-empty string.
+    """Every item must be a non-empty string that is valid Unicode.
 
     Raises:
         InvalidInput: naming the first bad item and its position.
@@ -23,6 +24,7 @@ def check_texts(items: Sequence[Any], *, what: str = "text") -> list[str]:
             raise InvalidInput(f"{what} #{index} must be a string; got {type(item).__name__}")
         if not item.strip():
             raise InvalidInput(f"{what} #{index} is empty")
+        require_unicode(item, what=f"{what} #{index}")
     return list(items)
 
 

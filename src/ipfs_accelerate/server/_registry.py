@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, overload
 
 from .._exceptions import InvalidInput
+from ..media.text import require_unicode
 from ._config import ModelConfig
 
 if TYPE_CHECKING:
@@ -136,7 +137,12 @@ class TokenCounter:
 
         With ``wait=False`` it answers None instead of waiting for another caller (so the
         event loop never blocks on the lock).
+
+        Raises:
+            InvalidInput: a text is not valid Unicode (a lone surrogate).
         """
+        for index, text in enumerate(texts):  # before the tokenizer, whose own error names nothing
+            require_unicode(text, what=f"text #{index}")
         if self._tokenizer is None or not texts:
             return [len(t.split()) for t in texts]
         if not self._lock.acquire(blocking=wait):

@@ -128,6 +128,14 @@ async def _run(request: Request, model: ModelService, inputs: Any, params: Mappi
     return await _run_model(request.app.state.metrics, model, inputs, params)
 
 
+async def _prompt_tokens(model: ModelService, texts: Sequence[str], *, param: str) -> list[int]:
+    """Tokens per request text; a text no tokenizer can take is a 400 naming ``param``."""
+    try:
+        return await model.count_tokens(texts)
+    except InvalidInput as exc:
+        raise ApiError(400, str(exc), param=param, code="invalid_input") from exc
+
+
 async def _run_model(metrics: Metrics, model: ModelService, inputs: Any, params: Mapping[str, Any] | None = None
                      ) -> Result:
     depth = metrics.queue_depth.labels(model.name)
@@ -194,7 +202,7 @@ async def _embed(registry: ModelRegistry, metrics: Metrics, limits: Limits, name
         inputs = [_decode_media(t, limits) for t in texts]
         tokens = [0] * len(texts)
     else:
-        tokens = await model.count_tokens(texts)
+        tokens = await _prompt_tokens(model, texts, param="input")
         too_long = [i for i, n in enumerate(tokens) if n > limits.max_tokens_per_item]
         if too_long and not limits.truncate_items:
             raise ApiError(400, f"input {too_long[0]} has {tokens[too_long[0]]} tokens, over the limit of "
@@ -428,7 +436,7 @@ async def _completions(request: Request, body: CompletionRequest) -> Response:
     if not prompts or len(prompts) > limits.max_items:
         raise ApiError(400, f"prompt must hold 1 to {limits.max_items} strings", param="prompt", code="invalid_input")
     params = _generation_params(body, limits, default_max=16)
-    prompt_counts = await model.count_tokens(prompts)
+    prompt_counts = await _prompt_tokens(model, prompts, param="prompt")
     if body.stream:
         if len(prompts) != 1:
             raise ApiError(400, "stream takes exactly one prompt", param="prompt", code="invalid_input")
@@ -465,7 +473,7 @@ async def _chat(request: Request, body: ChatRequest) -> Response:
     _, metrics, limits = _state(request)
     inputs, prompt, extra_stop = await _chat_input(model, body, limits)
     params = _generation_params(body, limits, default_max=256, extra_stop=extra_stop)
-    prompt_tokens = (await model.count_tokens([prompt]))[0]
+    prompt_tokens = (await _prompt_tokens(model, [prompt], param="messages"))[0]
     if body.stream:
         try:
             await model.parse_params(params)
