@@ -29,6 +29,24 @@ def test_transcribe_returns_text_and_audio_figures(load_tiny):
     assert res.provenance.family == "wav2vec2" and res.provenance.weights == "synthetic"
 
 
+def test_audio_shorter_than_the_convolutions_window_is_padded_with_silence(load_tiny):
+    from ipfs_accelerate.families.wav2vec2 import shortest_input
+
+    ep = load_tiny(W2V)
+    config = ep.handler.config
+    shortest = shortest_input(config.conv_kernel, config.conv_stride)
+    assert shortest == 185  # the tiny config: kernels 10, 8, 8 with strides 5, 4, 4
+    clip = _noise(100 / RATE)
+    res = ep([(clip[:1], RATE), (clip, RATE)])
+    assert [n for n in res.provenance.notes if "padded with silence" in n] == [
+        f"audio #0 is 1 sample, shorter than the model's shortest input of {shortest} ({1000 * shortest / RATE:g} ms): "
+        "padded with silence",
+        f"audio #1 is 100 samples, shorter than the model's shortest input of {shortest} "
+        f"({1000 * shortest / RATE:g} ms): padded with silence"]
+    by_hand = ep((np.pad(clip, (0, shortest - len(clip))), RATE)).outputs[0]
+    assert res.outputs[1] == by_hand
+
+
 def test_long_audio_is_chunked_and_matches_unchunked(load_tiny):
     ep = load_tiny(W2V)
     audio = _noise(9.0, 2)

@@ -89,6 +89,14 @@ class CTCParams(AudioParams):
             raise InvalidInput("word_timestamps must be True or False")
 
 
+def shortest_input(kernels: Sequence[int], strides: Sequence[int]) -> int:
+    """The fewest samples the convolutional feature encoder turns into one frame (400 for wav2vec2-base)."""
+    samples = 1
+    for kernel, stride in reversed(list(zip(kernels, strides, strict=True))):
+        samples = (samples - 1) * stride + kernel
+    return samples
+
+
 @dataclasses.dataclass(frozen=True)
 class _Window:
     item: int
@@ -113,6 +121,7 @@ class CTCTranscribe(TaskHandler):
 
         self.processor = AutoProcessor.from_pretrained(weights.path, local_files_only=True)
         self.rate = int(self.processor.feature_extractor.sampling_rate)
+        self.shortest = shortest_input(config.conv_kernel, config.conv_stride)
 
     def as_items(self, inputs: Any) -> list[Any]:
         return audio_as_items(inputs)
@@ -130,6 +139,11 @@ class CTCTranscribe(TaskHandler):
         windows: list[_Window] = []
         notes: list[str] = []
         for index, audio in enumerate(audios):
+            if len(audio) < self.shortest:
+                # The convolutions' window is longer than the audio: it would have no frame at all.
+                notes.append(f"audio #{index} is {len(audio)} sample{'' if len(audio) == 1 else 's'}, shorter than the model's shortest input of "
+                             f"{self.shortest} ({1000 * self.shortest / self.rate:g} ms): padded with silence")
+                audio = np.pad(audio, (0, self.shortest - len(audio)))
             if len(audio) > chunk:
                 notes.append(f"audio #{index} ({len(audio) / self.rate:.1f} s) transcribed in "
                              f"{params.chunk_s:g} s windows with {stride / self.rate:.1f} s stride")
