@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+import ipfs_accelerate as ia
 from ipfs_accelerate.server import Limits, ModelConfig, ModelRegistry, ServerConfig, create_app, load_config
 from tests.server.conftest import API_KEY, make_app
 
@@ -370,6 +372,25 @@ def test_config_toml(tmp_path: Path) -> None:
         load_config(path)
     with pytest.raises(ValueError, match="share a name"):
         ModelRegistry([ModelConfig(model="a"), ModelConfig(model="b", name="a")])
+
+
+@pytest.mark.parametrize(("toml", "message"), [
+    ("port = 99999\n", r"^serve.toml: port must be a TCP port, 0 to 65535; got 99999$"),
+    ("port = -1\n", r"^serve.toml: port must be an integer ≥ 0; got -1$"),
+    ('port = "80"\n', r"^serve.toml: port must be an integer ≥ 0; got '80'$"),
+    ("keep_alive_s = 0\n", r"^serve.toml: keep_alive_s must be a number > 0.0; got 0$"),
+    ("drain_s = nan\n", r"^serve.toml: drain_s must be a number ≥ 0.0; got nan$"),
+    ("[limits]\nmax_items = 0\n", r"^\[limits\]: max_items must be an integer ≥ 1; got 0$"),
+    ("[limits]\nmax_audio_seconds = -5.0\n", r"^\[limits\]: max_audio_seconds must be a number > 0.0; got -5.0$"),
+    ('[[models]]\nmodel = "gpt2"\nqueue_size = 0\n', r"^\[\[models\]\] #1: queue_size must be an integer ≥ 1; got 0$"),
+    ('[[models]]\nmodel = "gpt2"\nthreads = 1.5\n', r"^\[\[models\]\] #1: threads must be an integer ≥ 1; got 1.5$"),
+    ('[[models]]\nmodel = "gpt2"\nmax_wait_s = -0.1\n', r"^\[\[models\]\] #1: max_wait_s must be a number ≥ 0.0"),
+])
+def test_config_values_out_of_range_are_refused_when_read(tmp_path: Path, toml: str, message: str) -> None:
+    path = tmp_path / "serve.toml"
+    path.write_text(toml)
+    with pytest.raises(ia.InvalidInput, match=message.replace("serve.toml", re.escape(str(path)))):
+        load_config(path)
 
 
 def test_extra_routers_mount_and_a_crash_is_a_logged_500_without_traceback(

@@ -56,6 +56,12 @@ class ModelConfig:
         # The load options are checked here, when the config is read, not when the model loads.
         LoadOptions(model_id=self.model, task=self.task, backend=self.backend, precision=self.precision,
                     device=self.device, weights=self.weights, config_overrides=self.config_overrides)
+        if self.max_batch_size is not None:
+            _at_least(self, "max_batch_size", 1)
+        _at_least(self, "queue_size", 1)
+        _at_least(self, "max_wait_s", 0.0)
+        _at_least(self, "num_replicas", 1)
+        _at_least(self, "threads", 1)
 
     @property
     def served_name(self) -> str:
@@ -86,6 +92,13 @@ class Limits:
     max_tokens: int = 1024
     max_image_pixels: int = 4096 * 4096
     max_audio_seconds: float = 1800.0
+
+    def __post_init__(self) -> None:
+        for name in ("max_body_bytes", "max_items", "max_tokens_per_item", "max_tokens", "max_image_pixels"):
+            _at_least(self, name, 1)
+        _at_least(self, "max_audio_seconds", 0.0, above=True)
+        if not isinstance(self.truncate_items, bool):
+            raise InvalidInput(f"truncate_items must be true or false; got {self.truncate_items!r}")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -130,6 +143,28 @@ class ServerConfig:
     access_log: bool = False
     freeze_gc: bool = True
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.host, str) or not self.host:
+            raise InvalidInput(f"host must be an address to bind, such as 127.0.0.1; got {self.host!r}")
+        _at_least(self, "port", 0)  # 0: any free port
+        if self.port > 65535:
+            raise InvalidInput(f"port must be a TCP port, 0 to 65535; got {self.port}")
+        _at_least(self, "drain_s", 0.0)
+        _at_least(self, "keep_alive_s", 0.0, above=True)
+        if self.api_key is not None and (not isinstance(self.api_key, str) or not self.api_key):
+            raise InvalidInput("api_key must be a non-empty string, or unset to turn authentication off")
+
+
+def _at_least(config: Any, name: str, low: float, *, above: bool = False) -> None:
+    """Raise InvalidInput unless ``config.<name>`` is a number ≥ ``low`` (> with ``above``),
+    and a whole one when ``low`` is an int."""
+    value: Any = getattr(config, name)
+    whole = isinstance(low, int)
+    number = not isinstance(value, bool) and isinstance(value, int if whole else (int, float))
+    if not number or not (value > low if above else value >= low):  # NaN compares false: refused too
+        kind = "an integer" if whole else "a number"
+        raise InvalidInput(f"{name} must be {kind} {'>' if above else '≥'} {low}; got {value!r}")
+
 
 #: What ``ipfs-accelerate serve`` serves with no model named: the defaults with real weights here.
 DEFAULT_MODELS: tuple[ModelConfig, ...] = (
@@ -145,7 +180,7 @@ def _build(cls: type, table: Mapping[str, Any], where: str) -> Any:
         raise InvalidInput(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
     try:
         return cls(**table)
-    except TypeError as exc:
+    except (TypeError, InvalidInput) as exc:
         raise InvalidInput(f"{where}: {exc}") from exc
 
 
