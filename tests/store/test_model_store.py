@@ -218,3 +218,15 @@ def test_cli_add_a_model_id_resolves_its_packaged_weights(tmp_path, monkeypatch,
     assert main(["models", "add", "-n", "sentence-transformers/all-MiniLM-L6-v2"]) == 0
     last = capsys.readouterr().out.splitlines()[-1]
     assert last == f"added {add_path(folder).cid} sentence-transformers/all-MiniLM-L6-v2"
+
+
+@pytest.mark.parametrize(("target", "message"), [
+    ("{tmp}/missing", "error: StoreError: no such file or folder: {tmp}/missing"),
+    ("some-org/no-such-model", "error: StoreError: 'some-org/no-such-model' is neither a file or folder here nor a "
+                               "model id a family knows (no family knows 'some-org/no-such-model'"),
+])
+def test_cli_add_of_what_is_neither_a_path_nor_a_model_names_both(tmp_path, monkeypatch, capsys, target, message):
+    monkeypatch.setenv("IPFS_ACCELERATE_CACHE", str(tmp_path / "cache"))
+    assert main(["models", "add", target.format(tmp=tmp_path)]) == 2
+    assert capsys.readouterr().err.startswith(message.format(tmp=tmp_path))
+    assert not (tmp_path / "cache" / "ipfs").exists()

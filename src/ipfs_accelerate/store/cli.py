@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .._exceptions import InvalidInput, StoreError
+from .._exceptions import InvalidInput, StoreError, UnsupportedTask
 from ..engine.loader import describe_model_folder, resolve_model_weights
 from .cid import CID
 from .models import ModelStore
@@ -128,7 +128,13 @@ def _cmd_add(args: argparse.Namespace) -> int:
     target = Path(args.target).expanduser()
     name = target.name
     if not target.exists():
-        target = _resolve_model(args.target, store.root.parent)
+        if target.is_absolute() or args.target.startswith((".", "~")):
+            raise StoreError(f"no such file or folder: {target}")
+        try:
+            target = _resolve_model(args.target, store.root.parent)
+        except UnsupportedTask as exc:  # "org/name" may be either: say both
+            raise StoreError(f"{args.target!r} is neither a file or folder here nor a model id a family knows "
+                             f"({exc})") from exc
         name = args.target
     family, task = describe_model_folder(target) if target.is_dir() else (None, None)
     manifest = store.add(target, options=options, only_hash=args.only_hash, name=name, pin=not args.no_pin,
