@@ -8,6 +8,7 @@ import pytest
 
 import ipfs_accelerate as ia
 from ipfs_accelerate.store.weights import SYNTHETIC_MARKER
+from tests.fixtures.models import TINY
 
 
 @pytest.mark.parametrize(
@@ -57,6 +58,14 @@ def test_overrides_a_model_cannot_be_built_from_are_invalid_input(tmp_path, over
     with pytest.raises(ia.InvalidInput, match=message):
         ia.load("gpt2", weights="synthetic", config_overrides=overrides, cache_dir=tmp_path)
     assert not list(tmp_path.glob("synthetic/*"))  # nothing half-built is left
+
+
+def test_synthetic_weights_of_an_id_the_family_does_not_know_name_the_config_they_were_built_from(load_tiny):
+    tiny = TINY["prajjwal1/bert-tiny"]
+    known = load_tiny("prajjwal1/bert-tiny", backend="torch")
+    assert known("hi").provenance.source == "synthetic:prajjwal1/bert-tiny"
+    unknown = load_tiny("my-org/custom-bert", family="bert", backend="torch", config_overrides=tiny)
+    assert unknown("hi").provenance.source == "synthetic:my-org/custom-bert, built from prajjwal1/bert-tiny's config"
 
 
 def test_synthetic_folder_stays_synthetic_when_loaded_by_path(load_tiny, cache_dir):

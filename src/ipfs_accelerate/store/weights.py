@@ -289,7 +289,11 @@ def _synthetic(model_family: FamilyRecipe, model_id: str, cache_dir: Path, overr
         mark_used(target)
     else:
         _build_synthetic(model_family, checkpoint, config, model_id, overrides, target)
-    return ResolvedWeights(path=target, model_id=model_id, weights="synthetic", source=f"synthetic:{model_id}")
+    source = f"synthetic:{model_id}"
+    if model_id not in model_family.checkpoints:  # an id the family does not know: say whose config it is
+        published = next(name for name, known in model_family.checkpoints.items() if known is checkpoint)
+        source += f", built from {published}'s config"
+    return ResolvedWeights(path=target, model_id=model_id, weights="synthetic", source=source)
 
 
 def _apply_overrides(config: Any, overrides: Mapping[str, Any]) -> Any:
