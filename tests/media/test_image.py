@@ -388,3 +388,19 @@ def test_load_images_not_a_list(source: object) -> None:
 def test_load_images_names_the_bad_item(test_image: Image.Image) -> None:
     with pytest.raises(InvalidInput, match=r"^image 1: image data is not a recognised image format"):
         load_images([test_image, b"garbage", test_image])
+
+
+def test_a_remote_string_is_never_opened_as_a_path(tmp_path):
+    from ipfs_accelerate.media._remote import RemoteText
+    from ipfs_accelerate.media.audio import load_audio
+    from ipfs_accelerate.media.video import load_video_frames
+
+    image = tmp_path / "x.png"
+    Image.new("RGB", (8, 8)).save(image)
+    assert load_image(str(image)).size == (8, 8)  # a library caller's path is read
+    calls = [lambda: load_image(RemoteText(str(image))),
+             lambda: load_audio(RemoteText(str(image)), sampling_rate=16000),
+             lambda: load_video_frames(RemoteText(str(image)), num_frames=2)]
+    for call, what in zip(calls, ["image", "audio", "video"], strict=True):
+        with pytest.raises(InvalidInput, match=f"does not open files or URLs given as text: send the {what} itself"):
+            call()

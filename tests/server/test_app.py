@@ -229,6 +229,16 @@ def _words(text: str) -> list[str]:
     return "".join(c for c in text.lower() if c.isalnum() or c.isspace()).split()
 
 
+def test_a_request_cannot_make_the_server_open_its_own_files(client: Any, speech_wav: tuple[Path, str]) -> None:
+    path, _ = speech_wav  # a file on the server's disk that the model could read
+    for body in ({"inputs": str(path)}, {"inputs": [str(path)]}, {"inputs": "/no/such/file.wav"}):
+        err = _error(client.post("/v1/infer/whisper-1", json=body), 400)
+        assert "does not open files or URLs given as text" in err["message"], err
+    data_uri = "data:audio/wav;base64," + base64.b64encode(path.read_bytes()).decode()
+    answer = client.post("/v1/infer/whisper-1", json={"inputs": data_uri})
+    assert answer.status_code == 200 and answer.json()["outputs"][0]["text"].strip()  # the same file, sent
+
+
 @pytest.mark.parametrize("response_format", ["json", "text", "srt", "vtt", "verbose_json"])
 def test_transcription_formats(client: Any, speech: tuple[bytes, str], response_format: str) -> None:
     audio, spoken = speech

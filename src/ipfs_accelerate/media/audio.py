@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from .._exceptions import InvalidInput
+from ._remote import refuse_remote_path
 
 __all__ = ["AudioSource", "audio_seconds", "load_audio"]
 
@@ -63,6 +64,7 @@ def load_audio(
     target_rate = _check_rate(sampling_rate, "sampling_rate")
 
     if isinstance(source, (str, os.PathLike)):
+        refuse_remote_path(source, what="audio")
         samples, rate = _decode_path(pathlib.Path(os.fspath(source)))
     elif isinstance(source, (bytes, bytearray, memoryview)):
         samples, rate = _decode_bytes(bytes(source), what="audio bytes")

@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .._exceptions import InvalidInput
+from ._remote import refuse_remote_path
 
 __all__ = ["DEFAULT_MAX_SIDE", "ImageSource", "load_image", "load_images"]
 
@@ -68,6 +69,7 @@ def load_image(source: Any, *, max_side: int = DEFAULT_MAX_SIDE) -> Image.Image:
     elif isinstance(source, np.ndarray):
         image = _from_array(source)
     elif isinstance(source, (str, os.PathLike)):
+        refuse_remote_path(source, what="image")
         image = _from_path(source, max_side)
     elif isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)

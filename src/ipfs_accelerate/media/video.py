@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from .._exceptions import InvalidInput
+from ._remote import refuse_remote_path
 from .image import DEFAULT_MAX_SIDE, load_image
 
 __all__ = ["VideoClip", "load_video_frames", "sample_indices"]
@@ -119,6 +120,7 @@ def load_video_frames(
     """
     _check_num_frames(num_frames)
     if isinstance(source, (str, os.PathLike)):
+        refuse_remote_path(source, what="video")
         path = Path(os.fspath(source))
         if not path.exists():
             raise InvalidInput(f"video file not found: {path}")

@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 
 from .._exceptions import InvalidInput, Overloaded
 from ..engine.result import Result, to_jsonable
+from ..media._remote import RemoteText
 from ._errors import ApiError, error_response, status_of
 from ._openai import ChatRequest, CompletionRequest, EmbeddingRequest, InferRequest
 
@@ -54,8 +55,14 @@ def decode_data_uri(text: str) -> bytes:
 
 
 def _decode_media(value: Any, limits: Limits) -> Any:
-    """Replace every ``data:`` URI string in a JSON value by its bytes (checked against the limits)."""
-    if isinstance(value, str) and value.startswith("data:"):
+    """Replace every ``data:`` URI string in a JSON value by its bytes (checked against the limits).
+
+    Every other string becomes :class:`RemoteText`: the model reads it as text, and a media
+    loader refuses it as a file path (a client does not get to open this machine's files).
+    """
+    if isinstance(value, str):
+        if not value.startswith("data:"):
+            return RemoteText(value)
         data = decode_data_uri(value)
         _check_image(value, data, limits)
         return data
