@@ -159,11 +159,31 @@ def test_completions_greedy_equal_the_endpoint(client: Any, tiny_endpoints: dict
     ({"model": "gpt", "prompt": "x", "temperature": -1}, "temperature"),
     ({"model": "mini", "prompt": "x"}, "model"),
     ({"model": "gpt", "prompt": "a\ud800b"}, "prompt"),
+    ({"model": "gpt", "prompt": "x", "echo": True}, "echo"),
+    ({"model": "gpt", "prompt": "x", "logprobs": 2}, "logprobs"),
+    ({"model": "gpt", "prompt": "x", "best_of": 3}, "best_of"),
+    ({"model": "gpt", "prompt": "x", "presence_penalty": 0.5}, "presence_penalty"),
 ])
 def test_completions_bad_requests_are_400(client: Any, payload: dict[str, Any], param: str) -> None:
     body = json.dumps(payload)  # ASCII escapes, as for the embeddings above
     response = client.post("/v1/completions", content=body, headers={"content-type": "application/json"})
     assert _error(response, 400)["param"] == param
+
+
+def test_parameters_that_would_change_the_answer_are_refused_not_ignored(client: Any) -> None:
+    chat = {"model": "gpt", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+    for extra, param in [({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+                         ({"response_format": {"type": "json_object"}}, "response_format"),
+                         ({"logprobs": True, "top_logprobs": 2}, "logprobs")]:
+        err = _error(client.post("/v1/chat/completions", json={**chat, **extra}), 400)
+        assert err["param"] == param and err["code"] == "unsupported_parameter"
+        assert err["message"].startswith(f"{param} ") and "is not supported by this server" in err["message"]
+    # what asks for nothing is what some clients send on every request: accepted, as are unknown fields
+    quiet = {"logprobs": False, "frequency_penalty": 0, "presence_penalty": 0.0, "logit_bias": {}, "tools": None,
+             "response_format": {"type": "text"}, "user": "someone", "metadata": {"k": "v"}}
+    assert client.post("/v1/chat/completions", json={**chat, **quiet}).status_code == 200
+    completion = {"model": "gpt", "prompt": "hi", "max_tokens": 4, "echo": False, "best_of": 1, "suffix": None}
+    assert client.post("/v1/completions", json=completion).status_code == 200
 
 
 def test_chat_with_a_lone_surrogate_is_400(client: Any) -> None:

@@ -1,4 +1,9 @@
-"""Request bodies of the OpenAI-compatible routes (pydantic models, extra fields ignored)."""
+"""Request bodies of the OpenAI-compatible routes (pydantic models).
+
+Fields the official API has and these routes do not use are kept aside (``model_extra``): most
+change nothing here (``user``, ``metadata`` …), and the ones that would change what is
+generated or returned (:data:`NOT_IMPLEMENTED`) are refused with a 400 instead of ignored.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "NOT_IMPLEMENTED",
     "ChatMessage",
     "ChatRequest",
     "CompletionRequest",
@@ -16,9 +22,28 @@ __all__ = [
 ]
 
 
+# OpenAI parameters that change what is generated or returned and that no model served here
+# implements, with the values that ask for nothing (some clients send them on every request).
+# None is always such a value. Any other value answers 400: a client asking for echo or
+# log-probabilities must not get an answer without them as if it had what it asked for.
+NOT_IMPLEMENTED: dict[str, tuple[Any, ...]] = {
+    "best_of": (1,),
+    "echo": (False,),
+    "frequency_penalty": (0,),
+    "functions": ([],),
+    "logit_bias": ({},),
+    "logprobs": (False, 0),
+    "presence_penalty": (0,),
+    "response_format": ({"type": "text"},),
+    "suffix": ("",),
+    "tools": ([],),
+    "top_logprobs": (0,),
+}
+
+
 class _Body(BaseModel):
-    # The official client sends fields we do not use (user, logit_bias …): ignore them.
-    model_config = ConfigDict(extra="ignore")
+    # The official client sends fields we do not use (user, metadata …): kept aside, unused.
+    model_config = ConfigDict(extra="allow")
 
 
 class EmbeddingRequest(_Body):
@@ -46,6 +71,13 @@ class _Generation(_Body):
     n: int = 1
     stream: bool = False
     stream_options: StreamOptions | None = None
+
+    def not_implemented(self) -> tuple[str, Any] | None:
+        """The first parameter of :data:`NOT_IMPLEMENTED` that asks for something, and its value."""
+        for name, value in (self.model_extra or {}).items():
+            if name in NOT_IMPLEMENTED and value is not None and value not in NOT_IMPLEMENTED[name]:
+                return name, value
+        return None
 
 
 class CompletionRequest(_Generation):

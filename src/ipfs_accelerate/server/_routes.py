@@ -320,6 +320,13 @@ def _generation_params(body: CompletionRequest | ChatRequest, limits: Limits, *,
                        extra_stop: Sequence[str] = ()) -> dict[str, Any]:
     if body.n != 1:
         raise ApiError(400, "only n=1 is supported", param="n", code="unsupported_parameter")
+    asked = body.not_implemented()
+    if asked is not None:
+        name, value = asked
+        shown = json.dumps(value, default=str)
+        shown = shown if len(shown) <= 60 else shown[:57] + "…"
+        raise ApiError(400, f"{name} {shown} is not supported by this server (leave it out, or send its default)",
+                       param=name, code="unsupported_parameter")
     max_tokens = body.max_tokens
     if isinstance(body, ChatRequest) and body.max_completion_tokens is not None:
         max_tokens = body.max_completion_tokens
