@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 import time
 
@@ -190,13 +191,18 @@ def test_endpoint_batched_and_acall(embed, singles):
     assert "queue_s" not in embed(TEXTS[2]).timings
 
 
-def test_bad_batcher_arguments(embed):
-    with pytest.raises(ia.InvalidInput):
-        DynamicBatcher(embed, max_batch_size=0)
-    with pytest.raises(ia.InvalidInput):
-        DynamicBatcher(embed, max_queue=0)
-    with pytest.raises(ia.InvalidInput):
-        DynamicBatcher(embed, max_wait_s=-1)
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"max_batch_size": 0}, "max_batch_size must be a positive integer or 'auto'; got 0"),
+    ({"max_queue": 0}, "max_queue must be a positive integer; got 0"),
+    ({"max_wait_s": -1}, "max_wait_s must be a finite number ≥ 0; got -1"),
+    ({"max_wait_s": float("nan")}, "max_wait_s must be a finite number ≥ 0; got nan"),
+    ({"max_wait_s": float("inf")}, "max_wait_s must be a finite number ≥ 0; got inf"),
+    ({"max_latency_s": float("nan")}, "max_latency_s must be a finite positive number or None; got nan"),
+    ({"max_latency_s": 0}, "max_latency_s must be a finite positive number or None; got 0"),
+])
+def test_bad_batcher_arguments(embed, kwargs, message):
+    with pytest.raises(ia.InvalidInput, match=f"^{re.escape(message)}$"):
+        DynamicBatcher(embed, start=False, **kwargs)
 
 
 def test_latency_model_fits_a_line():

@@ -68,6 +68,14 @@ def test_synthetic_weights_of_an_id_the_family_does_not_know_name_the_config_the
     assert unknown("hi").provenance.source == "synthetic:my-org/custom-bert, built from prajjwal1/bert-tiny's config"
 
 
+def test_a_cache_dir_that_cannot_hold_folders_is_model_not_available(tmp_path):
+    not_a_folder = tmp_path / "a-file"
+    not_a_folder.write_text("x")
+    with pytest.raises(ia.ModelNotAvailable, match=rf"^cannot build synthetic weights for gpt2: the cache folder "
+                                                   rf"{not_a_folder}/synthetic cannot be written \(NotADirectoryError"):
+        ia.load("gpt2", weights="synthetic", config_overrides=TINY["gpt2"], cache_dir=not_a_folder)
+
+
 def test_synthetic_folder_stays_synthetic_when_loaded_by_path(load_tiny, cache_dir):
     ep = load_tiny("gpt2")
     folder = ep.handler.weights.path

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import math
 import threading
 import time
 from collections import deque
@@ -175,10 +176,13 @@ class DynamicBatcher:
             raise InvalidInput(f"max_batch_size must be a positive integer or 'auto'; got {max_batch_size!r}")
         if isinstance(max_queue, bool) or not isinstance(max_queue, int) or max_queue < 1:
             raise InvalidInput(f"max_queue must be a positive integer; got {max_queue!r}")
-        if not isinstance(max_wait_s, (int, float)) or max_wait_s < 0:
-            raise InvalidInput(f"max_wait_s must be a number ≥ 0; got {max_wait_s!r}")
-        if max_latency_s is not None and (not isinstance(max_latency_s, (int, float)) or max_latency_s <= 0):
-            raise InvalidInput(f"max_latency_s must be a positive number or None; got {max_latency_s!r}")
+        # NaN fails every comparison, so each test is written as "not (valid)".
+        if isinstance(max_wait_s, bool) or not isinstance(max_wait_s, (int, float)) \
+                or not (0 <= max_wait_s < math.inf):
+            raise InvalidInput(f"max_wait_s must be a finite number ≥ 0; got {max_wait_s!r}")
+        if max_latency_s is not None and (isinstance(max_latency_s, bool) or not isinstance(max_latency_s, (int, float))
+                                          or not (0 < max_latency_s < math.inf)):
+            raise InvalidInput(f"max_latency_s must be a finite positive number or None; got {max_latency_s!r}")
         self.endpoint = endpoint
         self.max_batch_size = max_batch_size
         self.max_wait_s = float(max_wait_s)

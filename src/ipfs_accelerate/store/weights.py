@@ -337,8 +337,14 @@ def _build_synthetic(
     import torch
     import transformers
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=target.parent))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=target.parent))
+    except OSError as exc:  # a cache_dir that is a file, read-only, or under a path that cannot exist
+        raise ModelNotAvailable(
+            f"cannot build synthetic weights for {model_id}: the cache folder {target.parent} cannot be written "
+            f"({one_line(exc)}); pass a writable cache_dir (IPFS_ACCELERATE_CACHE for the command line)"
+        ) from exc
     try:
         # A fixed seed makes the same recipe give the same weights on every machine.
         with torch.random.fork_rng(devices=[]):
