@@ -175,6 +175,20 @@ def test_truncated_or_corrupt_car_raises(tmp_path, tiny_folder):
         import_car(ModelStore(tmp_path / "d" / "ipfs").blocks, tmp_path / "part.car")
 
 
+def test_car_paths_that_cannot_be_read_or_written_are_store_errors(tmp_path, tiny_folder):
+    a = ModelStore(tmp_path / "a" / "ipfs")
+    root = CID.parse(a.add(tiny_folder).root)
+    with pytest.raises(StoreError, match=rf"^{tmp_path} is a folder: name the CAR file to write, e.g. "
+                                         rf"{tmp_path}/{root}.car$"):
+        export_car(a.blocks, root, tmp_path)
+    with pytest.raises(StoreError, match=rf"^cannot write the CAR file {tmp_path}/no/such/m.car: FileNotFoundError"):
+        export_car(a.blocks, root, tmp_path / "no" / "such" / "m.car")
+    for path, cause in [(tmp_path / "missing.car", "FileNotFoundError"), (tmp_path, "IsADirectoryError")]:
+        with pytest.raises(StoreError, match=rf"^cannot read the CAR file {path}: {cause}"):
+            import_car(ModelStore(tmp_path / "b" / "ipfs").blocks, path)
+    assert not list(tmp_path.rglob(".*.tmp"))  # no half-written CAR left behind
+
+
 # ---- CLI
 
 

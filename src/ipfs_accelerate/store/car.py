@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from .._exceptions import IntegrityError, StoreError
+from .._logs import one_line
 from .blockstore import Blockstore
 from .cid import CID, encode_varint
 
@@ -87,15 +88,20 @@ def export_car(store: Blockstore, root: CID, path: str | os.PathLike[str]) -> in
     The file appears only when complete (written beside it, then renamed).
 
     Raises:
-        StoreError: a block is missing.
+        StoreError: a block is missing, or the file cannot be written there (a folder, a
+            folder that does not exist, no permission).
         IntegrityError: a stored block fails its hash.
     """
     target = Path(path)
+    if target.is_dir():
+        raise StoreError(f"{target} is a folder: name the CAR file to write, e.g. {target / f'{root}.car'}")
     tmp = target.with_name(f".{target.name}.tmp")
     try:
         with open(tmp, "wb") as fh:
             count = write_car(fh, [root], ((cid, store.get(cid)) for cid in store.walk(root)))
         tmp.replace(target)
+    except OSError as exc:
+        raise StoreError(f"cannot write the CAR file {target}: {one_line(exc)}") from exc
     finally:
         tmp.unlink(missing_ok=True)
     return count
@@ -218,7 +224,11 @@ def import_car(store: Blockstore, path: str | os.PathLike[str]) -> tuple[list[CI
     """
     name = str(path)
     count = 0
-    with open(path, "rb") as fh:
+    try:
+        fh = open(path, "rb")  # closed by the with below; only the open is guarded
+    except OSError as exc:
+        raise StoreError(f"cannot read the CAR file {name}: {one_line(exc)}") from exc
+    with fh:
         roots, blocks = iter_car(fh, name=name)
         for cid, data in blocks:
             store.put(cid, data, verify=False)  # iter_car verified it
