@@ -206,7 +206,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit code (errors: one line on stderr, code 2)."""
+    """Entry point; returns the exit code (errors, ours or the operating system's: one line on stderr, code 2)."""
     parser = _build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
@@ -226,6 +226,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         # must not fail on the closed pipe again (the recipe in the signal module's docs).
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except OSError as exc:
+        # A file, folder, disk or network the person can fix: one line. -v keeps the traceback,
+        # for the case where it is ours to fix.
+        if args.verbose:
+            raise
+        print(f"error: {type(exc).__name__}: {exc} (-v shows where)", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -309,3 +309,10 @@ def test_history_dir_keeps_each_report_and_reads_the_earlier_ones(tmp_path, cach
             str(tmp_path / "a file" / "history"), "--quiet"]
     assert bench_cli.main(args) == 2
     assert "--history-dir" in capsys.readouterr().err and not (tmp_path / "out2").exists()
+    # So does a report folder that cannot be written: checked before the run, not after its budget.
+    args = ["--scenario", str(scenario), "--out", str(tmp_path / "a file" / "out"), "--history-dir", str(kept),
+            "--quiet"]
+    assert bench_cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert f"--out {tmp_path / 'a file' / 'out'}: cannot write the report there (NotADirectoryError" in err
+    assert len(list(kept.glob("benchmark-*.json"))) == 3  # nothing ran, nothing was kept
