@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -224,3 +225,15 @@ def test_a_fetch_the_disk_cannot_hold_is_refused_before_writing(tmp_path, node_a
     blocks = len(list(store_a.blocks.walk(root)))
     assert report.fetched == blocks and report.sources == {url: blocks}  # the sizing block is not counted twice
     assert store_b.has_all(root)
+
+
+@pytest.mark.parametrize("url", ["not a url", "ftp://host", "http://[::1", "http://host:99999", "http://"])
+def test_a_peer_that_is_not_an_http_url_is_refused_when_given(tmp_path, url):
+    message = rf"^peer {re.escape(repr(url))} is not an http:// or https:// URL with a host"
+    with pytest.raises(ia.InvalidInput, match=message):
+        ModelStore(tmp_path / "ipfs", peers=["http://127.0.0.1:9", url])
+    with pytest.raises(ia.InvalidInput, match=message):
+        Fetcher(peers=[url])
+    with pytest.raises(ia.InvalidInput, match=rf"^kubo_api {re.escape(repr(url))} is not an http"):
+        ModelStore(tmp_path / "ipfs", kubo_api=url)
+    assert ModelStore(tmp_path / "ipfs", peers=["https://gateway.example/"]).peers == ("https://gateway.example",)

@@ -24,16 +24,39 @@ import logging
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from typing import Any
 
-from .._exceptions import IntegrityError, StoreError
+from .._exceptions import IntegrityError, InvalidInput, StoreError
 from .blockstore import Blockstore
 from .cid import CID
 from .disk import disk_shortfall
 from .unixfs import links_of
 
-__all__ = ["FetchReport", "Fetcher", "dag_bytes"]
+__all__ = ["FetchReport", "Fetcher", "dag_bytes", "source_url"]
 
 log = logging.getLogger("ipfs_accelerate.store")
+
+
+def source_url(url: Any, *, what: str) -> str:
+    """``url`` without a trailing slash, when it is an http(s) URL with a host; else InvalidInput.
+
+    Args:
+        url: a peer's or a kubo RPC API's base URL.
+        what: how the URL was given, for the message ("peer", "kubo_api").
+    """
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url) if isinstance(url, str) else None
+        valid = parts is not None and parts.scheme in ("http", "https") and bool(parts.hostname)
+        if valid and parts is not None:
+            _ = parts.port  # raises ValueError for a port that is not a number in range
+    except ValueError:
+        valid = False
+    if not valid:
+        raise InvalidInput(f"{what} {url!r} is not an http:// or https:// URL with a host "
+                           "(e.g. http://127.0.0.1:8080)")
+    return str(url).rstrip("/")
 
 
 def dag_bytes(cid: CID, block: bytes) -> int:
@@ -111,8 +134,8 @@ class Fetcher:
         except ImportError as exc:
             raise StoreError("fetching from IPFS peers needs httpx: pip install 'ipfs-accelerate[ipfs]'") from exc
 
-        self.peers = tuple(p.rstrip("/") for p in peers)
-        self.kubo_api = kubo_api.rstrip("/") if kubo_api else None
+        self.peers = tuple(source_url(p, what="peer") for p in peers)
+        self.kubo_api = source_url(kubo_api, what="kubo_api") if kubo_api else None
         self.workers = max(1, workers)
         self.client = httpx.Client(timeout=timeout_s, trust_env=False,
                                    limits=httpx.Limits(max_connections=self.workers * 2))

@@ -23,6 +23,7 @@ from .._types import WeightsKind
 from .blockstore import Blockstore
 from .cid import CID
 from .disk import disk_shortfall
+from .fetch import source_url
 from .manifest import SYNTHETIC_MARKER, FileEntry, Manifest, read_file, walk_unixfs
 from .unixfs import AddOptions, add_path
 from .weights import ResolvedWeights
@@ -97,8 +98,9 @@ class ModelStore:
                  timeout_s: float = 30.0, workers: int = 8) -> None:
         self.blocks = Blockstore(root)
         self.root = self.blocks.root
-        self.peers = tuple(peers)
-        self.kubo_api = kubo_api
+        # Checked now, so that a mistyped address fails the load at once, not at the first fetch.
+        self.peers = tuple(source_url(p, what="peer") for p in peers)
+        self.kubo_api = source_url(kubo_api, what="kubo_api") if kubo_api else None
         self.timeout_s = timeout_s
         self.workers = workers
         self._complete: set[str] = set()  # roots this object saw complete (each block verified)
