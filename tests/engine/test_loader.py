@@ -20,6 +20,13 @@ from tests.fixtures.models import TINY
         ({"weights": "random"}, "weights must be one of"),
         ({"max_batch_size": 0}, "max_batch_size"),
         ({"config_overrides": {"n_layer": 1}}, "needs weights='synthetic'"),
+        ({"weights": "synthetic", "config_overrides": [("n_layer", 1)]}, "config_overrides must be a mapping"),
+        ({"task": ""}, "task must be a non-empty string, or None for the default; got ''"),
+        ({"family": 3}, "family must be a non-empty string, or None for the default; got 3"),
+        ({"strict": "yes"}, "strict must be True or False; got 'yes'"),
+        ({"max_batch_size": True}, "max_batch_size must be a positive integer; got True"),
+        ({"peers": "http://127.0.0.1:8080"}, r"peers takes a list of URLs; got the string 'http://127.0.0.1:8080' "
+                                              r"\(write \['http://127.0.0.1:8080'\]\)"),
     ],
 )
 def test_bad_options_are_invalid_input(kwargs, message):

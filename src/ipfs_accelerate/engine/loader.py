@@ -78,6 +78,8 @@ def load(
         StoreError: an ``ipfs://`` model cannot be had (``IntegrityError``: bytes fail their CID).
     """
     started = time.perf_counter()
+    if isinstance(peers, (str, bytes)):  # a string is a sequence too: of one-letter "URLs"
+        raise InvalidInput(f"peers takes a list of URLs; got the string {peers!r} (write [{peers!r}])")
     options = LoadOptions(
         model_id=model_id, task=task, backend=backend, precision=precision, device=device,
         weights=weights, family=family, strict=strict, trust_remote_code=trust_remote_code,

@@ -85,11 +85,21 @@ class LoadOptions:
             raise InvalidInput(
                 f"device must be one of {', '.join(DEVICES)}; got {self.device!r}"
             )
+        for name in ("strict", "trust_remote_code"):
+            if not isinstance(getattr(self, name), bool):
+                raise InvalidInput(f"{name} must be True or False; got {getattr(self, name)!r}")
+        for name in ("task", "family"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise InvalidInput(f"{name} must be a non-empty string, or None for the default; got {value!r}")
+        if self.config_overrides is not None and not isinstance(self.config_overrides, Mapping):
+            raise InvalidInput(f"config_overrides must be a mapping of config fields to values; "
+                               f"got {type(self.config_overrides).__name__}")
         if self.config_overrides and self.weights != "synthetic":
             raise InvalidInput(
                 "config_overrides changes the architecture, so it needs weights='synthetic'"
             )
-        if not isinstance(self.max_batch_size, int) or self.max_batch_size < 1:
+        if isinstance(self.max_batch_size, bool) or not isinstance(self.max_batch_size, int) or self.max_batch_size < 1:
             raise InvalidInput(f"max_batch_size must be a positive integer; got {self.max_batch_size!r}")
         object.__setattr__(self, "cache_dir", Path(self.cache_dir))
 
