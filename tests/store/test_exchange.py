@@ -227,6 +227,24 @@ def test_a_fetch_the_disk_cannot_hold_is_refused_before_writing(tmp_path, node_a
     assert store_b.has_all(root)
 
 
+def test_a_fetch_for_a_model_folder_asks_room_for_the_blocks_and_the_folder(tmp_path, node_a, monkeypatch):
+    from ipfs_accelerate.store import disk
+
+    store_a, root = node_a
+    need = dag_bytes(root, store_a.blocks.get(root))
+    usage = shutil.disk_usage(tmp_path)
+    # as if the disk had room for the blocks (1.5 × their size), not for the blocks and the folder
+    monkeypatch.setattr(disk.shutil, "disk_usage",
+                        lambda _: usage._replace(free=disk.KEEP_FREE_BYTES + int(1.5 * need)))
+    with serve(_app(store_a)) as url:
+        store_b = ModelStore(tmp_path / "b" / "ipfs", peers=[url])
+        with pytest.raises(StoreError, match=rf"^fetching the blocks of {root} and writing its files from them "
+                                             r"needs about [\d.]+ GB of disk"):
+            store_b.materialize(root)
+        assert not list((tmp_path / "b").rglob("blocks/*/*"))
+        assert store_b.ensure(root) is not None and store_b.has_all(root)  # the blocks alone fit
+
+
 @pytest.mark.parametrize("url", ["not a url", "ftp://host", "http://[::1", "http://host:99999", "http://"])
 def test_a_peer_that_is_not_an_http_url_is_refused_when_given(tmp_path, url):
     message = rf"^peer {re.escape(repr(url))} is not an http:// or https:// URL with a host"

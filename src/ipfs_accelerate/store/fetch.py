@@ -273,7 +273,8 @@ class Fetcher:
             return None
         return response.content
 
-    def fetch_dag(self, root: CID, store: Blockstore, *, car_first: bool = True) -> FetchReport:
+    def fetch_dag(self, root: CID, store: Blockstore, *, car_first: bool = True,
+                  then_copied: bool = False) -> FetchReport:
         """Bring every block of ``root``'s DAG into ``store``, verified.
 
         When the root is not stored yet and peers are configured, the whole DAG is first
@@ -287,6 +288,8 @@ class Fetcher:
             root: the DAG's root.
             store: where the blocks go.
             car_first: try the one-request CAR stream first.
+            then_copied: the caller writes the files out of the blocks next, on the same disk
+                (a model's folder): the disk check asks room for both.
 
         Raises:
             StoreError: a block is not available from any source (the blocks fetched before
@@ -304,8 +307,9 @@ class Fetcher:
         probed: dict[str, tuple[bytes, str]] = {}
         if not store.has(root):
             probed[root.key] = self.fetch_block(root)
-            need = dag_bytes(root, probed[root.key][0])
-            shortfall = disk_shortfall(store.root, need, what=f"fetching the blocks of {root}")
+            need = dag_bytes(root, probed[root.key][0]) * (2 if then_copied else 1)
+            what = f"fetching the blocks of {root}" + (" and writing its files from them" if then_copied else "")
+            shortfall = disk_shortfall(store.root, need, what=what)
             if shortfall:
                 raise StoreError(shortfall)
         if car_first and self.peers and not store.has(root):

@@ -182,8 +182,11 @@ class ModelStore:
         except StoreError:
             return False
 
-    def ensure(self, root: CID) -> FetchReport | None:
+    def ensure(self, root: CID, *, then_copied: bool = False) -> FetchReport | None:
         """Fetch the blocks of ``root``'s DAG that are not stored (``None`` when none were missing).
+
+        ``then_copied``: the files are written out of the blocks next, under the store (a
+        model's folder): a fresh fetch checks the disk for both before it starts.
 
         Raises:
             StoreError: blocks are missing and no peer has them (the message names the peers).
@@ -206,7 +209,7 @@ class ModelStore:
 
         with Fetcher(peers=self.peers, kubo_api=self.kubo_api, timeout_s=self.timeout_s,
                      workers=self.workers) as fetcher:
-            report = fetcher.fetch_dag(root, self.blocks)
+            report = fetcher.fetch_dag(root, self.blocks, then_copied=then_copied)
         self._complete.add(root.key)
         return report
 
@@ -245,10 +248,13 @@ class ModelStore:
 
         Raises:
             StoreError: the CID is not a directory, blocks are missing everywhere, or the
-                folder would not fit on the store's disk (checked before it is written).
+                folder would not fit on the store's disk (checked before it is written; with
+                the blocks still to fetch, room for both is checked before the fetch).
             IntegrityError: a block fails its hash (the message names the file and CID).
         """
         target = self.root / "models" / str(root)
+        if not target.is_dir():
+            self.ensure(root, then_copied=True)  # blocks and folder: one disk check before either
         manifest = self.manifest(root)
         if not manifest.is_dir:
             raise StoreError(f"{root} is a single file, not a model folder")
