@@ -173,3 +173,29 @@ def test_synthetic_weights_that_would_not_fit_on_the_disk_are_refused_before_wri
         ia.load("gpt2", weights="synthetic", backend="torch", cache_dir=tmp_path,
                 config_overrides={"n_layer": 1, "n_embd": 32, "n_head": 2})
     assert list((tmp_path / "synthetic").iterdir()) == []  # the half-built folder went with the error
+
+
+def test_synthetic_weights_that_would_not_fit_in_memory_are_refused_before_building(tmp_path, monkeypatch):
+    import psutil
+
+    from ipfs_accelerate.store.weights import _planned_bytes
+
+    overrides = {"n_layer": 1, "n_embd": 32, "n_head": 2}
+    memory = psutil.virtual_memory()
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: memory._replace(available=10_000))  # as if memory were full
+    with pytest.raises(ia.ModelNotAvailable, match=r"^building synthetic weights for gpt2 needs about 0\.\d GB of "
+                                                   r"memory \(its 0\.\d GB of fp32 weights.* and 0\.0 GB is available"):
+        ia.load("gpt2", weights="synthetic", backend="torch", cache_dir=tmp_path, config_overrides=overrides)
+    assert list((tmp_path / "synthetic").iterdir()) == []
+    monkeypatch.undo()
+    ep = ia.load("gpt2", weights="synthetic", backend="torch", precision="fp32", cache_dir=tmp_path,
+                 config_overrides=overrides)
+    saved = sum(f.stat().st_size for f in ep.handler.model_dir.glob("*.safetensors"))
+    from transformers import GPT2LMHeadModel
+
+    from ipfs_accelerate.families import get_family
+    from ipfs_accelerate.store.weights import _apply_overrides
+
+    config = _apply_overrides(get_family("gpt2").checkpoint("gpt2").config(), overrides)
+    planned = _planned_bytes(GPT2LMHeadModel, config)
+    assert planned is not None and saved <= planned <= 1.2 * saved  # the estimate is the weights' size

@@ -330,6 +330,42 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+# save_pretrained writes shards of at most 5 GB, each copied to bytes once on its way out.
+_SAVE_SHARD_BYTES = 5 * 10**9
+
+
+def _planned_bytes(model_cls: Any, config: Any) -> int | None:
+    """The bytes of the weights ``model_cls(config)`` would hold (tied ones once), from a
+    weightless copy on the meta device; None when the class cannot be built that way."""
+    import torch
+
+    try:
+        with torch.device("meta"):
+            model = model_cls(config)
+    except Exception:  # noqa: BLE001 - only an estimate: the real build reports its own error
+        return None
+    tensors = [*model.parameters(), *model.buffers()]  # parameters() yields a tied weight once
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def _require_build_memory(weight_bytes: int, what: str) -> None:
+    """Refuse a build whose weights and largest save shard would not fit in the memory available.
+
+    A process that runs out of memory is killed without a word (a benchmark with it); a
+    clear refusal first is worth the estimate's roughness.
+    """
+    import psutil
+
+    need = weight_bytes + min(weight_bytes, _SAVE_SHARD_BYTES)
+    available = psutil.virtual_memory().available
+    if need > available:
+        raise ModelNotAvailable(
+            f"{what} needs about {need / 1e9:.1f} GB of memory (its {weight_bytes / 1e9:.1f} GB of fp32 weights, "
+            f"and a copy of the largest file as it is saved) and {available / 1e9:.1f} GB is available; use a "
+            "smaller config (config_overrides) or a machine with more memory"
+        )
+
+
 def _build_synthetic(
     model_family: FamilyRecipe, checkpoint: CheckpointRecipe, config: Any, model_id: str,
     overrides: dict[str, Any], target: Path,
@@ -346,10 +382,17 @@ def _build_synthetic(
             f"({one_line(exc)}); pass a writable cache_dir (IPFS_ACCELERATE_CACHE for the command line)"
         ) from exc
     try:
+        model_cls = getattr(transformers, model_family.synthetic_class)
+        what = f"building synthetic weights for {model_id}"
+        planned = _planned_bytes(model_cls, config)
+        if planned is not None:  # refused before minutes of building, not after (or killed midway)
+            _require_build_memory(planned, what)
+            shortfall = disk_shortfall(tmp, planned, what=what)
+            if shortfall:
+                raise ModelNotAvailable(shortfall)
         # A fixed seed makes the same recipe give the same weights on every machine.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
-            model_cls = getattr(transformers, model_family.synthetic_class)
             try:
                 model = model_cls(config)
             except Exception as exc:
@@ -358,11 +401,12 @@ def _build_synthetic(
                 # A negative or inconsistent size fails somewhere inside the model's constructor.
                 raise InvalidInput(f"config_overrides {overrides!r}: {model_family.synthetic_class} cannot be built "
                                    f"from the changed config ({one_line(exc)})") from exc
-        # Tied tensors share storage and are saved once.
-        tensor_bytes = {t.data_ptr(): t.numel() * t.element_size() for t in model.state_dict().values()}
-        shortfall = disk_shortfall(tmp, sum(tensor_bytes.values()), what=f"building synthetic weights for {model_id}")
-        if shortfall:
-            raise ModelNotAvailable(shortfall)
+        if planned is None:
+            # Tied tensors share storage and are saved once.
+            tensor_bytes = {t.data_ptr(): t.numel() * t.element_size() for t in model.state_dict().values()}
+            shortfall = disk_shortfall(tmp, sum(tensor_bytes.values()), what=what)
+            if shortfall:
+                raise ModelNotAvailable(shortfall)
         model.save_pretrained(tmp, safe_serialization=True)
         checkpoint.build_processor(tmp)
         (tmp / SYNTHETIC_MARKER).write_text(json.dumps({
