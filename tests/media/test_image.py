@@ -391,8 +391,8 @@ def test_load_images_names_the_bad_item(test_image: Image.Image) -> None:
 
 
 def test_a_remote_string_is_never_opened_as_a_path(tmp_path):
-    from ipfs_accelerate.media._remote import RemoteText
     from ipfs_accelerate.media.audio import load_audio
+    from ipfs_accelerate.media.remote import RemoteText
     from ipfs_accelerate.media.video import load_video_frames
 
     image = tmp_path / "x.png"

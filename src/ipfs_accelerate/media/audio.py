@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from .._exceptions import InvalidInput
-from ._remote import refuse_remote_path
+from .remote import refuse_remote_path
 
 __all__ = ["AudioSource", "audio_seconds", "load_audio"]
 

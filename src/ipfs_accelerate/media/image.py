@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .._exceptions import InvalidInput
-from ._remote import refuse_remote_path
+from .remote import refuse_remote_path
 
 __all__ = ["DEFAULT_MAX_SIDE", "ImageSource", "load_image", "load_images"]
 

@@ -23,8 +23,8 @@ import numpy as np
 from PIL import Image
 
 from .._exceptions import InvalidInput
-from ._remote import refuse_remote_path
 from .image import DEFAULT_MAX_SIDE, load_image
+from .remote import refuse_remote_path
 
 __all__ = ["VideoClip", "load_video_frames", "sample_indices"]
 

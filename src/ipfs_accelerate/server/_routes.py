@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 
 from .._exceptions import InvalidInput, Overloaded
 from ..engine.result import Result, to_jsonable
-from ..media._remote import RemoteText
+from ..media.remote import RemoteText
 from ._errors import ApiError, error_response, status_of
 from ._openai import ChatRequest, CompletionRequest, EmbeddingRequest, InferRequest
 
