@@ -186,6 +186,15 @@ def test_parameters_that_would_change_the_answer_are_refused_not_ignored(client:
     assert client.post("/v1/completions", json=completion).status_code == 200
 
 
+def test_chat_turns_without_content_are_400_except_the_assistants(client: Any) -> None:
+    for role in ("user", "system"):
+        body = {"model": "gpt", "max_tokens": 4, "messages": [{"role": role}]}
+        err = _error(client.post("/v1/chat/completions", json=body), 400)
+        assert err["param"] == "messages.0.content" and err["message"] == f"messages.0: a {role} message needs content"
+    turns = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": None}, {"role": "user", "content": "?"}]
+    assert client.post("/v1/chat/completions", json={"model": "gpt", "max_tokens": 4, "messages": turns}).status_code == 200
+
+
 def test_chat_with_a_lone_surrogate_is_400(client: Any) -> None:
     body = json.dumps({"model": "gpt", "messages": [{"role": "user", "content": "a\ud800b"}], "max_tokens": 6})
     err = _error(client.post("/v1/chat/completions", content=body, headers={"content-type": "application/json"}), 400)

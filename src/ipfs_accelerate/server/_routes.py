@@ -357,6 +357,10 @@ async def _chat_input(model: ModelService, body: ChatRequest, limits: Limits) ->
     messages: list[tuple[str, str]] = []
     images: list[bytes] = []
     for index, message in enumerate(body.messages):
+        if message.content is None and message.role != "assistant":
+            # as OpenAI: only an assistant turn (one that called tools) may come without content
+            raise ApiError(400, f"messages.{index}: a {message.role} message needs content",
+                           param=f"messages.{index}.content", code="invalid_input")
         if message.content is None or isinstance(message.content, str):
             messages.append((message.role, message.content or ""))
             continue
