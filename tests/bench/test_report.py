@@ -316,3 +316,15 @@ def test_history_dir_keeps_each_report_and_reads_the_earlier_ones(tmp_path, cach
     err = capsys.readouterr().err
     assert f"--out {tmp_path / 'a file' / 'out'}: cannot write the report there (NotADirectoryError" in err
     assert len(list(kept.glob("benchmark-*.json"))) == 3  # nothing ran, nothing was kept
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--min-runs", "0"], "min_runs must be an integer ≥ 1; got 0"),
+    (["--concurrency", "-1"], "concurrency must be an integer ≥ 0; got -1"),
+    (["--min-seconds", "-1"], "min_seconds must be ≥ 0; got -1.0"),
+])
+def test_flags_out_of_range_are_refused_not_replaced_by_defaults(tmp_path, capsys, flags, message):
+    args = ["--model", "gpt2", "--weights", "synthetic", "--out", str(tmp_path / "out"), "--quiet", *flags]
+    assert bench_cli.main(args) == 2
+    assert capsys.readouterr().err.strip() == f"error: InvalidInput: {message}"
+    assert not (tmp_path / "out").exists()

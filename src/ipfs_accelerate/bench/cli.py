@@ -125,9 +125,9 @@ def _scenario(args: argparse.Namespace) -> Any:
             models=args.model, task=args.task, backends=tuple(args.backend or ["auto"]),
             precisions=tuple(args.precision or ["fp32"]), batch_sizes=tuple(args.batch_size or [1]),
             weights=args.weights, device=args.device, config_overrides=dict(args.config_override or []) or None,
-            params=dict(args.param or []), min_runs=args.min_runs or 3,
+            params=dict(args.param or []), min_runs=args.min_runs if args.min_runs is not None else 3,
             min_seconds=args.min_seconds if args.min_seconds is not None else 1.0, budget_s=args.budget_s,
-            concurrency=args.concurrency or 0, input_set=args.input_set,
+            concurrency=args.concurrency if args.concurrency is not None else 0, input_set=args.input_set,
         )
     if args.no_baselines:
         scenario = dataclasses.replace(scenario, baselines=False)
