@@ -474,3 +474,21 @@ def test_cors_is_off_unless_configured(tiny_endpoints: dict[str, Any]) -> None:
         # The key is still needed for the real request.
         _error(c.post("/v1/embeddings", json={"model": "mini", "input": "x"}, headers={"Origin": "http://app.example"}),
                401)
+
+
+def test_serve_refuses_an_address_it_cannot_listen_on_before_loading_anything(capsys: pytest.CaptureFixture[str]
+                                                                              ) -> None:
+    import socket
+
+    from ipfs_accelerate.cli import main
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", "--port", str(port), "--model", "no/such-model"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: InvalidInput: cannot listen on 127.0.0.1:{port}: Address already in use (another server on that "
+        "port, or an address of another machine?)")
+    assert main(["serve", "--host", "999.1.1.1", "--model", "no/such-model"]) == 2
+    assert capsys.readouterr().err.startswith("error: InvalidInput: host 999.1.1.1: not an address this machine has")
