@@ -1,4 +1,4 @@
-"""Argument types shared by the command-line interfaces (``ipfs-accelerate`` and its ``bench``).
+"""Argument types and checks shared by the command-line interfaces (``ipfs-accelerate``, ``bench``, ``serve``).
 
 Apart from :mod:`ipfs_accelerate.cli` so that ``bench.cli``, which the main CLI registers
 as a sub-command, needs nothing from the module that imports it.
@@ -10,7 +10,9 @@ import argparse
 import json
 from typing import Any
 
-__all__ = ["parse_key_value"]
+from ._exceptions import InvalidInput
+
+__all__ = ["parse_key_value", "require_listenable"]
 
 
 def parse_key_value(text: str) -> tuple[str, Any]:
@@ -23,3 +25,25 @@ def parse_key_value(text: str) -> tuple[str, Any]:
     except ValueError:
         value = raw
     return key, value
+
+
+def require_listenable(host: str, port: int) -> None:
+    """Refuse at once an address this machine cannot listen on, naming it (uvicorn finds out only
+    after the models have loaded, minutes later, and says neither which setting nor why).
+
+    Raises:
+        InvalidInput: the host does not resolve, or binding it (as uvicorn will) fails.
+    """
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as exc:
+        raise InvalidInput(f"host {host}: not an address this machine has ({exc.strerror})") from None
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise InvalidInput(f"cannot listen on {host}:{port}: {exc.strerror} (another server on that port, "
+                               "or an address of another machine?)") from None

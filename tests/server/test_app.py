@@ -487,8 +487,10 @@ def test_serve_refuses_an_address_it_cannot_listen_on_before_loading_anything(ca
         taken.listen()
         port = taken.getsockname()[1]
         assert main(["serve", "--port", str(port), "--model", "no/such-model"]) == 2
-    assert capsys.readouterr().err.strip() == (
-        f"error: InvalidInput: cannot listen on 127.0.0.1:{port}: Address already in use (another server on that "
-        "port, or an address of another machine?)")
+        refused = (f"error: InvalidInput: cannot listen on 127.0.0.1:{port}: Address already in use (another server "
+                   "on that port, or an address of another machine?)")
+        assert capsys.readouterr().err.strip() == refused
+        assert main(["models", "serve", "--port", str(port)]) == 2  # the store's gateway alone, the same check
+        assert capsys.readouterr().err.strip() == refused
     assert main(["serve", "--host", "999.1.1.1", "--model", "no/such-model"]) == 2
     assert capsys.readouterr().err.startswith("error: InvalidInput: host 999.1.1.1: not an address this machine has")

@@ -8,7 +8,7 @@ import os
 import signal
 from pathlib import Path
 
-from .._exceptions import InvalidInput
+from .._cli_args import require_listenable
 
 __all__ = ["add_serve_parser", "run_serve"]
 
@@ -31,7 +31,7 @@ def run_serve(args: argparse.Namespace) -> int:
                          models=models_or_defaults(models), peers=tuple(ipfs["peers"]), kubo_api=ipfs["kubo_api"],
                          access_log=True if getattr(args, "access_log", False) else None)
     if args.ray is None:  # on Ray, the cluster's HTTP proxy listens, perhaps on another machine
-        _require_listenable(config.host, config.port)
+        require_listenable(config.host, config.port)
     logging.getLogger("ipfs_accelerate").setLevel(logging.INFO)  # the server's own log: loading, stopping
     if args.ray is not None:
         from .ray import serve_on_ray
@@ -54,24 +54,6 @@ def run_serve(args: argparse.Namespace) -> int:
     server.run()
     logging.getLogger("ipfs_accelerate.server").info("stopped after draining (signals: %s)", stopped)
     return 0
-
-
-def _require_listenable(host: str, port: int) -> None:
-    """Refuse at once an address this machine cannot listen on (uvicorn finds out only after
-    the models have loaded, minutes later, and says neither which setting nor why)."""
-    import socket
-
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-    except socket.gaierror as exc:
-        raise InvalidInput(f"host {host}: not an address this machine has ({exc.strerror})") from None
-    with socket.socket(family, kind, proto) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
-        try:
-            probe.bind(address)
-        except OSError as exc:
-            raise InvalidInput(f"cannot listen on {host}:{port}: {exc.strerror} (another server on that port, "
-                               "or an address of another machine?)") from None
 
 
 def add_serve_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

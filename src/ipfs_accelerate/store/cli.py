@@ -21,6 +21,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .._cli_args import require_listenable
 from .._exceptions import InvalidInput, StoreError, UnsupportedTask
 from ..engine.loader import describe_model_folder, resolve_model_weights
 from .cid import CID
@@ -224,6 +225,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         raise InvalidInput("models serve needs fastapi and uvicorn: pip install 'ipfs-accelerate[server]'") from exc
     from .gateway import gateway_router
 
+    require_listenable(args.host, args.port)
     app = FastAPI(title="ipfs-accelerate trustless gateway")
     app.include_router(gateway_router(store_from_env()))
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
