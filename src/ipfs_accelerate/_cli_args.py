@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from ._exceptions import InvalidInput
+from ._logs import one_line
 
-__all__ = ["parse_key_value", "require_listenable"]
+__all__ = ["parse_key_value", "require_listenable", "require_writable_folder"]
 
 
 def parse_key_value(text: str) -> tuple[str, Any]:
@@ -47,3 +50,18 @@ def require_listenable(host: str, port: int) -> None:
         except OSError as exc:
             raise InvalidInput(f"cannot listen on {host}:{port}: {exc.strerror} (another server on that port, "
                                "or an address of another machine?)") from None
+
+
+def require_writable_folder(folder: Path, flag: str, purpose: str) -> None:
+    """Make ``folder`` and check that a file can be written in it, before a run of minutes
+    whose results would otherwise be lost at the end.
+
+    Raises:
+        InvalidInput: naming the flag, the folder and the operating system's reason.
+    """
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
+            pass
+    except OSError as exc:
+        raise InvalidInput(f"{flag} {folder}: cannot {purpose} ({one_line(exc)})") from None

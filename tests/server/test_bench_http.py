@@ -44,3 +44,20 @@ def testdrive_load_counts_answers_and_errors() -> None:
 
     figures = asyncio.run(drive_load(call, ["ok"] * 30 + ["bad"] * 5, 8, "t", ""))
     assert figures.requests == 30 and figures.errors == 5 and figures.latency is not None
+
+
+def test_bad_counts_and_an_unwritable_json_path_are_refused_before_anything_runs(tmp_path, capsys) -> None:
+    import pytest
+
+    import ipfs_accelerate as ia
+    from ipfs_accelerate.bench.http import run_http_bench
+    from ipfs_accelerate.cli import main
+
+    for kwargs, message in [({"clients": 0}, "clients must be an integer ≥ 1; got 0"),
+                            ({"requests": -1}, "requests must be an integer ≥ 1; got -1")]:
+        with pytest.raises(ia.InvalidInput, match=f"^{message}$"):
+            run_http_bench(**kwargs)  # type: ignore[arg-type]
+    (tmp_path / "a file").write_text("")
+    assert main(["bench-http", "--json", str(tmp_path / "a file" / "figures.json")]) == 2
+    assert capsys.readouterr().err.startswith(f"error: InvalidInput: --json {tmp_path / 'a file'}: cannot write "
+                                              "figures.json there")

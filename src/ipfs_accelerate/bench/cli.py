@@ -20,14 +20,12 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .._cli_args import parse_key_value
+from .._cli_args import parse_key_value, require_writable_folder
 from .._exceptions import AccelerateError, InvalidInput
-from .._logs import one_line
 from ..engine.options import BACKENDS, PRECISIONS, WEIGHTS
 
 __all__ = ["HISTORY_KEPT", "add_bench_parser", "cmd_bench", "keep_report", "kept_reports", "main"]
@@ -157,16 +155,6 @@ def _set_threads(value: str) -> str:
     return f"torch threads set to {threads} (--threads)"
 
 
-def _writable_folder(folder: Path, flag: str, purpose: str) -> None:
-    """Make ``folder`` and check that a file can be written in it, before a run of minutes."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
-            pass
-    except OSError as exc:
-        raise InvalidInput(f"{flag} {folder}: cannot {purpose} ({one_line(exc)})") from None
-
-
 def cmd_bench(args: argparse.Namespace) -> int:
     """Run the benchmark the arguments describe and write its report; 0 on success."""
     from .progress import Progress
@@ -184,8 +172,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     history = load_reports(args.history)
     if args.history_dir is not None:
         history += kept_reports(args.history_dir)
-        _writable_folder(args.history_dir, "--history-dir", "keep reports there")
-    _writable_folder(Path(args.out), "--out", "write the report there")
+        require_writable_folder(args.history_dir, "--history-dir", "keep reports there")
+    require_writable_folder(Path(args.out), "--out", "write the report there")
     notes = [_set_threads(str(args.threads))]
     cache = os.environ.get("IPFS_ACCELERATE_CACHE")
     with Progress(enabled=not args.quiet) as progress:

