@@ -244,3 +244,19 @@ def test_cli_add_of_what_is_neither_a_path_nor_a_model_names_both(tmp_path, monk
     assert main(["models", "add", target.format(tmp=tmp_path)]) == 2
     assert capsys.readouterr().err.startswith(message.format(tmp=tmp_path))
     assert not (tmp_path / "cache" / "ipfs").exists()
+
+
+def test_get_to_a_path_that_cannot_hold_the_files_is_a_store_error(tmp_path, tiny_folder, monkeypatch):
+    from ipfs_accelerate.store import disk
+
+    store = ModelStore(tmp_path / "ipfs")
+    root = CID.parse(store.add(tiny_folder).root)
+    (tmp_path / "a file").write_text("")
+    with pytest.raises(StoreError, match=rf"^cannot write {tmp_path}/a file/copy: FileExistsError"):
+        store.get(root, tmp_path / "a file" / "copy")
+    monkeypatch.setattr(disk, "KEEP_FREE_BYTES", 1 << 62)  # as if the disk were full
+    with pytest.raises(StoreError, match=rf"^writing {root} to {tmp_path}/copy needs about [\d.]+ GB of disk"):
+        store.get(root, tmp_path / "copy")
+    assert not (tmp_path / "copy").exists() and not list(tmp_path.glob(".get-*"))
+    monkeypatch.undo()
+    assert add_path(store.get(root, tmp_path / "new" / "copy")).cid == root  # missing parents are made

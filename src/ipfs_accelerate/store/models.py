@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .._exceptions import IntegrityError, StoreError
+from .._logs import one_line
 from .._types import WeightsKind
 from .blockstore import Blockstore
 from .cid import CID
@@ -301,14 +302,24 @@ class ModelStore:
         """Write the file or folder at ``root`` to ``to`` (fetching missing blocks first).
 
         Raises:
-            StoreError, IntegrityError: as :meth:`materialize`.
+            StoreError: as :meth:`materialize`; or ``to`` exists and is not empty, cannot be
+                written (a file in its path), or its disk cannot hold the files (checked first).
+            IntegrityError: as :meth:`materialize`.
         """
         dest = Path(to)
-        manifest = self.manifest(root)
-        self.ensure(root)
         if dest.exists() and any(dest.iterdir() if dest.is_dir() else [dest]):
             raise StoreError(f"{dest} already exists and is not empty")
-        tmp = Path(tempfile.mkdtemp(prefix=".get-", dir=dest.parent if dest.parent.exists() else None))
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot write {dest}: {one_line(exc)}") from exc
+        manifest = self.manifest(root)
+        self.ensure(root)
+        shortfall = disk_shortfall(dest.parent, manifest.size, what=f"writing {root} to {dest}")
+        if shortfall:
+            raise StoreError(shortfall)
+        # Beside the destination, so that the last step is a rename on the same disk.
+        tmp = Path(tempfile.mkdtemp(prefix=".get-", dir=dest.parent))
         try:
             if manifest.is_dir:
                 self._write_tree(root, manifest.files, tmp)
