@@ -32,7 +32,7 @@ from typing import Any, Protocol
 from .._exceptions import InvalidInput, ModelNotAvailable
 from .._logs import one_line
 from .._types import WeightsKind
-from .disk import disk_shortfall, mark_used
+from .disk import disk_shortfall, mark_used, memory_shortfall
 
 __all__ = [
     "SYNTHETIC_MARKER",
@@ -348,24 +348,6 @@ def _planned_bytes(model_cls: Any, config: Any) -> int | None:
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
-def _require_build_memory(weight_bytes: int, what: str) -> None:
-    """Refuse a build whose weights and largest save shard would not fit in the memory available.
-
-    A process that runs out of memory is killed without a word (a benchmark with it); a
-    clear refusal first is worth the estimate's roughness.
-    """
-    import psutil
-
-    need = weight_bytes + min(weight_bytes, _SAVE_SHARD_BYTES)
-    available = psutil.virtual_memory().available
-    if need > available:
-        raise ModelNotAvailable(
-            f"{what} needs about {need / 1e9:.1f} GB of memory (its {weight_bytes / 1e9:.1f} GB of fp32 weights, "
-            f"and a copy of the largest file as it is saved) and {available / 1e9:.1f} GB is available; use a "
-            "smaller config (config_overrides) or a machine with more memory"
-        )
-
-
 def _build_synthetic(
     model_family: FamilyRecipe, checkpoint: CheckpointRecipe, config: Any, model_id: str,
     overrides: dict[str, Any], target: Path,
@@ -386,8 +368,11 @@ def _build_synthetic(
         what = f"building synthetic weights for {model_id}"
         planned = _planned_bytes(model_cls, config)
         if planned is not None:  # refused before minutes of building, not after (or killed midway)
-            _require_build_memory(planned, what)
-            shortfall = disk_shortfall(tmp, planned, what=what)
+            shortfall = memory_shortfall(
+                planned + min(planned, _SAVE_SHARD_BYTES), what=what,
+                breakdown=f"its {planned / 1e9:.1f} GB of fp32 weights, and a copy of the largest file as it is saved",
+                advice="use a smaller config (config_overrides) or a machine with more memory",
+            ) or disk_shortfall(tmp, planned, what=what)
             if shortfall:
                 raise ModelNotAvailable(shortfall)
         # A fixed seed makes the same recipe give the same weights on every machine.

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..._exceptions import BackendUnavailable
+from ...store.disk import memory_shortfall
 from ...store.weights import parameter_counts
 
 if TYPE_CHECKING:
@@ -368,17 +369,12 @@ def require_export_memory(spec: ModelSpec, *, factor: float, what: str) -> None:
     Raises:
         BackendUnavailable: the estimate exceeds the memory available.
     """
-    import psutil
-
     weights = fp32_weight_bytes(spec.model_dir)
-    need = factor * weights
-    available = psutil.virtual_memory().available
-    if need > available:
-        raise BackendUnavailable(
-            f"{what} needs about {need / 1e9:.1f} GB of memory ({factor:g}× the {weights / 1e9:.1f} GB of fp32 "
-            f"weights) and {available / 1e9:.1f} GB is available; run it with the torch backend or on a machine "
-            "with more memory"
-        )
+    shortfall = memory_shortfall(factor * weights, what=what,
+                                 breakdown=f"{factor:g}× the {weights / 1e9:.1f} GB of fp32 weights",
+                                 advice="run it with the torch backend or on a machine with more memory")
+    if shortfall:
+        raise BackendUnavailable(shortfall)
 
 
 def graph_feed(inputs: dict[str, Any], input_names: Sequence[str], *, what: str) -> dict[str, Any]:
