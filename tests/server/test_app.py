@@ -492,5 +492,21 @@ def test_serve_refuses_an_address_it_cannot_listen_on_before_loading_anything(ca
         assert capsys.readouterr().err.strip() == refused
         assert main(["models", "serve", "--port", str(port)]) == 2  # the store's gateway alone, the same check
         assert capsys.readouterr().err.strip() == refused
-    assert main(["serve", "--host", "999.1.1.1", "--model", "no/such-model"]) == 2
-    assert capsys.readouterr().err.startswith("error: InvalidInput: host 999.1.1.1: not an address this machine has")
+    # 192.0.2.1 is a documentation address (TEST-NET-1): numeric, so no name lookup, and on no machine
+    assert main(["serve", "--host", "192.0.2.1", "--model", "no/such-model"]) == 2
+    assert capsys.readouterr().err.startswith("error: InvalidInput: cannot listen on 192.0.2.1:8000: Cannot assign "
+                                              "requested address")
+
+
+def test_a_host_name_that_does_not_resolve_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    from ipfs_accelerate._cli_args import require_listenable
+
+    def no_such_name(*args: Any, **kwargs: Any) -> Any:  # the resolver's answer, without asking a DNS server
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_such_name)
+    with pytest.raises(ia.InvalidInput, match=r"^host no-such-host: not an address this machine has "
+                                              r"\(Name or service not known\)$"):
+        require_listenable("no-such-host", 8000)
